@@ -1,0 +1,307 @@
+//! Configuration in two phases: raw options from the command line and an optional TOML file
+//! (same keys; flags win), then validation into a resolved [`Config`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+/// Packet I/O backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Kernel UDP sockets with recvmmsg/sendmmsg (portable, unprivileged).
+    Udp,
+    /// AF_XDP kernel bypass (not in this build yet).
+    Xdp,
+    /// xdp where possible, else udp (not in this build yet).
+    Auto,
+}
+
+/// Daemon options. Every option can also be set in the `--config` TOML file under the same
+/// name (e.g. `port-min = 30000`); command-line flags override the file.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawOptions {
+    /// TOML file with any of these options.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Media interface, rtpengine style: `[NAME/]ADDRESS[!ADVERTISED]`. The address is bound
+    /// for media; the advertised one (default: the same) goes into SDP. [default: 127.0.0.1]
+    #[arg(long, value_name = "[NAME/]ADDR[!ADV]")]
+    pub interface: Option<String>,
+    /// Address and port of the NG control protocol (UDP). [default: 127.0.0.1:2223]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen_ng: Option<SocketAddr>,
+    /// Lowest media port. [default: 30000]
+    #[arg(long)]
+    pub port_min: Option<u16>,
+    /// Highest media port. [default: 39999]
+    #[arg(long)]
+    pub port_max: Option<u16>,
+    /// Packet backend. [default: udp]
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// Packet worker threads. [default: number of CPUs]
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// CPUs to pin workers to, one per worker in order, e.g. `2,3` or `2-5`. [default: the
+    /// first N CPUs]
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<String>,
+    /// Seconds without packets or signalling after which a call is deleted. [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub media_timeout: Option<u64>,
+    /// Log filter: error, warn, info, debug, trace (or a tracing directive). [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Validated settings the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Interface name (for logs and `direction`).
+    pub interface_name: String,
+    /// Address media sockets bind to.
+    pub bind_address: IpAddr,
+    /// Address put into SDP.
+    pub advertised_address: IpAddr,
+    /// NG control socket.
+    pub listen_ng: SocketAddr,
+    /// Media port range.
+    pub port_min: u16,
+    /// Media port range.
+    pub port_max: u16,
+    /// Backend.
+    pub backend: Backend,
+    /// Number of packet workers.
+    pub workers: usize,
+    /// CPU per worker (empty = do not pin).
+    pub cpus: Vec<usize>,
+    /// Media timeout.
+    pub media_timeout: Duration,
+    /// Log filter.
+    pub log_level: String,
+}
+
+impl RawOptions {
+    /// Fills unset options from the TOML file named by `--config`, if any.
+    pub fn merge_file(self) -> anyhow::Result<RawOptions> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let file = load_toml(&path)?;
+        Ok(RawOptions {
+            config: self.config,
+            interface: self.interface.or(file.interface),
+            listen_ng: self.listen_ng.or(file.listen_ng),
+            port_min: self.port_min.or(file.port_min),
+            port_max: self.port_max.or(file.port_max),
+            backend: self.backend.or(file.backend),
+            workers: self.workers.or(file.workers),
+            cpus: self.cpus.or(file.cpus),
+            media_timeout: self.media_timeout.or(file.media_timeout),
+            log_level: self.log_level.or(file.log_level),
+        })
+    }
+
+    /// Applies defaults and checks every value.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let (interface_name, bind_address, advertised_address) =
+            parse_interface(self.interface.as_deref().unwrap_or("127.0.0.1"))?;
+        let port_min = self.port_min.unwrap_or(30_000);
+        let port_max = self.port_max.unwrap_or(39_999);
+        if port_min == 0 || port_max <= port_min {
+            bail!("--port-min ({port_min}) must be above 0 and below --port-max ({port_max})");
+        }
+        let backend = self.backend.unwrap_or(Backend::Udp);
+        if backend != Backend::Udp {
+            bail!("--backend {backend:?} is not available in this build; use --backend udp");
+        }
+        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpus = match self.cpus.as_deref() {
+            Some(list) => parse_cpu_list(list)?,
+            None => Vec::new(),
+        };
+        let workers = self
+            .workers
+            .unwrap_or(if cpus.is_empty() { ncpu } else { cpus.len() });
+        if workers == 0 || workers > 1024 {
+            bail!("--workers must be between 1 and 1024, not {workers}");
+        }
+        if !cpus.is_empty() && cpus.len() != workers {
+            bail!(
+                "--cpus lists {} CPUs but there are {workers} workers: give one CPU per worker",
+                cpus.len()
+            );
+        }
+        let cpus = if cpus.is_empty() {
+            (0..workers).map(|i| i % ncpu).collect()
+        } else {
+            cpus
+        };
+        let media_timeout = self.media_timeout.unwrap_or(60);
+        if media_timeout == 0 {
+            bail!("--media-timeout must be at least 1 second");
+        }
+        Ok(Config {
+            interface_name,
+            bind_address,
+            advertised_address,
+            listen_ng: self
+                .listen_ng
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2223))),
+            port_min,
+            port_max,
+            backend,
+            workers,
+            cpus,
+            media_timeout: Duration::from_secs(media_timeout),
+            log_level: self.log_level.unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+fn load_toml(path: &Path) -> anyhow::Result<RawOptions> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// Parses `[NAME/]ADDRESS[!ADVERTISED]`.
+pub fn parse_interface(s: &str) -> anyhow::Result<(String, IpAddr, IpAddr)> {
+    let (name, rest) = match s.split_once('/') {
+        Some((n, r)) if !n.contains(':') && !n.contains('.') => (n.to_owned(), r),
+        _ => ("default".to_owned(), s),
+    };
+    let (bind, adv) = match rest.split_once('!') {
+        Some((b, a)) => (b, Some(a)),
+        None => (rest, None),
+    };
+    let bind: IpAddr = bind
+        .parse()
+        .with_context(|| format!("--interface: '{bind}' is not an IP address"))?;
+    let adv: IpAddr = match adv {
+        Some(a) => a
+            .parse()
+            .with_context(|| format!("--interface: '{a}' is not an IP address"))?,
+        None => bind,
+    };
+    if adv.is_unspecified() {
+        bail!("--interface: the advertised address cannot be {adv}; use ADDR!ADVERTISED");
+    }
+    if bind.is_ipv4() != adv.is_ipv4() {
+        bail!("--interface: bound and advertised addresses must be the same family");
+    }
+    Ok((name, bind, adv))
+}
+
+/// Parses a CPU list like `0,2-4`.
+pub fn parse_cpu_list(s: &str) -> anyhow::Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("--cpus: '{part}' is not a CPU number or range");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let a: usize = a.trim().parse().with_context(bad)?;
+                let b: usize = b.trim().parse().with_context(bad)?;
+                if b < a || b - a > 4096 {
+                    bail!(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().with_context(bad)?),
+        }
+    }
+    if out.is_empty() {
+        bail!("--cpus: empty list");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_forms() {
+        let (n, b, a) = parse_interface("198.18.0.1").unwrap();
+        assert_eq!(
+            (n.as_str(), b.to_string(), a.to_string()),
+            ("default", "198.18.0.1".into(), "198.18.0.1".into())
+        );
+        let (n, b, a) = parse_interface("pub/0.0.0.0!198.18.0.1").unwrap();
+        assert_eq!(
+            (n.as_str(), b.to_string(), a.to_string()),
+            ("pub", "0.0.0.0".into(), "198.18.0.1".into())
+        );
+        assert!(parse_interface("2001:db8::1").is_ok());
+        assert!(parse_interface("0.0.0.0").is_err());
+        assert!(parse_interface("nonsense").is_err());
+        assert!(parse_interface("10.0.0.1!2001:db8::1").is_err());
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0,2-4").unwrap(), vec![0, 2, 3, 4]);
+        assert!(parse_cpu_list("4-2").is_err());
+        assert!(parse_cpu_list("x").is_err());
+        assert!(parse_cpu_list("").is_err());
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let c = RawOptions::default().resolve().unwrap();
+        assert_eq!(c.listen_ng, "127.0.0.1:2223".parse().unwrap());
+        assert_eq!((c.port_min, c.port_max), (30_000, 39_999));
+        assert_eq!(c.media_timeout, Duration::from_secs(60));
+        assert_eq!(c.cpus.len(), c.workers);
+        let bad = RawOptions {
+            port_min: Some(40_000),
+            ..Default::default()
+        };
+        assert!(bad.resolve().is_err());
+        let bad = RawOptions {
+            workers: Some(3),
+            cpus: Some("0,1".into()),
+            ..Default::default()
+        };
+        assert!(bad.resolve().is_err());
+        let bad = RawOptions {
+            backend: Some(Backend::Xdp),
+            ..Default::default()
+        };
+        assert!(bad.resolve().unwrap_err().to_string().contains("udp"));
+    }
+
+    #[test]
+    fn file_values_fill_in_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("lc-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.toml");
+        std::fs::write(
+            &path,
+            "port-min = 31000\nport-max = 31999\nlisten-ng = \"127.0.0.1:5000\"\n",
+        )
+        .unwrap();
+        let raw = RawOptions {
+            config: Some(path.clone()),
+            port_max: Some(32_999),
+            ..Default::default()
+        };
+        let c = raw.merge_file().unwrap().resolve().unwrap();
+        assert_eq!((c.port_min, c.port_max), (31_000, 32_999));
+        assert_eq!(c.listen_ng.port(), 5000);
+        std::fs::write(&path, "port-minn = 1\n").unwrap();
+        let raw = RawOptions {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert!(format!("{:#}", raw.merge_file().unwrap_err()).contains("port-minn"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

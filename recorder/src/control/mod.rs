@@ -1,0 +1,4 @@
+//! Control plane: the NG protocol endpoint and the call table behind it, both sans-IO.
+
+pub mod ng;
+pub mod session;

@@ -1,0 +1,1017 @@
+//! The call table: what NG `offer`, `answer`, `delete` and the media timeout do to calls,
+//! parties and their port pairs, and the `query`/`list`/`statistics` views of it.
+//!
+//! Sans-IO: every method takes the time as [`Now`]; port numbers come from a [`PortPool`]; the
+//! endpoint changes for the packet workers are queued and pulled with
+//! [`SessionTable::poll_flow_change`]. Model (as rtpengine's): a call has two parties, each
+//! known by its SIP tag; the party whose SDP is being signalled is the *owner* (the from-tag
+//! in an offer, the to-tag in an answer). Every media line of the call has one port pair per
+//! party: the pair advertised *to* that party, on which the relay receives its packets and
+//! from which it sends it the other party's packets.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use linecord_ng::bencode::Value;
+use linecord_sdp::{MediaInfo, MediaPorts, RewritePlan, Sdp};
+
+use crate::media::{Component, EndpointConfig, Latching, StatsSnapshot, StreamStats};
+use crate::ports::PortPool;
+
+/// The time, as the caller's clocks read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Now {
+    /// Monotonic nanoseconds since the process epoch (same clock the workers use).
+    pub mono_ns: u64,
+    /// Wall clock, milliseconds since the Unix epoch (only for display).
+    pub unix_ms: u64,
+}
+
+/// Settings of the table that come from the configuration.
+#[derive(Debug, Clone)]
+pub struct TableSettings {
+    /// Address advertised in rewritten SDP (the media interface).
+    pub advertised: IpAddr,
+    /// A call with no packets and no signalling for this long is deleted.
+    pub media_timeout_ns: u64,
+    /// Number of packet workers calls are spread over.
+    pub workers: usize,
+}
+
+/// A change the packet workers must apply.
+#[derive(Debug, Clone)]
+pub enum FlowChange {
+    /// Add or update an endpoint on `worker`.
+    Upsert {
+        /// Worker owning the call.
+        worker: usize,
+        /// The endpoint.
+        config: EndpointConfig,
+    },
+    /// Remove the endpoint on `port` from `worker`.
+    Remove {
+        /// Worker owning the call.
+        worker: usize,
+        /// Local port.
+        port: u16,
+    },
+}
+
+/// A request failed: the text is the NG `error-reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NgError(pub String);
+
+impl NgError {
+    fn new(s: impl Into<String>) -> Self {
+        NgError(s.into())
+    }
+}
+
+/// The signalling options of one offer or answer, already validated.
+#[derive(Debug, Clone)]
+pub struct Negotiation<'a> {
+    /// SIP Call-ID.
+    pub call_id: &'a str,
+    /// Tag of the party whose SDP this is.
+    pub owner_tag: &'a str,
+    /// Tag of the other party, if known.
+    pub other_tag: Option<&'a str>,
+    /// True for `answer` (the call must exist).
+    pub is_answer: bool,
+    /// The party's SDP.
+    pub sdp: &'a [u8],
+    /// How the party's source address is learned.
+    pub latching: Latching,
+    /// Use the SDP address even when `received_from` is given (`trust address`).
+    pub trust_address: bool,
+    /// Source address of the SIP message (`received from`).
+    pub received_from: Option<IpAddr>,
+    /// Override of the party's media address (`media address`).
+    pub media_address: Option<IpAddr>,
+    /// Rewrite the o= line (`replace: origin`).
+    pub replace_origin: bool,
+    /// Label for the owner party.
+    pub label: Option<&'a str>,
+    /// Call metadata.
+    pub metadata: Option<&'a str>,
+}
+
+struct PartyMedia {
+    rtp_port: u16,
+    kind: String,
+    proto: String,
+    clock_rate: u32,
+    rtcp_mux: bool,
+    latching: Latching,
+    /// Address from signalling (after received-from/media-address rules).
+    peer_rtp: Option<SocketAddr>,
+    peer_rtcp: Option<SocketAddr>,
+    latched_rtp: Option<SocketAddr>,
+    latched_rtcp: Option<SocketAddr>,
+    rtp: Arc<StreamStats>,
+    rtcp: Arc<StreamStats>,
+}
+
+impl PartyMedia {
+    fn new(rtp_port: u16) -> Self {
+        PartyMedia {
+            rtp_port,
+            kind: String::from("audio"),
+            proto: String::from("RTP/AVP"),
+            clock_rate: 8000,
+            rtcp_mux: false,
+            latching: Latching::Symmetric,
+            peer_rtp: None,
+            peer_rtcp: None,
+            latched_rtp: None,
+            latched_rtcp: None,
+            rtp: Arc::default(),
+            rtcp: Arc::default(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Party {
+    tag: Option<String>,
+    label: Option<String>,
+    medias: Vec<PartyMedia>,
+    created_unix_ms: u64,
+}
+
+struct Call {
+    worker: usize,
+    created_unix_ms: u64,
+    last_signal_ns: u64,
+    last_signal_unix_ms: u64,
+    metadata: Option<String>,
+    parties: [Party; 2],
+}
+
+impl Call {
+    fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.parties
+            .iter()
+            .flat_map(|p| p.medias.iter().map(|m| m.rtp_port))
+    }
+
+    fn last_activity_ns(&self) -> u64 {
+        self.parties
+            .iter()
+            .flat_map(|p| p.medias.iter())
+            .flat_map(|m| [&m.rtp, &m.rtcp])
+            .map(|s| s.snapshot().last_packet_ns)
+            .fold(self.last_signal_ns, u64::max)
+    }
+}
+
+/// Totals since start, for `statistics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Totals {
+    /// Calls created.
+    pub managed_sessions: u64,
+    /// Calls deleted by NG `delete`.
+    pub deleted_sessions: u64,
+    /// Calls deleted by the media timeout.
+    pub timeout_sessions: u64,
+    /// Offers refused because no ports were left.
+    pub port_exhaustion: u64,
+}
+
+/// The call table. `P` hands out port pairs.
+pub struct SessionTable<P> {
+    settings: TableSettings,
+    pool: P,
+    calls: HashMap<String, Call>,
+    /// RTP port of any pair → call-id (for latch events).
+    port_index: HashMap<u16, String>,
+    changes: VecDeque<FlowChange>,
+    next_worker: usize,
+    totals: Totals,
+}
+
+fn endpoint_json(addr: Option<SocketAddr>) -> Value {
+    let mut d = Value::dict();
+    if let Some(a) = addr {
+        d.insert("family", if a.is_ipv4() { "IPv4" } else { "IPv6" });
+        d.insert("address", a.ip().to_string());
+        d.insert("port", u64::from(a.port()));
+    }
+    d
+}
+
+fn stats_json(s: &StatsSnapshot) -> Value {
+    let mut d = Value::dict();
+    d.insert("packets", s.packets);
+    d.insert("bytes", s.bytes);
+    d.insert("errors", s.errors);
+    d
+}
+
+impl<P: PortPool> SessionTable<P> {
+    /// An empty table.
+    pub fn new(settings: TableSettings, pool: P) -> Self {
+        SessionTable {
+            settings,
+            pool,
+            calls: HashMap::new(),
+            port_index: HashMap::new(),
+            changes: VecDeque::new(),
+            next_worker: 0,
+            totals: Totals::default(),
+        }
+    }
+
+    /// The port pool (the UDP backend takes bound sockets from it).
+    pub fn pool_mut(&mut self) -> &mut P {
+        &mut self.pool
+    }
+
+    /// Next endpoint change for the workers. Call after every request and timeout.
+    pub fn poll_flow_change(&mut self) -> Option<FlowChange> {
+        self.changes.pop_front()
+    }
+
+    /// Number of calls.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Whether there are no calls.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Totals since start.
+    pub fn totals(&self) -> Totals {
+        self.totals
+    }
+
+    /// Free port pairs.
+    pub fn free_pairs(&self) -> usize {
+        self.pool.free_pairs()
+    }
+
+    /// Handles an `offer` or `answer`: returns the rewritten SDP for the other party.
+    pub fn negotiate(&mut self, n: &Negotiation<'_>, now: Now) -> Result<Vec<u8>, NgError> {
+        let sdp = Sdp::parse(n.sdp).map_err(|e| NgError::new(format!("bad SDP: {e}")))?;
+        let medias = sdp.medias();
+        if let Some(m) = medias.iter().find(|m| m.port != 0 && !m.is_udp) {
+            return Err(NgError::new(format!(
+                "unsupported media transport '{}' in m={} line {}",
+                m.proto,
+                m.kind,
+                m.index + 1
+            )));
+        }
+        let created = !self.calls.contains_key(n.call_id);
+        if created {
+            if n.is_answer {
+                return Err(NgError::new("Unknown call-id"));
+            }
+            let worker = self.next_worker % self.settings.workers.max(1);
+            self.next_worker = self.next_worker.wrapping_add(1);
+            self.calls.insert(
+                n.call_id.to_owned(),
+                Call {
+                    worker,
+                    created_unix_ms: now.unix_ms,
+                    last_signal_ns: now.mono_ns,
+                    last_signal_unix_ms: now.unix_ms,
+                    metadata: None,
+                    parties: [Party::default(), Party::default()],
+                },
+            );
+            self.totals.managed_sessions += 1;
+        }
+        let result = self.negotiate_in_call(n, &sdp, &medias, now);
+        if result.is_err() && created {
+            self.remove_call(n.call_id);
+            self.totals.managed_sessions -= 1;
+        }
+        result
+    }
+
+    fn negotiate_in_call(
+        &mut self,
+        n: &Negotiation<'_>,
+        sdp: &Sdp,
+        medias: &[MediaInfo],
+        now: Now,
+    ) -> Result<Vec<u8>, NgError> {
+        let call = self
+            .calls
+            .get_mut(n.call_id)
+            .ok_or_else(|| NgError::new("Unknown call-id"))?;
+        let (owner, other) = resolve_sides(call, n)?;
+
+        // Port pairs for every media line, for both parties.
+        let mut fresh = Vec::new();
+        for side in [owner, other] {
+            while call.parties[side].medias.len() < medias.len() {
+                match self.pool.allocate() {
+                    Ok(port) => {
+                        fresh.push(port);
+                        call.parties[side].medias.push(PartyMedia::new(port));
+                    }
+                    Err(e) => {
+                        self.totals.port_exhaustion += 1;
+                        for p in &fresh {
+                            self.pool.release(*p);
+                        }
+                        for party in &mut call.parties {
+                            party.medias.retain(|m| !fresh.contains(&m.rtp_port));
+                        }
+                        return Err(NgError::new(e.to_string()));
+                    }
+                }
+            }
+        }
+        for p in fresh {
+            self.port_index.insert(p, n.call_id.to_owned());
+        }
+
+        // The owner's addresses from its SDP.
+        for m in medias {
+            let pm = &mut call.parties[owner].medias[m.index];
+            let (rtp, rtcp) = signalled_peers(m, n);
+            pm.kind.clone_from(&m.kind);
+            pm.proto.clone_from(&m.proto);
+            pm.clock_rate = m.clock_rate();
+            pm.rtcp_mux = m.rtcp_mux;
+            pm.latching = n.latching;
+            pm.peer_rtp = rtp;
+            pm.peer_rtcp = rtcp;
+        }
+        if let Some(label) = n.label {
+            call.parties[owner].label = Some(label.to_owned());
+        }
+        if call.parties[owner].created_unix_ms == 0 {
+            call.parties[owner].created_unix_ms = now.unix_ms;
+        }
+        if call.parties[other].created_unix_ms == 0 {
+            call.parties[other].created_unix_ms = now.unix_ms;
+        }
+        if let Some(md) = n.metadata {
+            call.metadata = Some(md.to_owned());
+        }
+        call.last_signal_ns = now.mono_ns;
+        call.last_signal_unix_ms = now.unix_ms;
+
+        // The other party will send to its own pairs: advertise those.
+        let plan = RewritePlan {
+            address: self.settings.advertised,
+            medias: medias
+                .iter()
+                .map(|m| {
+                    let local = call.parties[other].medias[m.index].rtp_port;
+                    (m.port != 0).then_some(MediaPorts {
+                        rtp: local,
+                        rtcp: local + 1,
+                    })
+                })
+                .collect(),
+            replace_origin: n.replace_origin,
+            remove_ice: true,
+        };
+        let out = sdp
+            .rewrite(&plan)
+            .map_err(|e| NgError::new(format!("cannot rewrite SDP: {e}")))?;
+        let changes = endpoint_configs(call);
+        let worker = call.worker;
+        self.changes.extend(
+            changes
+                .into_iter()
+                .map(|config| FlowChange::Upsert { worker, config }),
+        );
+        Ok(out)
+    }
+
+    fn remove_call(&mut self, call_id: &str) -> Option<Call> {
+        let call = self.calls.remove(call_id)?;
+        for port in call.ports() {
+            for p in [port, port + 1] {
+                self.changes.push_back(FlowChange::Remove {
+                    worker: call.worker,
+                    port: p,
+                });
+            }
+            self.port_index.remove(&port);
+            self.pool.release(port);
+        }
+        Some(call)
+    }
+
+    /// Handles `delete`: removes the call and returns its final `query` view.
+    pub fn delete(&mut self, call_id: &str, now: Now) -> Result<Value, NgError> {
+        let view = self.query(call_id, now)?;
+        self.remove_call(call_id);
+        self.totals.deleted_sessions += 1;
+        Ok(view)
+    }
+
+    /// Records an address a worker latched onto (for `query`).
+    pub fn handle_latched(&mut self, port: u16, addr: SocketAddr) {
+        let rtp_port = port & !1;
+        let Some(call) = self
+            .port_index
+            .get(&rtp_port)
+            .and_then(|id| self.calls.get_mut(id))
+        else {
+            return;
+        };
+        for m in call.parties.iter_mut().flat_map(|p| p.medias.iter_mut()) {
+            if m.rtp_port == rtp_port {
+                if port == rtp_port {
+                    m.latched_rtp = Some(addr);
+                } else {
+                    m.latched_rtcp = Some(addr);
+                }
+            }
+        }
+    }
+
+    /// Deletes calls idle past the media timeout; returns how many. Call about once a second.
+    pub fn handle_timeout(&mut self, now: Now) -> usize {
+        let limit = self.settings.media_timeout_ns;
+        let idle: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| now.mono_ns.saturating_sub(c.last_activity_ns()) > limit)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &idle {
+            tracing::info!(call_id = %id, "media timeout: deleting call");
+            self.remove_call(id);
+            self.totals.timeout_sessions += 1;
+        }
+        idle.len()
+    }
+
+    /// Call-ids, at most `limit`.
+    pub fn list(&self, limit: usize) -> Vec<String> {
+        let mut ids: Vec<String> = self.calls.keys().take(limit).cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// The `query` reply body for a call, in rtpengine's shape: `created`, `last signal`,
+    /// `tags` → tag → `medias` → `streams` (endpoint, local port, stats), and `totals`.
+    pub fn query(&self, call_id: &str, now: Now) -> Result<Value, NgError> {
+        let call = self
+            .calls
+            .get(call_id)
+            .ok_or_else(|| NgError::new("Unknown call-id"))?;
+        let unix_of = |mono: u64| -> u64 {
+            if mono == 0 {
+                0
+            } else {
+                now.unix_ms
+                    .saturating_sub(now.mono_ns.saturating_sub(mono) / 1_000_000)
+                    / 1000
+            }
+        };
+        let mut totals_rtp = StatsSnapshot::default();
+        let mut totals_rtcp = StatsSnapshot::default();
+        let mut tags = Value::dict();
+        for (i, party) in call.parties.iter().enumerate() {
+            let Some(tag) = &party.tag else { continue };
+            let mut t = Value::dict();
+            t.insert("tag", tag.as_str());
+            if let Some(l) = &party.label {
+                t.insert("label", l.as_str());
+            }
+            t.insert("created", party.created_unix_ms / 1000);
+            if let Some(other) = &call.parties[1 - i].tag {
+                t.insert("in dialogue with", other.as_str());
+            }
+            let mut medias = Vec::new();
+            for (index, m) in party.medias.iter().enumerate() {
+                let mut streams = Vec::new();
+                for (component, stats, peer, latched) in [
+                    (Component::Rtp, &m.rtp, m.peer_rtp, m.latched_rtp),
+                    (Component::Rtcp, &m.rtcp, m.peer_rtcp, m.latched_rtcp),
+                ] {
+                    let s = stats.snapshot();
+                    let total = if component == Component::Rtp {
+                        &mut totals_rtp
+                    } else {
+                        &mut totals_rtcp
+                    };
+                    total.packets += s.packets;
+                    total.bytes += s.bytes;
+                    total.errors += s.errors;
+                    let mut st = Value::dict();
+                    let port = m.rtp_port + u16::from(component == Component::Rtcp);
+                    st.insert("local port", u64::from(port));
+                    st.insert(
+                        "local address",
+                        self.settings.advertised.to_string().as_str(),
+                    );
+                    st.insert("endpoint", endpoint_json(latched.or(peer)));
+                    st.insert("advertised endpoint", endpoint_json(peer));
+                    st.insert("last packet", unix_of(s.last_packet_ns));
+                    st.insert("stats", stats_json(&s));
+                    let mut flags = vec![Value::from(if component == Component::Rtp {
+                        "RTP"
+                    } else {
+                        "RTCP"
+                    })];
+                    if latched.is_some() {
+                        flags.push(Value::from("confirmed"));
+                    }
+                    if m.rtcp_mux && component == Component::Rtp {
+                        flags.push(Value::from("RTCP-mux"));
+                    }
+                    st.insert("flags", flags);
+                    if component == Component::Rtp {
+                        st.insert("SSRC", u64::from(s.ssrc));
+                        st.insert("lost", s.lost);
+                        st.insert("jitter", u64::from(s.jitter));
+                    }
+                    streams.push(st);
+                }
+                let mut md = Value::dict();
+                md.insert("index", (index + 1) as u64);
+                md.insert("type", m.kind.as_str());
+                md.insert("protocol", m.proto.as_str());
+                md.insert("streams", streams);
+                medias.push(md);
+            }
+            t.insert("medias", medias);
+            tags.insert(tag, t);
+        }
+        let mut totals = Value::dict();
+        totals.insert("RTP", stats_json(&totals_rtp));
+        totals.insert("RTCP", stats_json(&totals_rtcp));
+        let mut reply = Value::dict();
+        reply.insert("result", "ok");
+        reply.insert("created", call.created_unix_ms / 1000);
+        reply.insert("created_us", call.created_unix_ms * 1000);
+        reply.insert("last signal", call.last_signal_unix_ms / 1000);
+        if let Some(md) = &call.metadata {
+            reply.insert("metadata", md.as_str());
+        }
+        reply.insert("tags", tags);
+        reply.insert("totals", totals);
+        Ok(reply)
+    }
+}
+
+/// Which party owns the SDP and which receives it (see the module doc), assigning tags the
+/// call has not seen yet.
+fn resolve_sides(call: &mut Call, n: &Negotiation<'_>) -> Result<(usize, usize), NgError> {
+    let tag_of = |call: &Call, i: usize| call.parties[i].tag.clone();
+    let owner = if tag_of(call, 0).is_none() {
+        call.parties[0].tag = Some(n.owner_tag.to_owned());
+        0
+    } else if tag_of(call, 0).as_deref() == Some(n.owner_tag) {
+        0
+    } else if tag_of(call, 1).as_deref() == Some(n.owner_tag) {
+        1
+    } else if tag_of(call, 1).is_none() || n.is_answer {
+        // First answer, or a different branch answering (the last answer wins).
+        call.parties[1].tag = Some(n.owner_tag.to_owned());
+        1
+    } else {
+        return Err(NgError::new(format!(
+            "tag '{}' is not a party of this call",
+            n.owner_tag
+        )));
+    };
+    let other = 1 - owner;
+    match (n.other_tag, tag_of(call, other)) {
+        (Some(t), None) => call.parties[other].tag = Some(t.to_owned()),
+        (Some(t), Some(known)) if t != known => {
+            return Err(NgError::new(format!(
+                "tag '{t}' is not a party of this call"
+            )))
+        }
+        _ => {}
+    }
+    Ok((owner, other))
+}
+
+/// The party's RTP and RTCP addresses from its SDP media line and the signalling keys.
+fn signalled_peers(m: &MediaInfo, n: &Negotiation<'_>) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    if m.port == 0 {
+        return (None, None);
+    }
+    let sdp_ip = m.address;
+    let ip = n
+        .media_address
+        .or(if n.trust_address {
+            None
+        } else {
+            n.received_from
+        })
+        .or(sdp_ip);
+    let Some(ip) = ip.filter(|ip| !ip.is_unspecified()) else {
+        return (None, None);
+    };
+    let rtp = SocketAddr::new(ip, m.port);
+    let rtcp = if m.rtcp_mux {
+        rtp
+    } else {
+        let rtcp_ip = match m.rtcp_address {
+            Some(a)
+                if n.media_address.is_none() && (n.trust_address || n.received_from.is_none()) =>
+            {
+                a
+            }
+            _ => ip,
+        };
+        SocketAddr::new(rtcp_ip, m.rtcp_port.unwrap_or(m.port.wrapping_add(1)))
+    };
+    (Some(rtp), Some(rtcp))
+}
+
+/// The four endpoints (RTP and RTCP of each party) of every media line of `call`.
+fn endpoint_configs(call: &Call) -> Vec<EndpointConfig> {
+    let mut out = Vec::new();
+    for (p, party) in call.parties.iter().enumerate() {
+        let other = &call.parties[1 - p];
+        for (i, m) in party.medias.iter().enumerate() {
+            let fwd = other.medias.get(i).map(|o| o.rtp_port);
+            out.push(EndpointConfig {
+                port: m.rtp_port,
+                component: Component::Rtp,
+                peer: m.peer_rtp,
+                latching: m.latching,
+                forward_port: fwd,
+                clock_rate: m.clock_rate,
+                stats: Arc::clone(&m.rtp),
+            });
+            out.push(EndpointConfig {
+                port: m.rtp_port + 1,
+                component: Component::Rtcp,
+                peer: m.peer_rtcp,
+                latching: m.latching,
+                forward_port: fwd.map(|p| p + 1),
+                clock_rate: m.clock_rate,
+                stats: Arc::clone(&m.rtcp),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::PortRange;
+
+    const RELAY: &str = "198.18.0.1";
+
+    fn table() -> SessionTable<PortRange> {
+        SessionTable::new(
+            TableSettings {
+                advertised: RELAY.parse().unwrap(),
+                media_timeout_ns: 60_000_000_000,
+                workers: 2,
+            },
+            PortRange::new(30_000, 30_099),
+        )
+    }
+
+    fn sdp(ip: &str, port: u16) -> Vec<u8> {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn neg<'a>(
+        call: &'a str,
+        owner: &'a str,
+        other: Option<&'a str>,
+        answer: bool,
+        sdp: &'a [u8],
+    ) -> Negotiation<'a> {
+        Negotiation {
+            call_id: call,
+            owner_tag: owner,
+            other_tag: other,
+            is_answer: answer,
+            sdp,
+            latching: Latching::Symmetric,
+            trust_address: false,
+            received_from: None,
+            media_address: None,
+            replace_origin: false,
+            label: None,
+            metadata: None,
+        }
+    }
+
+    fn media(out: &[u8]) -> MediaInfo {
+        Sdp::parse(out).unwrap().medias().remove(0)
+    }
+
+    fn drain(t: &mut SessionTable<PortRange>) -> Vec<FlowChange> {
+        std::iter::from_fn(|| t.poll_flow_change()).collect()
+    }
+
+    fn at(s: u64) -> Now {
+        Now {
+            mono_ns: s * 1_000_000_000,
+            unix_ms: 1_700_000_000_000 + s * 1000,
+        }
+    }
+
+    #[test]
+    fn offer_answer_wires_both_parties() {
+        let mut t = table();
+        let a_sdp = sdp("192.0.2.10", 4000);
+        let to_b = t
+            .negotiate(&neg("c1", "A", None, false, &a_sdp), at(1))
+            .unwrap();
+        let m_b = media(&to_b);
+        assert_eq!(m_b.address, Some(RELAY.parse().unwrap()));
+        let b_sdp = sdp("198.51.100.20", 5000);
+        let to_a = t
+            .negotiate(&neg("c1", "B", Some("A"), true, &b_sdp), at(2))
+            .unwrap();
+        let m_a = media(&to_a);
+        assert_ne!(m_a.port, m_b.port);
+        // Codecs are kept as offered.
+        assert_eq!(m_a.formats, vec!["0", "101"]);
+
+        let ups: Vec<EndpointConfig> = drain(&mut t)
+            .into_iter()
+            .filter_map(|c| match c {
+                FlowChange::Upsert { config, .. } => Some(config),
+                FlowChange::Remove { .. } => None,
+            })
+            .collect();
+        let last = |port: u16| ups.iter().rev().find(|c| c.port == port).unwrap().clone();
+        // A sends to m_a.port; its packets leave from m_b.port to B.
+        let a_ep = last(m_a.port);
+        assert_eq!(a_ep.peer, Some("192.0.2.10:4000".parse().unwrap()));
+        assert_eq!(a_ep.forward_port, Some(m_b.port));
+        let b_ep = last(m_b.port);
+        assert_eq!(b_ep.peer, Some("198.51.100.20:5000".parse().unwrap()));
+        assert_eq!(b_ep.forward_port, Some(m_a.port));
+        let b_rtcp = last(m_b.port + 1);
+        assert_eq!(b_rtcp.component, Component::Rtcp);
+        assert_eq!(b_rtcp.peer, Some("198.51.100.20:5001".parse().unwrap()));
+        assert_eq!(b_rtcp.forward_port, Some(m_a.port + 1));
+    }
+
+    #[test]
+    fn reoffer_keeps_ports_and_updates_address() {
+        let mut t = table();
+        let first = t
+            .negotiate(
+                &neg("c1", "A", None, false, &sdp("192.0.2.10", 4000)),
+                at(1),
+            )
+            .unwrap();
+        let free = t.free_pairs();
+        let again = t
+            .negotiate(
+                &neg("c1", "A", None, false, &sdp("192.0.2.99", 4400)),
+                at(2),
+            )
+            .unwrap();
+        assert_eq!(media(&first).port, media(&again).port);
+        assert_eq!(t.free_pairs(), free);
+        let ups = drain(&mut t);
+        let a_peer = ups.iter().rev().find_map(|c| match c {
+            FlowChange::Upsert { config, .. }
+                if config.peer.is_some() && config.component == Component::Rtp =>
+            {
+                config.peer
+            }
+            _ => None,
+        });
+        assert_eq!(a_peer, Some("192.0.2.99:4400".parse().unwrap()));
+    }
+
+    #[test]
+    fn reinvite_from_callee_uses_tags_not_roles() {
+        let mut t = table();
+        let to_b = t
+            .negotiate(
+                &neg("c1", "A", None, false, &sdp("192.0.2.10", 4000)),
+                at(1),
+            )
+            .unwrap();
+        let to_a = t
+            .negotiate(
+                &neg("c1", "B", Some("A"), true, &sdp("198.51.100.20", 5000)),
+                at(1),
+            )
+            .unwrap();
+        // B re-INVITEs: offer from-tag B; the SDP for A carries A's ports.
+        let to_a2 = t
+            .negotiate(
+                &neg("c1", "B", Some("A"), false, &sdp("198.51.100.21", 5002)),
+                at(2),
+            )
+            .unwrap();
+        assert_eq!(media(&to_a).port, media(&to_a2).port);
+        let to_b2 = t
+            .negotiate(
+                &neg("c1", "A", Some("B"), true, &sdp("192.0.2.10", 4000)),
+                at(2),
+            )
+            .unwrap();
+        assert_eq!(media(&to_b).port, media(&to_b2).port);
+        // A third tag is not a party.
+        let e = t
+            .negotiate(
+                &neg("c1", "C", Some("A"), false, &sdp("192.0.2.1", 1)),
+                at(3),
+            )
+            .unwrap_err();
+        assert!(e.0.contains("'C'"));
+    }
+
+    #[test]
+    fn received_from_and_media_address_rules() {
+        let mut t = table();
+        let s = sdp("10.0.0.5", 4000);
+        let mut n = neg("c1", "A", None, false, &s);
+        n.received_from = Some("203.0.113.9".parse().unwrap());
+        t.negotiate(&n, at(1)).unwrap();
+        let peer_of = |t: &mut SessionTable<PortRange>| {
+            drain(t).into_iter().find_map(|c| match c {
+                FlowChange::Upsert { config, .. } if config.peer.is_some() => config.peer,
+                _ => None,
+            })
+        };
+        assert_eq!(peer_of(&mut t), Some("203.0.113.9:4000".parse().unwrap()));
+        n.trust_address = true;
+        t.negotiate(&n, at(1)).unwrap();
+        assert_eq!(peer_of(&mut t), Some("10.0.0.5:4000".parse().unwrap()));
+        n.media_address = Some("192.0.2.55".parse().unwrap());
+        t.negotiate(&n, at(1)).unwrap();
+        assert_eq!(peer_of(&mut t), Some("192.0.2.55:4000".parse().unwrap()));
+    }
+
+    #[test]
+    fn hold_address_means_no_destination() {
+        let mut t = table();
+        t.negotiate(&neg("c1", "A", None, false, &sdp("0.0.0.0", 4000)), at(1))
+            .unwrap();
+        assert!(drain(&mut t)
+            .iter()
+            .all(|c| matches!(c, FlowChange::Upsert { config, .. } if config.peer.is_none())));
+    }
+
+    #[test]
+    fn answer_for_unknown_call_and_bad_sdp_leave_nothing_behind() {
+        let mut t = table();
+        let free = t.free_pairs();
+        let e = t
+            .negotiate(
+                &neg("nope", "B", Some("A"), true, &sdp("192.0.2.1", 4000)),
+                at(1),
+            )
+            .unwrap_err();
+        assert_eq!(e.0, "Unknown call-id");
+        let e = t
+            .negotiate(&neg("c2", "A", None, false, b"garbage"), at(1))
+            .unwrap_err();
+        assert!(e.0.starts_with("bad SDP"));
+        let tcp = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 TCP/RTP/AVP 0\r\n";
+        let e = t
+            .negotiate(&neg("c3", "A", None, false, tcp), at(1))
+            .unwrap_err();
+        assert!(e.0.contains("TCP/RTP/AVP"), "{}", e.0);
+        assert!(t.is_empty());
+        assert_eq!(t.free_pairs(), free);
+    }
+
+    #[test]
+    fn exhaustion_rolls_back_the_partial_call() {
+        let mut t = SessionTable::new(
+            TableSettings {
+                advertised: RELAY.parse().unwrap(),
+                media_timeout_ns: 1,
+                workers: 1,
+            },
+            PortRange::new(30_000, 30_005), // 3 pairs: one call (2) + half of another
+        );
+        t.negotiate(&neg("c1", "A", None, false, &sdp("192.0.2.1", 4000)), at(1))
+            .unwrap();
+        let e = t
+            .negotiate(&neg("c2", "A", None, false, &sdp("192.0.2.1", 4000)), at(1))
+            .unwrap_err();
+        assert!(e.0.contains("ports"));
+        assert_eq!(t.free_pairs(), 1);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.totals().port_exhaustion, 1);
+    }
+
+    #[test]
+    fn delete_frees_ports_and_removes_endpoints() {
+        let mut t = table();
+        let free = t.free_pairs();
+        t.negotiate(&neg("c1", "A", None, false, &sdp("192.0.2.1", 4000)), at(1))
+            .unwrap();
+        drain(&mut t);
+        let view = t.delete("c1", at(2)).unwrap();
+        assert_eq!(view.get("result").and_then(Value::as_str), Some("ok"));
+        let removed = drain(&mut t)
+            .into_iter()
+            .filter(|c| matches!(c, FlowChange::Remove { .. }))
+            .count();
+        assert_eq!(removed, 4);
+        assert_eq!(t.free_pairs(), free);
+        assert!(t.delete("c1", at(2)).is_err());
+    }
+
+    #[test]
+    fn media_timeout_counts_packets_as_activity() {
+        let mut t = table();
+        t.negotiate(
+            &neg("busy", "A", None, false, &sdp("192.0.2.1", 4000)),
+            at(0),
+        )
+        .unwrap();
+        t.negotiate(
+            &neg("idle", "A", None, false, &sdp("192.0.2.1", 4000)),
+            at(0),
+        )
+        .unwrap();
+        let busy_stats = drain(&mut t)
+            .into_iter()
+            .find_map(|c| match c {
+                FlowChange::Upsert { config, .. }
+                    if t.port_index.get(&(config.port & !1)).map(String::as_str)
+                        == Some("busy") =>
+                {
+                    Some(config.stats)
+                }
+                _ => None,
+            })
+            .unwrap();
+        busy_stats.count_packet(100, at(50).mono_ns);
+        assert_eq!(t.handle_timeout(at(59)), 0);
+        assert_eq!(t.handle_timeout(at(61)), 1);
+        assert_eq!(t.list(10), vec!["busy".to_string()]);
+        assert_eq!(t.handle_timeout(at(111)), 1);
+        assert_eq!(t.totals().timeout_sessions, 2);
+    }
+
+    #[test]
+    fn query_shape_follows_rtpengine() {
+        let mut t = table();
+        let mut n = neg("c1", "A", None, false, &[]);
+        let s = sdp("192.0.2.10", 4000);
+        n.sdp = &s;
+        n.label = Some("caller");
+        n.metadata = Some("agent=1001");
+        t.negotiate(&n, at(1)).unwrap();
+        t.negotiate(
+            &neg("c1", "B", Some("A"), true, &sdp("198.51.100.20", 5000)),
+            at(2),
+        )
+        .unwrap();
+        let a_port = drain(&mut t)
+            .iter()
+            .find_map(|c| match c {
+                FlowChange::Upsert { config, .. }
+                    if config.peer == Some("192.0.2.10:4000".parse().unwrap()) =>
+                {
+                    Some(config.port)
+                }
+                _ => None,
+            })
+            .unwrap();
+        t.handle_latched(a_port, "203.0.113.1:4000".parse().unwrap());
+        let q = t.query("c1", at(3)).unwrap();
+        assert_eq!(
+            q.get("metadata").and_then(Value::as_str),
+            Some("agent=1001")
+        );
+        assert_eq!(
+            q.get("created").and_then(Value::as_int),
+            Some(1_700_000_001)
+        );
+        let a = q.get("tags").and_then(|t| t.get("A")).unwrap();
+        assert_eq!(a.get("label").and_then(Value::as_str), Some("caller"));
+        assert_eq!(a.get("in dialogue with").and_then(Value::as_str), Some("B"));
+        let streams = a.get("medias").and_then(Value::as_list).unwrap()[0]
+            .get("streams")
+            .and_then(Value::as_list)
+            .unwrap();
+        assert_eq!(streams.len(), 2);
+        let ep = streams[0].get("endpoint").unwrap();
+        assert_eq!(
+            ep.get("address").and_then(Value::as_str),
+            Some("203.0.113.1")
+        );
+        let adv = streams[0].get("advertised endpoint").unwrap();
+        assert_eq!(
+            adv.get("address").and_then(Value::as_str),
+            Some("192.0.2.10")
+        );
+        assert!(q.get("totals").and_then(|t| t.get("RTCP")).is_some());
+    }
+}

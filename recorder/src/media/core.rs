@@ -1,0 +1,592 @@
+//! The per-worker media core: a table of local media ports and the decision for each packet.
+//!
+//! A packet worker (any backend) owns one [`MediaCore`]. It applies the endpoint changes the
+//! control thread sends ([`MediaCore::upsert`], [`MediaCore::remove`]), and for every received
+//! datagram calls [`MediaCore::handle_packet`] with the bytes, the local port it arrived on,
+//! its source and the current time; the returned [`Action`] says where to send it. Learned
+//! peer addresses are reported through [`MediaCore::poll_event`] so the control thread can
+//! show them and share them with other workers. Nothing here does I/O, reads a clock or
+//! allocates per packet.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::rtp::{self, PacketKind};
+use super::stats::{nanos_to_rtp, SequenceTracker, StreamStats};
+
+/// Which half of an RTP/RTCP port pair an endpoint is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// The RTP port (even); also carries RTCP when the parties multiplex (RFC 5761).
+    Rtp,
+    /// The RTCP port (RTP port + 1).
+    Rtcp,
+}
+
+/// How the source address of a party's packets is learned and enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Latching {
+    /// rtpengine's default (symmetric RTP): latch onto the source of the first packet and send
+    /// to it from then on; packets from other sources are still forwarded.
+    Symmetric,
+    /// NG flag `strict source`: only packets from the signalled address are accepted (when the
+    /// signalling carried none, the first source is learned and then enforced).
+    Strict,
+    /// NG flag `media handover`: re-latch to every new source.
+    Handover,
+    /// NG flag `asymmetric`: never latch; always send to the signalled address.
+    Off,
+}
+
+/// One local media port as the control thread configures it.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// The local port (on the media interface) that this party sends to.
+    pub port: u16,
+    /// RTP or RTCP half of the pair.
+    pub component: Component,
+    /// The party's address from signalling (SDP, `received from`, `media address`); `None`
+    /// while unknown or on hold (0.0.0.0).
+    pub peer: Option<SocketAddr>,
+    /// Latching rule for this party.
+    pub latching: Latching,
+    /// The local port of the other party's matching component: packets arriving here are
+    /// sent out from that port to that endpoint's peer. `None` until the other side exists.
+    pub forward_port: Option<u16>,
+    /// RTP clock rate of the stream (for jitter), from the SDP codec.
+    pub clock_rate: u32,
+    /// Published counters, shared with the control thread.
+    pub stats: Arc<StreamStats>,
+}
+
+/// What to do with one received datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send the datagram, unchanged, from local port `from_port` to `to`.
+    Forward {
+        /// Local port to send from (the other party's port).
+        from_port: u16,
+        /// Destination: the other party's latched or signalled address.
+        to: SocketAddr,
+    },
+    /// Do not forward it.
+    Drop(DropReason),
+}
+
+/// Why a datagram was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// No endpoint on that local port (stray or late packet).
+    UnknownPort,
+    /// Not a valid RTP/RTCP packet (truncated header, wrong version, oversized).
+    Malformed,
+    /// Source is not the party's address and `strict source` is set.
+    SourceMismatch,
+    /// The other party's address is not known yet (before the answer, or on hold).
+    NoDestination,
+}
+
+/// Something the control thread should know about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoreEvent {
+    /// The endpoint on `port` latched onto (or moved to) `addr`.
+    Latched {
+        /// Local port of the endpoint.
+        port: u16,
+        /// The learned peer address.
+        addr: SocketAddr,
+    },
+}
+
+/// Per-core packet counters (plain integers: one writer; the shell publishes them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreCounters {
+    /// Datagrams handed to the core.
+    pub received: u64,
+    /// Datagrams with a forward action.
+    pub forwarded: u64,
+    /// Dropped: unknown local port.
+    pub unknown_port: u64,
+    /// Dropped: malformed RTP/RTCP.
+    pub malformed: u64,
+    /// Dropped: wrong source under `strict source`.
+    pub source_mismatch: u64,
+    /// Dropped: destination unknown.
+    pub no_destination: u64,
+}
+
+/// Most pending events kept; beyond this they are counted as lost (the control thread drains
+/// them every loop, so this only fills if it stalls).
+const MAX_PENDING_EVENTS: usize = 4096;
+
+struct Endpoint {
+    config: EndpointConfig,
+    latched: Option<SocketAddr>,
+    tracker: SequenceTracker,
+}
+
+impl Endpoint {
+    /// Where packets for this party go: the learned address, else the signalled one.
+    fn destination(&self) -> Option<SocketAddr> {
+        self.latched.or(self.config.peer)
+    }
+}
+
+/// The endpoint table of one packet worker and its forwarding logic.
+pub struct MediaCore {
+    port_min: u16,
+    endpoints: Vec<Option<Box<Endpoint>>>,
+    events: VecDeque<CoreEvent>,
+    counters: CoreCounters,
+    /// Events dropped because the queue was full.
+    pub events_lost: u64,
+}
+
+impl MediaCore {
+    /// A core for local ports `port_min..=port_max` (the table is indexed by port, so a
+    /// lookup is one bounds check).
+    pub fn new(port_min: u16, port_max: u16) -> Self {
+        let len = usize::from(port_max.saturating_sub(port_min)) + 1;
+        MediaCore {
+            port_min,
+            endpoints: (0..len).map(|_| None).collect(),
+            events: VecDeque::with_capacity(64),
+            counters: CoreCounters::default(),
+            events_lost: 0,
+        }
+    }
+
+    fn slot(&self, port: u16) -> Option<usize> {
+        let i = usize::from(port.checked_sub(self.port_min)?);
+        (i < self.endpoints.len()).then_some(i)
+    }
+
+    /// Adds an endpoint or changes its configuration. Latching state survives a change unless
+    /// the signalled peer address changed (a re-INVITE moved the party: learn it again).
+    /// Ports outside the core's range are ignored.
+    pub fn upsert(&mut self, config: EndpointConfig) {
+        let Some(i) = self.slot(config.port) else {
+            return;
+        };
+        match &mut self.endpoints[i] {
+            Some(ep) => {
+                if ep.config.peer != config.peer || ep.config.latching != config.latching {
+                    ep.latched = None;
+                }
+                ep.config = config;
+            }
+            slot @ None => {
+                *slot = Some(Box::new(Endpoint {
+                    config,
+                    latched: None,
+                    tracker: SequenceTracker::default(),
+                }))
+            }
+        }
+    }
+
+    /// Records an address another worker learned for `port` (multi-queue backends).
+    pub fn set_latched(&mut self, port: u16, addr: SocketAddr) {
+        if let Some(ep) = self.slot(port).and_then(|i| self.endpoints[i].as_mut()) {
+            ep.latched = Some(addr);
+        }
+    }
+
+    /// Removes an endpoint; later packets to its port are [`DropReason::UnknownPort`].
+    pub fn remove(&mut self, port: u16) {
+        if let Some(i) = self.slot(port) {
+            self.endpoints[i] = None;
+        }
+    }
+
+    /// Whether `port` has an endpoint.
+    pub fn contains(&self, port: u16) -> bool {
+        self.slot(port).is_some_and(|i| self.endpoints[i].is_some())
+    }
+
+    /// The next event for the control thread, if any. Call after each batch.
+    pub fn poll_event(&mut self) -> Option<CoreEvent> {
+        self.events.pop_front()
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> CoreCounters {
+        self.counters
+    }
+
+    fn push_event(&mut self, e: CoreEvent) {
+        if self.events.len() < MAX_PENDING_EVENTS {
+            self.events.push_back(e);
+        } else {
+            self.events_lost += 1;
+        }
+    }
+
+    /// Decides what to do with `packet`, received on `local_port` from `source` at `now_ns`
+    /// (monotonic nanoseconds, any fixed epoch). Updates latching and statistics.
+    pub fn handle_packet(
+        &mut self,
+        packet: &[u8],
+        local_port: u16,
+        source: SocketAddr,
+        now_ns: u64,
+    ) -> Action {
+        self.counters.received += 1;
+        let action = self.decide(packet, local_port, source, now_ns);
+        match action {
+            Action::Forward { .. } => self.counters.forwarded += 1,
+            Action::Drop(DropReason::UnknownPort) => self.counters.unknown_port += 1,
+            Action::Drop(DropReason::Malformed) => self.counters.malformed += 1,
+            Action::Drop(DropReason::SourceMismatch) => self.counters.source_mismatch += 1,
+            Action::Drop(DropReason::NoDestination) => self.counters.no_destination += 1,
+        }
+        action
+    }
+
+    /// Counts a datagram the shell had to drop before the core saw it (e.g. larger than the
+    /// receive buffer), against the endpoint of `local_port`.
+    pub fn count_oversized(&mut self, local_port: u16) {
+        self.counters.received += 1;
+        self.counters.malformed += 1;
+        if let Some(ep) = self
+            .slot(local_port)
+            .and_then(|i| self.endpoints[i].as_ref())
+        {
+            ep.config.stats.count_error();
+        }
+    }
+
+    fn decide(&mut self, packet: &[u8], local_port: u16, source: SocketAddr, now: u64) -> Action {
+        let Some(i) = self.slot(local_port) else {
+            return Action::Drop(DropReason::UnknownPort);
+        };
+        let Some(ep) = self.endpoints[i].as_deref_mut() else {
+            return Action::Drop(DropReason::UnknownPort);
+        };
+        let kind = match rtp::classify(packet) {
+            Ok(kind) => kind,
+            Err(_) => {
+                ep.config.stats.count_error();
+                return Action::Drop(DropReason::Malformed);
+            }
+        };
+        if ep.config.component == Component::Rtcp && matches!(kind, PacketKind::Rtp(_)) {
+            // RTP on the RTCP port is not ours to relay.
+            ep.config.stats.count_error();
+            return Action::Drop(DropReason::Malformed);
+        }
+
+        // Latching (rtpengine semantics, see `Latching`).
+        let mut learned = None;
+        match ep.config.latching {
+            Latching::Off => {}
+            Latching::Symmetric => {
+                if ep.latched.is_none() {
+                    learned = Some(source);
+                }
+            }
+            Latching::Handover => {
+                if ep.latched != Some(source) {
+                    learned = Some(source);
+                }
+            }
+            Latching::Strict => match ep.latched.or(ep.config.peer) {
+                Some(expected) if expected != source => {
+                    ep.config.stats.count_error();
+                    return Action::Drop(DropReason::SourceMismatch);
+                }
+                Some(_) => {}
+                None => learned = Some(source),
+            },
+        }
+        if let Some(addr) = learned {
+            ep.latched = Some(addr);
+        }
+
+        ep.config.stats.count_packet(packet.len(), now);
+        if let PacketKind::Rtp(h) = kind {
+            let arrival = nanos_to_rtp(now, ep.config.clock_rate);
+            ep.tracker.update(h.sequence, h.timestamp, h.ssrc, arrival);
+            ep.config.stats.publish_rtp(&ep.tracker);
+        }
+        let forward_port = ep.config.forward_port;
+        if let Some(addr) = learned {
+            self.push_event(CoreEvent::Latched {
+                port: local_port,
+                addr,
+            });
+        }
+
+        let out = forward_port
+            .and_then(|p| self.slot(p))
+            .and_then(|j| self.endpoints[j].as_deref());
+        match out.and_then(|o| Some((o.config.port, o.destination()?))) {
+            Some((from_port, to)) if to.is_ipv4() == source.is_ipv4() => {
+                Action::Forward { from_port, to }
+            }
+            _ => Action::Drop(DropReason::NoDestination),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "192.0.2.10:4000";
+    const B: &str = "198.51.100.20:5000";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn rtp_packet(seq: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend_from_slice(&[0xff; 160]);
+        p
+    }
+
+    fn endpoint(port: u16, peer: Option<&str>, fwd: u16, latching: Latching) -> EndpointConfig {
+        EndpointConfig {
+            port,
+            component: Component::Rtp,
+            peer: peer.map(addr),
+            latching,
+            forward_port: Some(fwd),
+            clock_rate: 8000,
+            stats: Arc::default(),
+        }
+    }
+
+    /// A call: A talks to port 30000, B to port 30002.
+    fn call(latching: Latching) -> MediaCore {
+        let mut core = MediaCore::new(30_000, 30_099);
+        core.upsert(endpoint(30_000, Some(A), 30_002, latching));
+        core.upsert(endpoint(30_002, Some(B), 30_000, latching));
+        core
+    }
+
+    #[test]
+    fn forwards_both_ways_from_the_other_port() {
+        let mut core = call(Latching::Symmetric);
+        assert_eq!(
+            core.handle_packet(&rtp_packet(1), 30_000, addr(A), 0),
+            Action::Forward {
+                from_port: 30_002,
+                to: addr(B)
+            }
+        );
+        assert_eq!(
+            core.handle_packet(&rtp_packet(1), 30_002, addr(B), 0),
+            Action::Forward {
+                from_port: 30_000,
+                to: addr(A)
+            }
+        );
+        assert_eq!(core.counters().forwarded, 2);
+    }
+
+    #[test]
+    fn symmetric_latching_learns_first_source_and_sends_there() {
+        let mut core = call(Latching::Symmetric);
+        let nat = addr("203.0.113.5:7777");
+        core.handle_packet(&rtp_packet(1), 30_000, nat, 0);
+        assert_eq!(
+            core.poll_event(),
+            Some(CoreEvent::Latched {
+                port: 30_000,
+                addr: nat
+            })
+        );
+        // B's packets now go to the latched NAT address, not the SDP address.
+        assert_eq!(
+            core.handle_packet(&rtp_packet(1), 30_002, addr(B), 1),
+            Action::Forward {
+                from_port: 30_000,
+                to: nat
+            }
+        );
+        // A later, different source is still forwarded but does not move the latch.
+        let other = addr("203.0.113.6:1");
+        assert!(matches!(
+            core.handle_packet(&rtp_packet(2), 30_000, other, 2),
+            Action::Forward { .. }
+        ));
+        assert_eq!(
+            core.handle_packet(&rtp_packet(2), 30_002, addr(B), 3),
+            Action::Forward {
+                from_port: 30_000,
+                to: nat
+            }
+        );
+    }
+
+    #[test]
+    fn strict_source_drops_other_sources() {
+        let mut core = call(Latching::Strict);
+        let other = addr("203.0.113.5:7777");
+        assert_eq!(
+            core.handle_packet(&rtp_packet(1), 30_000, other, 0),
+            Action::Drop(DropReason::SourceMismatch)
+        );
+        assert!(matches!(
+            core.handle_packet(&rtp_packet(1), 30_000, addr(A), 0),
+            Action::Forward { .. }
+        ));
+        assert_eq!(core.counters().source_mismatch, 1);
+    }
+
+    #[test]
+    fn strict_source_without_signalled_address_learns_then_enforces() {
+        let mut core = MediaCore::new(30_000, 30_099);
+        core.upsert(endpoint(30_000, None, 30_002, Latching::Strict));
+        core.upsert(endpoint(30_002, Some(B), 30_000, Latching::Strict));
+        assert!(matches!(
+            core.handle_packet(&rtp_packet(1), 30_000, addr(A), 0),
+            Action::Forward { .. }
+        ));
+        assert_eq!(
+            core.handle_packet(&rtp_packet(2), 30_000, addr("192.0.2.99:1"), 0),
+            Action::Drop(DropReason::SourceMismatch)
+        );
+    }
+
+    #[test]
+    fn handover_follows_every_new_source() {
+        let mut core = call(Latching::Handover);
+        let moved = addr("203.0.113.9:9");
+        core.handle_packet(&rtp_packet(1), 30_000, addr(A), 0);
+        core.handle_packet(&rtp_packet(2), 30_000, moved, 0);
+        assert_eq!(
+            core.handle_packet(&rtp_packet(1), 30_002, addr(B), 0),
+            Action::Forward {
+                from_port: 30_000,
+                to: moved
+            }
+        );
+    }
+
+    #[test]
+    fn asymmetric_never_latches() {
+        let mut core = call(Latching::Off);
+        core.handle_packet(&rtp_packet(1), 30_000, addr("203.0.113.5:7777"), 0);
+        assert_eq!(core.poll_event(), None);
+        assert_eq!(
+            core.handle_packet(&rtp_packet(1), 30_002, addr(B), 0),
+            Action::Forward {
+                from_port: 30_000,
+                to: addr(A)
+            }
+        );
+    }
+
+    #[test]
+    fn changed_signalled_address_resets_latch() {
+        let mut core = call(Latching::Symmetric);
+        core.handle_packet(&rtp_packet(1), 30_000, addr("203.0.113.5:7777"), 0);
+        let moved = "192.0.2.77:4000";
+        core.upsert(endpoint(30_000, Some(moved), 30_002, Latching::Symmetric));
+        assert_eq!(
+            core.handle_packet(&rtp_packet(1), 30_002, addr(B), 0),
+            Action::Forward {
+                from_port: 30_000,
+                to: addr(moved)
+            }
+        );
+    }
+
+    #[test]
+    fn bad_packets_are_counted_not_forwarded() {
+        let mut core = call(Latching::Symmetric);
+        assert_eq!(
+            core.handle_packet(&rtp_packet(1), 31_000, addr(A), 0),
+            Action::Drop(DropReason::UnknownPort)
+        );
+        assert_eq!(
+            core.handle_packet(&rtp_packet(1), 29_999, addr(A), 0),
+            Action::Drop(DropReason::UnknownPort)
+        );
+        assert_eq!(
+            core.handle_packet(&[0x80, 0, 1], 30_000, addr(A), 0),
+            Action::Drop(DropReason::Malformed)
+        );
+        assert_eq!(
+            core.handle_packet(b"hello world!", 30_000, addr(A), 0),
+            Action::Drop(DropReason::Malformed)
+        );
+        core.count_oversized(30_000);
+        let c = core.counters();
+        assert_eq!((c.unknown_port, c.malformed, c.received), (2, 3, 5));
+        let ep_stats = &core.endpoints[0].as_ref().unwrap().config.stats;
+        assert_eq!(ep_stats.snapshot().errors, 3);
+        assert_eq!(ep_stats.snapshot().packets, 0);
+    }
+
+    #[test]
+    fn no_destination_before_answer_and_after_removal() {
+        let mut core = MediaCore::new(30_000, 30_099);
+        core.upsert(endpoint(30_000, Some(A), 30_002, Latching::Symmetric));
+        core.upsert(endpoint(30_002, None, 30_000, Latching::Symmetric));
+        assert_eq!(
+            core.handle_packet(&rtp_packet(1), 30_000, addr(A), 0),
+            Action::Drop(DropReason::NoDestination)
+        );
+        core.remove(30_002);
+        assert!(!core.contains(30_002));
+        assert_eq!(
+            core.handle_packet(&rtp_packet(2), 30_000, addr(A), 0),
+            Action::Drop(DropReason::NoDestination)
+        );
+    }
+
+    #[test]
+    fn rtcp_port_relays_rtcp_only_and_stats_track_loss() {
+        let mut core = call(Latching::Symmetric);
+        let mut a_rtcp = endpoint(30_001, Some("192.0.2.10:4001"), 30_003, Latching::Symmetric);
+        a_rtcp.component = Component::Rtcp;
+        let mut b_rtcp = endpoint(
+            30_003,
+            Some("198.51.100.20:5001"),
+            30_001,
+            Latching::Symmetric,
+        );
+        b_rtcp.component = Component::Rtcp;
+        core.upsert(a_rtcp);
+        core.upsert(b_rtcp);
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
+        assert_eq!(
+            core.handle_packet(&rr, 30_001, addr("192.0.2.10:4001"), 0),
+            Action::Forward {
+                from_port: 30_003,
+                to: addr("198.51.100.20:5001")
+            }
+        );
+        assert_eq!(
+            core.handle_packet(&rtp_packet(1), 30_001, addr("192.0.2.10:4001"), 0),
+            Action::Drop(DropReason::Malformed)
+        );
+        for seq in [1, 2, 3, 5, 6] {
+            core.handle_packet(
+                &rtp_packet(seq),
+                30_000,
+                addr(A),
+                u64::from(seq) * 20_000_000,
+            );
+        }
+        let s = core.endpoints[0].as_ref().unwrap().config.stats.snapshot();
+        assert_eq!((s.packets, s.lost, s.ssrc), (5, 1, 1));
+        assert_eq!(s.last_packet_ns, 120_000_000);
+    }
+
+    #[test]
+    fn address_family_mismatch_is_not_forwarded() {
+        let mut core = call(Latching::Symmetric);
+        assert_eq!(
+            core.handle_packet(&rtp_packet(1), 30_000, addr("[2001:db8::1]:4000"), 0),
+            Action::Drop(DropReason::NoDestination)
+        );
+    }
+}

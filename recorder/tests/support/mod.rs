@@ -1,0 +1,326 @@
+//! Test harness: starts the real `recorder` binary, talks NG to it as Kamailio's rtpengine
+//! module would, and plays call parties with plain UDP sockets. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use linecord_ng::bencode::Value;
+use linecord_ng::message;
+use linecord_ng::request::{Command as NgCommand, Request};
+
+/// Path of the recorder binary under test.
+pub fn recorder_bin() -> PathBuf {
+    PathBuf::from(std::env::var("RECORDER_BIN").unwrap_or_else(|_| {
+        option_env!("CARGO_BIN_EXE_recorder")
+            .unwrap_or("recorder")
+            .to_string()
+    }))
+}
+
+/// A free UDP port on loopback (bound then released).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running recorder; killed on drop.
+pub struct Recorder {
+    pub child: Child,
+    pub ng: SocketAddr,
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+impl Recorder {
+    /// Starts the recorder on loopback with `port_min..port_min+99` and extra flags, and
+    /// waits until it answers `ping`.
+    pub fn start(port_min: u16, extra: &[&str]) -> Recorder {
+        let ng: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let port_max = port_min + 99;
+        let child = Command::new(recorder_bin())
+            .args([
+                "--interface",
+                "127.0.0.1",
+                "--listen-ng",
+                &ng.to_string(),
+                "--port-min",
+                &port_min.to_string(),
+                "--port-max",
+                &port_max.to_string(),
+                "--workers",
+                "2",
+                "--log-level",
+                "warn",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start recorder");
+        let r = Recorder {
+            child,
+            ng,
+            port_min,
+            port_max,
+        };
+        let client = NgClient::new(ng);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(v) = client.try_call(&Request::new(NgCommand::Ping).to_value()) {
+                assert_eq!(v.get("result").and_then(Value::as_str), Some("pong"));
+                break;
+            }
+            assert!(Instant::now() < deadline, "recorder did not answer ping");
+        }
+        r
+    }
+
+    pub fn client(&self) -> NgClient {
+        NgClient::new(self.ng)
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+static COOKIE: AtomicU32 = AtomicU32::new(1);
+
+/// A blocking NG client (retransmits like a SIP proxy's rtpengine module).
+pub struct NgClient {
+    pub sock: UdpSocket,
+    pub server: SocketAddr,
+}
+
+impl NgClient {
+    pub fn new(server: SocketAddr) -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        NgClient { sock, server }
+    }
+
+    pub fn next_cookie() -> String {
+        format!(
+            "{}_{}",
+            std::process::id(),
+            COOKIE.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Sends raw bytes and waits for one reply datagram.
+    pub fn raw(&self, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+        self.sock.send_to(bytes, self.server)?;
+        let mut buf = vec![0u8; 65_536];
+        let (n, _) = self.sock.recv_from(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Sends `body` with `cookie`, retrying up to 3 times; returns the reply dictionary.
+    pub fn call_with_cookie(&self, cookie: &str, body: &Value) -> std::io::Result<Value> {
+        let datagram = message::frame(cookie.as_bytes(), body);
+        let mut last = None;
+        for _ in 0..3 {
+            match self.raw(&datagram) {
+                Ok(reply) => {
+                    let (c, v) = message::parse(&reply).expect("reply parses");
+                    assert_eq!(c, cookie.as_bytes(), "reply repeats the cookie");
+                    return Ok(v);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap())
+    }
+
+    pub fn try_call(&self, body: &Value) -> std::io::Result<Value> {
+        self.call_with_cookie(&Self::next_cookie(), body)
+    }
+
+    /// A request that must succeed (`result` ok or pong).
+    pub fn ok(&self, req: &Request) -> Value {
+        let v = self.try_call(&req.to_value()).expect("NG reply");
+        let result = v.get("result").and_then(Value::as_str).unwrap_or("");
+        assert!(
+            result == "ok" || result == "pong",
+            "NG {:?} failed: {:?}",
+            req.command,
+            v.get("error-reason").and_then(Value::as_str)
+        );
+        v
+    }
+
+    /// A request that must fail; returns the `error-reason`.
+    pub fn err(&self, body: &Value) -> String {
+        let v = self.try_call(body).expect("NG reply");
+        assert_eq!(
+            v.get("result").and_then(Value::as_str),
+            Some("error"),
+            "{v:?}"
+        );
+        v.get("error-reason")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// SDP of a party at `addr` offering PCMU/PCMA/telephone-event.
+pub fn party_sdp(addr: SocketAddr) -> String {
+    format!(
+        "v=0\r\no=- 1545997027 1 IN IP4 {ip}\r\ns=tester\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
+        ip = addr.ip(),
+        port = addr.port()
+    )
+}
+
+/// The media address and port an SDP advertises for its first m= line.
+pub fn sdp_media_addr(sdp: &[u8]) -> SocketAddr {
+    let parsed = linecord_sdp::Sdp::parse(sdp).expect("reply SDP parses");
+    let m = &parsed.medias()[0];
+    SocketAddr::new(m.address.expect("c= address"), m.port)
+}
+
+/// An NG request with the usual call keys.
+pub fn request(cmd: NgCommand, call_id: &str, from_tag: &str, to_tag: Option<&str>) -> Request {
+    let mut r = Request::new(cmd);
+    r.call_id = Some(call_id.into());
+    r.from_tag = Some(from_tag.into());
+    r.to_tag = to_tag.map(Into::into);
+    r
+}
+
+/// A call party: a UDP socket acting as a phone's RTP port.
+pub struct Party {
+    pub sock: UdpSocket,
+    pub ssrc: u32,
+    pub seq: u16,
+}
+
+impl Party {
+    pub fn new() -> Party {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Party {
+            sock,
+            ssrc: rand_ssrc(),
+            seq: 1000,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    /// An RTP packet (PCMU, 160-byte payload that encodes `seq`).
+    pub fn rtp(&mut self) -> Vec<u8> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&self.seq.to_be_bytes());
+        p.extend_from_slice(&(u32::from(self.seq) * 160).to_be_bytes());
+        p.extend_from_slice(&self.ssrc.to_be_bytes());
+        p.extend((0..160u32).map(|i| (i as u8) ^ (self.seq as u8)));
+        p
+    }
+
+    /// Sends `count` RTP packets to `to`, 1 ms apart; returns them.
+    pub fn send_rtp(&mut self, to: SocketAddr, count: usize) -> Vec<Vec<u8>> {
+        (0..count)
+            .map(|_| {
+                let p = self.rtp();
+                self.sock.send_to(&p, to).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+                p
+            })
+            .collect()
+    }
+
+    /// Receives datagrams until `count` arrived or 2 s passed; returns (payload, source).
+    pub fn recv_n(&self, count: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        while out.len() < count && Instant::now() < deadline {
+            if let Ok((n, src)) = self.sock.recv_from(&mut buf) {
+                out.push((buf[..n].to_vec(), src));
+            }
+        }
+        out
+    }
+
+    /// Receives for `wait` and returns how many datagrams came.
+    pub fn count_for(&self, wait: Duration) -> usize {
+        let deadline = Instant::now() + wait;
+        let mut n = 0;
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline {
+            if self.sock.recv_from(&mut buf).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+fn rand_ssrc() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    t ^ std::process::id().rotate_left(16) ^ COOKIE.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A call set up through the recorder: A offered, B answered.
+pub struct Call {
+    pub call_id: String,
+    pub a: Party,
+    pub b: Party,
+    /// Where A sends (from the answer's SDP).
+    pub a_to: SocketAddr,
+    /// Where B sends (from the offer's SDP).
+    pub b_to: SocketAddr,
+}
+
+/// Offer from A, answer from B, exactly as Kamailio's `rtpengine_offer()`/`rtpengine_answer()`
+/// send them (with `flags` and `replace`).
+pub fn setup_call(client: &NgClient, call_id: &str, flags: &[&str]) -> Call {
+    let a = Party::new();
+    let b = Party::new();
+    let mut offer = request(NgCommand::Offer, call_id, "tag-a", None);
+    offer.sdp = Some(party_sdp(a.addr()).into_bytes());
+    offer.via_branch = Some("z9hG4bK-1".into());
+    offer.flags = flags.iter().map(|f| f.to_string()).collect();
+    offer.replace = vec!["origin".into(), "session-connection".into()];
+    offer.received_from = Some(linecord_ng::request::ReceivedFrom {
+        family: "IP4".into(),
+        address: "127.0.0.1".into(),
+    });
+    let r = client.ok(&offer);
+    let b_to = sdp_media_addr(r.get("sdp").and_then(Value::as_bytes).unwrap());
+    let mut answer = request(NgCommand::Answer, call_id, "tag-a", Some("tag-b"));
+    answer.sdp = Some(party_sdp(b.addr()).into_bytes());
+    answer.flags = flags.iter().map(|f| f.to_string()).collect();
+    answer.replace = vec!["origin".into(), "session-connection".into()];
+    let r = client.ok(&answer);
+    let a_to = sdp_media_addr(r.get("sdp").and_then(Value::as_bytes).unwrap());
+    Call {
+        call_id: call_id.into(),
+        a,
+        b,
+        a_to,
+        b_to,
+    }
+}
