@@ -8,6 +8,7 @@ set -euo pipefail
 APT_PACKAGES=(
   iproute2     # ip netns / veth for the test topology
   procps       # pgrep/ps used by scripts
+  tshark       # reads exported pcaps in the recording tests
 )
 
 missing=()

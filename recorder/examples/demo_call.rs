@@ -1,6 +1,7 @@
-//! Demo NG client: sets up one call through a running recorder as a SIP proxy would, plays
-//! both parties (20 ms RTP, 50 packets/s each way) for a bounded time, prints what the
-//! recorder reports, and deletes the call. Used by `scripts/demo.sh`.
+//! Demo NG client: sets up one call through a running recorder as a SIP proxy would, records
+//! it, plays both parties (speech-like tones as 20 ms PCMU RTP, 50 packets/s each way) for a
+//! bounded time, prints what the recorder reports, deletes the call, waits for the spooled
+//! job and exports the recording to WAV. Used by `scripts/demo.sh`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -14,6 +15,7 @@ use support::{request, setup_call, NgClient};
 fn main() -> anyhow::Result<()> {
     let mut ng = "127.0.0.1:2223".to_string();
     let mut seconds = 10u64;
+    let mut spool = std::path::PathBuf::from("/var/spool/linecord");
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -28,7 +30,15 @@ fn main() -> anyhow::Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("--seconds needs a number"))?
                     .parse()?
             }
-            other => anyhow::bail!("unknown argument {other} (use --ng ADDR:PORT --seconds N)"),
+            "--spool-dir" => {
+                spool = args
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--spool-dir needs a directory"))?
+                    .into()
+            }
+            other => anyhow::bail!(
+                "unknown argument {other} (use --ng ADDR:PORT --seconds N --spool-dir DIR)"
+            ),
         }
     }
     let client = NgClient::new(ng.parse()?);
@@ -43,7 +53,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let call_id = format!("demo-{}", std::process::id());
-    let mut call = setup_call(&client, &call_id, &["trust-address"]);
+    let call = setup_call(&client, &call_id, &["trust-address"]);
     println!(
         "demo: call {call_id}: caller sends to {}, callee sends to {}",
         call.a_to, call.b_to
@@ -56,8 +66,8 @@ fn main() -> anyhow::Result<()> {
     call.b.sock.set_nonblocking(true)?;
     let mut buf = [0u8; 2048];
     for i in 0..packets {
-        let a_pkt = call.a.rtp();
-        let b_pkt = call.b.rtp();
+        let a_pkt = tone_packet(i, 0xa, 300.0);
+        let b_pkt = tone_packet(i, 0xb, 450.0);
         call.a.sock.send_to(&a_pkt, call.a_to)?;
         call.b.sock.send_to(&b_pkt, call.b_to)?;
         let due = start + Duration::from_millis(20 * (i + 1));
@@ -105,5 +115,52 @@ fn main() -> anyhow::Result<()> {
         got_a as u64 == packets && got_b as u64 == packets,
         "packets were lost in the demo"
     );
+
+    // The recorder finishes the file and spools a job for the processor.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let job = loop {
+        let found = std::fs::read_dir(spool.join("new"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .find(|j| j["call_id"] == call_id.as_str());
+        if let Some(j) = found {
+            break j;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no job was spooled in {}",
+            spool.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let file = std::path::PathBuf::from(job["file"].as_str().unwrap_or_default());
+    println!(
+        "demo: recording {} ({}): {}",
+        job["recording_id"],
+        job["status"],
+        file.display()
+    );
+    let wav = file.with_extension("wav");
+    let line = recorder::tools::export(&file, &recorder::tools::ExportTo::Wav(wav.clone()))?;
+    println!("demo: exported {line}");
+    println!("demo: listen to {}", wav.display());
     Ok(())
+}
+
+/// A 20 ms PCMU packet of a tone with a slow syllable-like envelope.
+fn tone_packet(i: u64, ssrc: u32, hz: f64) -> Vec<u8> {
+    let mut p = vec![0x80, 0];
+    p.extend_from_slice(&(i as u16).to_be_bytes());
+    p.extend_from_slice(&((i * 160) as u32).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend((0..160u64).map(|n| {
+        let t = (i * 160 + n) as f64 / 8000.0;
+        let env = (2.0 * std::f64::consts::PI * 3.0 * t).sin().abs();
+        let s = (2.0 * std::f64::consts::PI * hz * t).sin() * env * 8000.0;
+        linecord_recfile::g711::linear_to_ulaw(s as i16)
+    }));
+    p
 }

@@ -9,6 +9,8 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+use crate::recording::writer::FsyncPolicy;
+
 /// Packet I/O backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -59,6 +61,26 @@ pub struct RawOptions {
     /// Log filter: error, warn, info, debug, trace (or a tracing directive). [default: info]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Where finished recordings go (`YYYY/MM/DD/<id>.lcr` + `.json`); files being written
+    /// are under `.inprogress/`. [default: /var/lib/linecord/recordings]
+    #[arg(long, value_name = "DIR")]
+    pub recording_dir: Option<PathBuf>,
+    /// Spool directory of the processor queue: one job per finished recording in `new/`.
+    /// [default: /var/spool/linecord]
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// A recording block is written at the latest this long after its first packet: the most
+    /// a crash can lose. [default: 500]
+    #[arg(long, value_name = "MS")]
+    pub flush_interval: Option<u64>,
+    /// When recording files are fsynced: none, block (after every block), close. [default:
+    /// close]
+    #[arg(long, value_enum)]
+    pub fsync: Option<FsyncPolicy>,
+    /// Memory for recording buffers; past it, packets are not recorded (counted, recording
+    /// marked incomplete) while media keeps flowing. [default: 256]
+    #[arg(long, value_name = "MIB")]
+    pub recording_memory: Option<u64>,
 }
 
 /// Validated settings the daemon runs with.
@@ -86,7 +108,21 @@ pub struct Config {
     pub media_timeout: Duration,
     /// Log filter.
     pub log_level: String,
+    /// Recording directory.
+    pub recording_dir: PathBuf,
+    /// Spool directory.
+    pub spool_dir: PathBuf,
+    /// Flush interval.
+    pub flush_interval: Duration,
+    /// fsync policy.
+    pub fsync: FsyncPolicy,
+    /// Recording buffer budget in bytes.
+    pub recording_memory: u64,
 }
+
+/// Size of one recording block buffer: a call's 500 ms of G.711 both ways (~8.3 KB of
+/// records) fits, so a call holds one buffer at a time (see docs/benchmarks.md).
+pub const BLOCK_CAPACITY: usize = 12 * 1024;
 
 impl RawOptions {
     /// Fills unset options from the TOML file named by `--config`, if any.
@@ -106,6 +142,11 @@ impl RawOptions {
             cpus: self.cpus.or(file.cpus),
             media_timeout: self.media_timeout.or(file.media_timeout),
             log_level: self.log_level.or(file.log_level),
+            recording_dir: self.recording_dir.or(file.recording_dir),
+            spool_dir: self.spool_dir.or(file.spool_dir),
+            flush_interval: self.flush_interval.or(file.flush_interval),
+            fsync: self.fsync.or(file.fsync),
+            recording_memory: self.recording_memory.or(file.recording_memory),
         })
     }
 
@@ -148,7 +189,24 @@ impl RawOptions {
         if media_timeout == 0 {
             bail!("--media-timeout must be at least 1 second");
         }
+        let flush = self.flush_interval.unwrap_or(500);
+        if !(10..=60_000).contains(&flush) {
+            bail!("--flush-interval must be between 10 and 60000 ms, not {flush}");
+        }
+        let memory = self.recording_memory.unwrap_or(256);
+        if memory == 0 {
+            bail!("--recording-memory must be at least 1 MiB");
+        }
         Ok(Config {
+            recording_dir: self
+                .recording_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/linecord/recordings")),
+            spool_dir: self
+                .spool_dir
+                .unwrap_or_else(|| PathBuf::from("/var/spool/linecord")),
+            flush_interval: Duration::from_millis(flush),
+            fsync: self.fsync.unwrap_or(FsyncPolicy::Close),
+            recording_memory: memory.saturating_mul(1 << 20),
             interface_name,
             bind_address,
             advertised_address,

@@ -10,10 +10,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 
 use crate::backend::udp::{spawn_worker, UdpPortPool, WorkerCmd, WorkerHandle, WorkerSpec};
-use crate::config::Config;
-use crate::control::ng::{CounterSource, NgController};
+use crate::config::{Config, BLOCK_CAPACITY};
+use crate::control::ng::{CounterSource, NgController, RecordingCounters};
 use crate::control::session::{FlowChange, Now, SessionTable, TableSettings};
+use crate::media::record::BufferPool;
 use crate::media::CoreCounters;
+use crate::recording::store::Store;
+use crate::recording::writer::{Writer, WriterCounters, WriterMsg};
 
 /// How often timers (media timeout, cookie cache expiry) run.
 const TICK: Duration = Duration::from_secs(1);
@@ -22,14 +25,28 @@ const CONTROL_POLL: Duration = Duration::from_millis(50);
 /// Latch events buffered between workers and the control thread.
 const EVENT_QUEUE: usize = 65_536;
 
-struct Workers(Vec<WorkerHandle>);
+struct Workers {
+    handles: Vec<WorkerHandle>,
+    writer: Arc<WriterCounters>,
+    pool: Arc<BufferPool>,
+}
 
 impl CounterSource for Workers {
+    fn recording(&self) -> RecordingCounters {
+        let w = &self.writer;
+        RecordingCounters {
+            finished: w.finished.load(Ordering::Relaxed),
+            failed: w.failed.load(Ordering::Relaxed),
+            blocks: w.blocks.load(Ordering::Relaxed),
+            bytes: w.bytes.load(Ordering::Relaxed),
+            buffer_exhausted: self.pool.exhausted.load(Ordering::Relaxed),
+        }
+    }
+
     fn counters(&self) -> CoreCounters {
-        self.0
-            .iter()
-            .map(|w| w.counters.snapshot())
-            .fold(CoreCounters::default(), |mut a, c| {
+        self.handles.iter().map(|w| w.counters.snapshot()).fold(
+            CoreCounters::default(),
+            |mut a, c| {
                 a.received += c.received;
                 a.forwarded += c.forwarded;
                 a.unknown_port += c.unknown_port;
@@ -37,7 +54,8 @@ impl CounterSource for Workers {
                 a.source_mismatch += c.source_mismatch;
                 a.no_destination += c.no_destination;
                 a
-            })
+            },
+        )
     }
 }
 
@@ -61,15 +79,43 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind the NG control socket on {}", cfg.listen_ng))?;
     ng.set_read_timeout(Some(CONTROL_POLL))?;
 
+    let store = Store::new(cfg.recording_dir.clone(), cfg.spool_dir.clone())
+        .context("preparing the recording and spool directories")?;
+    let recovered = store.recover();
+    if !recovered.is_empty() {
+        tracing::info!(
+            count = recovered.len(),
+            "recovered recordings of a previous run"
+        );
+    }
+    let pool = Arc::new(BufferPool::new(cfg.recording_memory, BLOCK_CAPACITY));
+    let (writer_tx, writer_rx) = crossbeam_channel::unbounded::<WriterMsg>();
+    let writer_counters = Arc::new(WriterCounters::default());
+    let writer = Writer::new(
+        store,
+        Arc::clone(&pool),
+        cfg.fsync,
+        Arc::clone(&writer_counters),
+    )
+    .context("setting up io_uring for the recording writer")?;
+    let writer_thread = std::thread::Builder::new()
+        .name("rec-writer".into())
+        .spawn(move || writer.run(writer_rx))
+        .context("starting the writer thread")?;
+
     let (event_tx, event_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let mut workers = Workers(Vec::with_capacity(cfg.workers));
+    let mut workers = Workers {
+        handles: Vec::with_capacity(cfg.workers),
+        writer: Arc::clone(&writer_counters),
+        pool: Arc::clone(&pool),
+    };
     for i in 0..cfg.workers {
         let core = cfg
             .cpus
             .get(i)
             .and_then(|c| cores.iter().find(|id| id.id == *c).copied());
-        workers.0.push(
+        workers.handles.push(
             spawn_worker(WorkerSpec {
                 index: i,
                 core,
@@ -78,19 +124,22 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 epoch,
                 stop: Arc::clone(&stop),
                 events: event_tx.clone(),
+                pool: Arc::clone(&pool),
+                flush_ns: cfg.flush_interval.as_nanos() as u64,
+                writer: writer_tx.clone(),
             })
             .context("starting a packet worker")?,
         );
     }
 
-    let pool = UdpPortPool::new(cfg.bind_address, cfg.port_min, cfg.port_max);
+    let ports = UdpPortPool::new(cfg.bind_address, cfg.port_min, cfg.port_max);
     let table = SessionTable::new(
         TableSettings {
             advertised: cfg.advertised_address,
             media_timeout_ns: cfg.media_timeout.as_nanos() as u64,
             workers: cfg.workers,
         },
-        pool,
+        ports,
     );
     let mut ctl = NgController::new(table, now(epoch));
     tracing::info!(
@@ -140,7 +189,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             ))
         });
         // Workers get the new endpoints before the SIP proxy gets the SDP that points at them.
-        dispatch(&mut ctl, &workers);
+        dispatch(&mut ctl, &workers, &writer_tx);
         if let Some((reply, src)) = reply {
             if let Err(e) = ng.send_to(&reply, src) {
                 tracing::warn!(%src, error = %e, len = reply.len(), "cannot send NG reply");
@@ -148,25 +197,73 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         }
     }
 
-    tracing::info!(calls = ctl.table().len(), "shutting down");
-    for w in &mut workers.0 {
+    let recordings = ctl.table_mut().stop_all_recordings();
+    tracing::info!(calls = ctl.table().len(), recordings, "shutting down");
+    dispatch(&mut ctl, &workers, &writer_tx);
+    for w in &mut workers.handles {
         w.join();
     }
+    drop(workers);
+    drop(writer_tx);
+    let _ = writer_thread.join();
+    tracing::info!(
+        finished = writer_counters.finished.load(Ordering::Relaxed),
+        failed = writer_counters.failed.load(Ordering::Relaxed),
+        "recorder stopped"
+    );
     Ok(())
 }
 
 /// Moves endpoint changes from the call table to the workers, with the sockets of new ports.
-fn dispatch(ctl: &mut NgController<UdpPortPool>, workers: &Workers) {
+fn dispatch(
+    ctl: &mut NgController<UdpPortPool>,
+    workers: &Workers,
+    writer: &crossbeam_channel::Sender<WriterMsg>,
+) {
     while let Some(change) = ctl.poll_flow_change() {
         match change {
+            FlowChange::RecordingStart {
+                worker,
+                recording,
+                header,
+                start_ns,
+            } => {
+                // The writer opens the file before the worker can produce a block for it.
+                let _ = writer.send(WriterMsg::Open {
+                    recording: Arc::clone(&recording),
+                    header,
+                });
+                if let Some(w) = workers.handles.get(worker) {
+                    w.send(WorkerCmd::StartRecording(recording, start_ns));
+                }
+            }
+            FlowChange::RecordingPause {
+                worker,
+                key,
+                paused,
+            } => {
+                if let Some(w) = workers.handles.get(worker) {
+                    w.send(WorkerCmd::PauseRecording(key, paused));
+                }
+            }
+            FlowChange::RecordingStop {
+                worker,
+                key,
+                reason,
+                net,
+            } => {
+                if let Some(w) = workers.handles.get(worker) {
+                    w.send(WorkerCmd::StopRecording(key, reason, net));
+                }
+            }
             FlowChange::Upsert { worker, config } => {
                 let socket = ctl.table_mut().pool_mut().take_socket(config.port);
-                if let Some(w) = workers.0.get(worker) {
+                if let Some(w) = workers.handles.get(worker) {
                     w.send(WorkerCmd::Upsert(config, socket));
                 }
             }
             FlowChange::Remove { worker, port } => {
-                if let Some(w) = workers.0.get(worker) {
+                if let Some(w) = workers.handles.get(worker) {
                     w.send(WorkerCmd::Remove(port));
                 }
             }

@@ -14,3 +14,5 @@ pub mod control;
 pub mod daemon;
 pub mod media;
 pub mod ports;
+pub mod recording;
+pub mod tools;

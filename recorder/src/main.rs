@@ -1,24 +1,85 @@
 //! `recorder`: the linecord media server. See the library crate for the architecture.
 
-use clap::Parser;
-use recorder::config::RawOptions;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-/// linecord media server: relays RTP between call parties, driven by rtpengine's NG
-/// control protocol.
+use clap::{Parser, Subcommand};
+use recorder::config::RawOptions;
+use recorder::tools::{self, ExportTo};
+
+/// linecord media server: relays and records RTP between call parties, driven by
+/// rtpengine's NG control protocol. Without a subcommand it runs the daemon.
 #[derive(Debug, Parser)]
 #[command(name = "recorder", version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Tool>,
     #[command(flatten)]
     options: RawOptions,
 }
 
-fn main() -> std::process::ExitCode {
+#[derive(Debug, Subcommand)]
+enum Tool {
+    /// Show a recording's header, streams, events, statistics and integrity.
+    Inspect {
+        /// The `.lcr` file.
+        file: PathBuf,
+    },
+    /// Export a recording as a stereo WAV (one channel per party) or a pcap.
+    Export {
+        /// The `.lcr` file.
+        file: PathBuf,
+        /// Write a 16-bit stereo WAV (PCMU/PCMA decoded).
+        #[arg(
+            long,
+            value_name = "OUT",
+            conflicts_with = "pcap",
+            required_unless_present = "pcap"
+        )]
+        wav: Option<PathBuf>,
+        /// Write a classic pcap of the RTP/RTCP streams.
+        #[arg(long, value_name = "OUT")]
+        pcap: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Some(Tool::Inspect { file }) => {
+            return match tools::inspect(&file, &mut std::io::stdout().lock()) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("recorder inspect: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Some(Tool::Export { file, wav, pcap }) => {
+            let to = match (wav, pcap) {
+                (Some(w), _) => ExportTo::Wav(w),
+                (None, Some(p)) => ExportTo::Pcap(p),
+                (None, None) => unreachable!("clap requires one of --wav/--pcap"),
+            };
+            return match tools::export(&file, &to) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("recorder export: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        None => {}
+    }
     let cfg = match cli.options.merge_file().and_then(RawOptions::resolve) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("recorder: {e:#}");
-            return std::process::ExitCode::from(2);
+            return ExitCode::from(2);
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
@@ -29,11 +90,11 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match recorder::daemon::run(cfg) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("recorder: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -20,9 +20,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use linecord_recfile::{StopReason, StreamId};
+
 use super::mmsg::{RecvBatch, SendBatch, BATCH};
+use crate::media::record::{BufferPool, RecordingShared, RecordingTable};
 use crate::media::{Action, CoreCounters, CoreEvent, EndpointConfig, MediaCore};
 use crate::ports::{PortError, PortPool, PortRange};
+use crate::recording::writer::WriterMsg;
 
 /// Batches read from one socket before moving to the next ready socket (fairness bound:
 /// 8 × 32 datagrams ≈ 5 ms of a 50 kpps port).
@@ -37,7 +41,16 @@ pub enum WorkerCmd {
     Upsert(EndpointConfig, Option<UdpSocket>),
     /// Remove the endpoint and close its socket.
     Remove(u16),
+    /// Start a recording (its time base in monotonic ns).
+    StartRecording(Arc<RecordingShared>, u64),
+    /// Pause (`true`) or resume the recording with this key.
+    PauseRecording(u64, bool),
+    /// Stop the recording with this key: flush its last block and tell the writer.
+    StopRecording(u64, StopReason, Vec<(StreamId, i64, u32)>),
 }
+
+/// How often a worker seals recording blocks that passed the flush interval.
+const RECORD_TICK_NS: u64 = 20_000_000;
 
 /// Counters a worker publishes after each wake-up (relaxed atomics, one writer).
 #[derive(Debug, Default)]
@@ -127,6 +140,12 @@ pub struct WorkerSpec {
     pub stop: Arc<AtomicBool>,
     /// Where latch events go.
     pub events: Sender<CoreEvent>,
+    /// Recording buffers.
+    pub pool: Arc<BufferPool>,
+    /// Blocks older than this are sealed (ns).
+    pub flush_ns: u64,
+    /// Where sealed blocks go.
+    pub writer: Sender<WriterMsg>,
 }
 
 /// Starts a worker thread.
@@ -148,6 +167,11 @@ pub fn spawn_worker(spec: WorkerSpec) -> io::Result<WorkerHandle> {
             if let Err(e) = w.run(&spec) {
                 tracing::error!(worker = spec.index, error = %e, "packet worker failed");
             }
+            // Commands queued before the stop (e.g. the shutdown's recording stops).
+            while let Ok(cmd) = w.commands.try_recv() {
+                w.apply(cmd, &spec);
+            }
+            w.flush_recordings(&spec);
         })?;
     Ok(WorkerHandle {
         commands: tx,
@@ -184,7 +208,8 @@ impl Worker {
             poll,
             commands,
             counters,
-            core: MediaCore::new(spec.port_min, spec.port_max),
+            core: MediaCore::new(spec.port_min, spec.port_max)
+                .with_recordings(RecordingTable::new(Arc::clone(&spec.pool), spec.flush_ns)),
             port_min: spec.port_min,
             sockets: (0..len).map(|_| None).collect(),
             ready: Vec::with_capacity(1024),
@@ -200,8 +225,17 @@ impl Worker {
         (i < self.sockets.len()).then_some(i)
     }
 
-    fn apply(&mut self, cmd: WorkerCmd) {
+    fn apply(&mut self, cmd: WorkerCmd, spec: &WorkerSpec) {
+        let now = spec.epoch.elapsed().as_nanos() as u64;
         match cmd {
+            WorkerCmd::StartRecording(shared, start_ns) => {
+                self.core.start_recording(shared, start_ns, now)
+            }
+            WorkerCmd::PauseRecording(key, paused) => self.core.pause_recording(key, paused, now),
+            WorkerCmd::StopRecording(key, reason, net) => {
+                self.core.stop_recording(key, reason, &net, now);
+                self.flush_recordings(spec);
+            }
             WorkerCmd::Upsert(config, socket) => {
                 let port = config.port;
                 if let (Some(sock), Some(i)) = (socket, self.index(port)) {
@@ -243,6 +277,7 @@ impl Worker {
 
     fn run(&mut self, spec: &WorkerSpec) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        let mut last_record_tick = 0u64;
         while !spec.stop.load(Relaxed) {
             let timeout = if self.ready.is_empty() {
                 IDLE_POLL
@@ -255,7 +290,7 @@ impl Worker {
                 }
             }
             while let Ok(cmd) = self.commands.try_recv() {
-                self.apply(cmd);
+                self.apply(cmd, spec);
             }
             for ev in events.iter() {
                 if ev.token() != WAKER {
@@ -282,10 +317,26 @@ impl Worker {
                     break;
                 }
             }
+            let now = spec.epoch.elapsed().as_nanos() as u64;
+            if now.saturating_sub(last_record_tick) >= RECORD_TICK_NS {
+                last_record_tick = now;
+                self.core.handle_timeout(now);
+            }
+            self.flush_recordings(spec);
             self.counters
                 .publish(&self.core.counters(), self.send_failed);
         }
         Ok(())
+    }
+
+    /// Hands sealed blocks and finished recordings to the writer (never blocks: the channel
+    /// is unbounded and its size is bounded by the buffer pool).
+    fn flush_recordings(&mut self, spec: &WorkerSpec) {
+        while let Some(out) = self.core.poll_record_output() {
+            if spec.writer.send(WriterMsg::Output(out)).is_err() {
+                tracing::error!("recording writer is gone; block dropped");
+            }
+        }
     }
 
     /// Reads and forwards up to [`MAX_BATCHES_PER_SOCKET`] batches from `port`. Returns true

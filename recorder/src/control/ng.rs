@@ -62,10 +62,29 @@ const KNOWN_FLAGS: &[&str] = &[
     "all",
 ];
 
-/// Process-wide packet counters the backend publishes, for `statistics`.
+/// Recording counters the writer publishes, for `statistics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordingCounters {
+    /// Recording files finished and spooled.
+    pub finished: u64,
+    /// Recordings whose file failed.
+    pub failed: u64,
+    /// Blocks written.
+    pub blocks: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Times a recording buffer was needed and the memory budget was used up.
+    pub buffer_exhausted: u64,
+}
+
+/// Process-wide counters the backend publishes, for `statistics`.
 pub trait CounterSource {
     /// Sum of all workers' counters.
     fn counters(&self) -> CoreCounters;
+    /// The recording writer's counters.
+    fn recording(&self) -> RecordingCounters {
+        RecordingCounters::default()
+    }
 }
 
 impl CounterSource for () {
@@ -210,6 +229,9 @@ impl<P: PortPool> NgController<P> {
                 };
                 let n = negotiation(req, call_id, owner_tag, other_tag, is_answer, sdp)?;
                 let sdp_out = self.table.negotiate(&n, now)?;
+                if req.record_call == Some(true) {
+                    self.table.start_recording(call_id, None, now)?;
+                }
                 let mut r = reply::ok();
                 r.insert("sdp", Value::Bytes(sdp_out));
                 Ok(r)
@@ -239,6 +261,27 @@ impl<P: PortPool> NgController<P> {
                 Ok(r)
             }
             Command::Statistics => Ok(self.statistics(now, counters)),
+            Command::StartRecording => {
+                let call_id = required(&req.call_id, "call-id")?;
+                self.table
+                    .start_recording(call_id, req.metadata.as_deref(), now)?;
+                Ok(reply::ok())
+            }
+            Command::PauseRecording => {
+                let call_id = required(&req.call_id, "call-id")?;
+                self.table.pause_recording(call_id)?;
+                Ok(reply::ok())
+            }
+            Command::StopRecording => {
+                let call_id = required(&req.call_id, "call-id")?;
+                if !self
+                    .table
+                    .stop_recording(call_id, linecord_recfile::StopReason::Stopped)?
+                {
+                    return Err(NgError("call is not being recorded".into()));
+                }
+                Ok(reply::ok())
+            }
             other => Err(NgError(format!("unsupported command '{}'", other.as_str()))),
         }
     }
@@ -261,6 +304,13 @@ impl<P: PortPool> NgController<P> {
         total.insert("deletedsessions", t.deleted_sessions);
         total.insert("timeoutsessions", t.timeout_sessions);
         total.insert("rejectedsessions", t.port_exhaustion);
+        total.insert("recordings", t.recordings);
+        let r = counters.recording();
+        total.insert("recordingsfinished", r.finished);
+        total.insert("recordingsfailed", r.failed);
+        total.insert("recordingblocks", r.blocks);
+        total.insert("recordingbytes", r.bytes);
+        total.insert("recordingbuffersexhausted", r.buffer_exhausted);
         total.insert("controlerrors", self.errors);
         total.insert("controlretransmissions", self.retransmissions);
         let mut packets = Value::dict();
@@ -313,11 +363,6 @@ fn check_keys(req: &Request) -> Result<(), NgError> {
         return Err(NgError(format!(
             "unsupported 'ICE' value '{ice}' (only 'remove': the relay does not do ICE)"
         )));
-    }
-    if req.record_call == Some(true) {
-        return Err(NgError(
-            "unsupported key 'record call' (recording is not available in this build)".into(),
-        ));
     }
     if let [a, b] = req.direction.as_slice() {
         if a != b {

@@ -13,9 +13,13 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use linecord_ng::bencode::Value;
+use linecord_recfile::{CodecInfo, FileHeader, PartyInfo, StopReason, StreamId, StreamInfo};
 use linecord_sdp::{MediaInfo, MediaPorts, RewritePlan, Sdp};
 
+use crate::media::record::{RecordTap, RecordingShared};
 use crate::media::{Component, EndpointConfig, Latching, StatsSnapshot, StreamStats};
 use crate::ports::PortPool;
 
@@ -55,6 +59,37 @@ pub enum FlowChange {
         worker: usize,
         /// Local port.
         port: u16,
+    },
+    /// A recording starts: open its file (header) and start it on `worker`.
+    RecordingStart {
+        /// Worker owning the call.
+        worker: usize,
+        /// The recording.
+        recording: Arc<RecordingShared>,
+        /// The file header.
+        header: Box<FileHeader>,
+        /// Time base of the recording (monotonic ns).
+        start_ns: u64,
+    },
+    /// Pause (`true`) or resume a recording.
+    RecordingPause {
+        /// Worker owning the call.
+        worker: usize,
+        /// [`RecordingShared::key`].
+        key: u64,
+        /// Pause or resume.
+        paused: bool,
+    },
+    /// A recording ends.
+    RecordingStop {
+        /// Worker owning the call.
+        worker: usize,
+        /// [`RecordingShared::key`].
+        key: u64,
+        /// Why.
+        reason: StopReason,
+        /// Per stream: (id, lost, jitter) as the relay measured them.
+        net: Vec<(StreamId, i64, u32)>,
     },
 }
 
@@ -100,6 +135,7 @@ pub struct Negotiation<'a> {
 
 struct PartyMedia {
     rtp_port: u16,
+    codecs: Vec<CodecInfo>,
     kind: String,
     proto: String,
     clock_rate: u32,
@@ -118,6 +154,7 @@ impl PartyMedia {
     fn new(rtp_port: u16) -> Self {
         PartyMedia {
             rtp_port,
+            codecs: Vec::new(),
             kind: String::from("audio"),
             proto: String::from("RTP/AVP"),
             clock_rate: 8000,
@@ -139,6 +176,8 @@ struct Party {
     label: Option<String>,
     medias: Vec<PartyMedia>,
     created_unix_ms: u64,
+    /// The party's last SDP as signalled.
+    sdp: Vec<u8>,
 }
 
 struct Call {
@@ -148,6 +187,20 @@ struct Call {
     last_signal_unix_ms: u64,
     metadata: Option<String>,
     parties: [Party; 2],
+    /// The recording in progress.
+    recording: Option<CallRecording>,
+    /// The last recording that ended (for `query`).
+    last_recording: Option<Arc<RecordingShared>>,
+}
+
+struct CallRecording {
+    shared: Arc<RecordingShared>,
+    paused: bool,
+}
+
+/// Stream id of (party, media line, component) in a recording: 4 per media line.
+fn stream_id(party: usize, media_index: usize, component: Component) -> StreamId {
+    (media_index * 4 + party * 2 + usize::from(component == Component::Rtcp)) as StreamId
 }
 
 impl Call {
@@ -178,6 +231,8 @@ pub struct Totals {
     pub timeout_sessions: u64,
     /// Offers refused because no ports were left.
     pub port_exhaustion: u64,
+    /// Recordings started.
+    pub recordings: u64,
 }
 
 /// The call table. `P` hands out port pairs.
@@ -189,6 +244,7 @@ pub struct SessionTable<P> {
     port_index: HashMap<u16, String>,
     changes: VecDeque<FlowChange>,
     next_worker: usize,
+    next_recording: u64,
     totals: Totals,
 }
 
@@ -220,6 +276,7 @@ impl<P: PortPool> SessionTable<P> {
             port_index: HashMap::new(),
             changes: VecDeque::new(),
             next_worker: 0,
+            next_recording: 1,
             totals: Totals::default(),
         }
     }
@@ -282,6 +339,8 @@ impl<P: PortPool> SessionTable<P> {
                     last_signal_unix_ms: now.unix_ms,
                     metadata: None,
                     parties: [Party::default(), Party::default()],
+                    recording: None,
+                    last_recording: None,
                 },
             );
             self.totals.managed_sessions += 1;
@@ -344,7 +403,18 @@ impl<P: PortPool> SessionTable<P> {
             pm.latching = n.latching;
             pm.peer_rtp = rtp;
             pm.peer_rtcp = rtcp;
+            pm.codecs = m
+                .codecs
+                .iter()
+                .map(|c| CodecInfo {
+                    payload_type: c.payload_type,
+                    name: c.name.clone(),
+                    clock_rate: c.clock_rate,
+                    channels: c.channels,
+                })
+                .collect();
         }
+        call.parties[owner].sdp = n.sdp.to_vec();
         if let Some(label) = n.label {
             call.parties[owner].label = Some(label.to_owned());
         }
@@ -379,14 +449,132 @@ impl<P: PortPool> SessionTable<P> {
         let out = sdp
             .rewrite(&plan)
             .map_err(|e| NgError::new(format!("cannot rewrite SDP: {e}")))?;
-        let changes = endpoint_configs(call);
+        self.push_endpoints(n.call_id);
+        Ok(out)
+    }
+
+    /// Queues the current endpoint configuration of every port of a call.
+    fn push_endpoints(&mut self, call_id: &str) {
+        let Some(call) = self.calls.get(call_id) else {
+            return;
+        };
         let worker = call.worker;
+        let configs = endpoint_configs(call);
         self.changes.extend(
-            changes
+            configs
                 .into_iter()
                 .map(|config| FlowChange::Upsert { worker, config }),
         );
-        Ok(out)
+    }
+
+    /// Handles `start recording` (and `record call: yes`): starts a recording of the call, or
+    /// resumes a paused one; nothing if it is already recording.
+    /// `metadata`, when given, replaces the call's metadata (and goes into the file header).
+    pub fn start_recording(
+        &mut self,
+        call_id: &str,
+        metadata: Option<&str>,
+        now: Now,
+    ) -> Result<(), NgError> {
+        let key = self.next_recording;
+        let settings_adv = self.settings.advertised;
+        let call = self
+            .calls
+            .get_mut(call_id)
+            .ok_or_else(|| NgError::new("Unknown call-id"))?;
+        if let Some(md) = metadata {
+            call.metadata = Some(md.to_owned());
+        }
+        let worker = call.worker;
+        match &mut call.recording {
+            Some(r) if r.paused => {
+                r.paused = false;
+                let key = r.shared.key;
+                self.changes.push_back(FlowChange::RecordingPause {
+                    worker,
+                    key,
+                    paused: false,
+                });
+                return Ok(());
+            }
+            Some(_) => return Ok(()),
+            None => {}
+        }
+        self.next_recording += 1;
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            now.unix_ms / 1000,
+            (now.unix_ms % 1000) as u32 * 1_000_000,
+        );
+        let id = uuid::Uuid::new_v7(ts).to_string();
+        let shared = Arc::new(RecordingShared::new(key, id.clone()));
+        let header = file_header(call, call_id, &id, now, settings_adv);
+        call.recording = Some(CallRecording {
+            shared: Arc::clone(&shared),
+            paused: false,
+        });
+        self.totals.recordings += 1;
+        tracing::info!(call_id, recording = %id, "recording started");
+        self.changes.push_back(FlowChange::RecordingStart {
+            worker,
+            recording: shared,
+            header: Box::new(header),
+            start_ns: now.mono_ns,
+        });
+        self.push_endpoints(call_id);
+        Ok(())
+    }
+
+    /// Handles `pause recording`.
+    pub fn pause_recording(&mut self, call_id: &str) -> Result<(), NgError> {
+        let call = self
+            .calls
+            .get_mut(call_id)
+            .ok_or_else(|| NgError::new("Unknown call-id"))?;
+        let worker = call.worker;
+        let r = call
+            .recording
+            .as_mut()
+            .ok_or_else(|| NgError::new("call is not being recorded"))?;
+        if !r.paused {
+            r.paused = true;
+            let key = r.shared.key;
+            self.changes.push_back(FlowChange::RecordingPause {
+                worker,
+                key,
+                paused: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// Handles `stop recording` (and the end of a recorded call): the file is finished.
+    /// Returns false when the call was not being recorded.
+    pub fn stop_recording(&mut self, call_id: &str, reason: StopReason) -> Result<bool, NgError> {
+        let call = self
+            .calls
+            .get_mut(call_id)
+            .ok_or_else(|| NgError::new("Unknown call-id"))?;
+        let Some(r) = call.recording.take() else {
+            return Ok(false);
+        };
+        let mut net = Vec::new();
+        for (p, party) in call.parties.iter().enumerate() {
+            for (i, m) in party.medias.iter().enumerate() {
+                let s = m.rtp.snapshot();
+                net.push((stream_id(p, i, Component::Rtp), s.lost, s.jitter));
+            }
+        }
+        tracing::info!(call_id, recording = %r.shared.id, ?reason, "recording stopped");
+        self.changes.push_back(FlowChange::RecordingStop {
+            worker: call.worker,
+            key: r.shared.key,
+            reason,
+            net,
+        });
+        call.last_recording = Some(r.shared);
+        self.push_endpoints(call_id);
+        Ok(true)
     }
 
     fn remove_call(&mut self, call_id: &str) -> Option<Call> {
@@ -406,6 +594,7 @@ impl<P: PortPool> SessionTable<P> {
 
     /// Handles `delete`: removes the call and returns its final `query` view.
     pub fn delete(&mut self, call_id: &str, now: Now) -> Result<Value, NgError> {
+        self.stop_recording(call_id, StopReason::Deleted)?;
         let view = self.query(call_id, now)?;
         self.remove_call(call_id);
         self.totals.deleted_sessions += 1;
@@ -444,10 +633,25 @@ impl<P: PortPool> SessionTable<P> {
             .collect();
         for id in &idle {
             tracing::info!(call_id = %id, "media timeout: deleting call");
+            let _ = self.stop_recording(id, StopReason::Timeout);
             self.remove_call(id);
             self.totals.timeout_sessions += 1;
         }
         idle.len()
+    }
+
+    /// Stops every recording (shutdown). Returns how many.
+    pub fn stop_all_recordings(&mut self) -> usize {
+        let ids: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.recording.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            let _ = self.stop_recording(id, StopReason::Shutdown);
+        }
+        ids.len()
     }
 
     /// Call-ids, at most `limit`.
@@ -556,7 +760,86 @@ impl<P: PortPool> SessionTable<P> {
         }
         reply.insert("tags", tags);
         reply.insert("totals", totals);
+        reply.insert("recording", recording_json(call));
         Ok(reply)
+    }
+}
+
+/// `query`'s view of the call's recording: `state` is `off`, `recording`, `paused`,
+/// `stopped` (the last one ended and its file was finished or is being finished) or `failed`.
+fn recording_json(call: &Call) -> Value {
+    let mut d = Value::dict();
+    let (shared, state) = match (&call.recording, &call.last_recording) {
+        (Some(r), _) => (
+            Some(&r.shared),
+            if r.shared.failed.load(Relaxed) {
+                "failed"
+            } else if r.paused {
+                "paused"
+            } else {
+                "recording"
+            },
+        ),
+        (None, Some(last)) => (
+            Some(last),
+            if last.failed.load(Relaxed) {
+                "failed"
+            } else {
+                "stopped"
+            },
+        ),
+        (None, None) => (None, "off"),
+    };
+    d.insert("state", state);
+    if let Some(s) = shared {
+        d.insert("id", s.id.as_str());
+        d.insert("packets", s.packets.load(Relaxed));
+        d.insert("dropped", s.dropped.load(Relaxed));
+        let complete = !s.failed.load(Relaxed) && s.dropped.load(Relaxed) == 0;
+        d.insert("complete", if complete { "yes" } else { "no" });
+    }
+    d
+}
+
+/// The header of a new recording of `call`.
+fn file_header(call: &Call, call_id: &str, id: &str, now: Now, advertised: IpAddr) -> FileHeader {
+    let mut streams = Vec::new();
+    for (p, party) in call.parties.iter().enumerate() {
+        for (i, m) in party.medias.iter().enumerate() {
+            for (component, peer, port) in [
+                (Component::Rtp, m.peer_rtp, m.rtp_port),
+                (Component::Rtcp, m.peer_rtcp, m.rtp_port + 1),
+            ] {
+                streams.push(StreamInfo {
+                    id: stream_id(p, i, component),
+                    party: p as u8,
+                    media_index: i as u16,
+                    component: match component {
+                        Component::Rtp => linecord_recfile::Component::Rtp,
+                        Component::Rtcp => linecord_recfile::Component::Rtcp,
+                    },
+                    source: peer.map(|a| a.to_string()).unwrap_or_default(),
+                    destination: SocketAddr::new(advertised, port).to_string(),
+                    codecs: m.codecs.clone(),
+                });
+            }
+        }
+    }
+    FileHeader {
+        recording_id: id.to_owned(),
+        call_id: call_id.to_owned(),
+        start_unix_ms: now.unix_ms,
+        metadata: call.metadata.clone(),
+        parties: call
+            .parties
+            .iter()
+            .map(|p| PartyInfo {
+                tag: p.tag.clone().unwrap_or_default(),
+                label: p.label.clone(),
+                sdp: p.sdp.clone(),
+            })
+            .collect(),
+        streams,
     }
 }
 
@@ -631,6 +914,13 @@ fn signalled_peers(m: &MediaInfo, n: &Negotiation<'_>) -> (Option<SocketAddr>, O
 /// The four endpoints (RTP and RTCP of each party) of every media line of `call`.
 fn endpoint_configs(call: &Call) -> Vec<EndpointConfig> {
     let mut out = Vec::new();
+    let recording = call.recording.as_ref().map(|r| r.shared.key);
+    let tap = |p: usize, i: usize, c: Component| {
+        recording.map(|key| RecordTap {
+            recording: key,
+            stream: stream_id(p, i, c),
+        })
+    };
     for (p, party) in call.parties.iter().enumerate() {
         let other = &call.parties[1 - p];
         for (i, m) in party.medias.iter().enumerate() {
@@ -643,6 +933,7 @@ fn endpoint_configs(call: &Call) -> Vec<EndpointConfig> {
                 forward_port: fwd,
                 clock_rate: m.clock_rate,
                 stats: Arc::clone(&m.rtp),
+                record: tap(p, i, Component::Rtp),
             });
             out.push(EndpointConfig {
                 port: m.rtp_port + 1,
@@ -652,6 +943,7 @@ fn endpoint_configs(call: &Call) -> Vec<EndpointConfig> {
                 forward_port: fwd.map(|p| p + 1),
                 clock_rate: m.clock_rate,
                 stats: Arc::clone(&m.rtcp),
+                record: tap(p, i, Component::Rtcp),
             });
         }
     }
@@ -744,7 +1036,7 @@ mod tests {
             .into_iter()
             .filter_map(|c| match c {
                 FlowChange::Upsert { config, .. } => Some(config),
-                FlowChange::Remove { .. } => None,
+                _ => None,
             })
             .collect();
         let last = |port: u16| ups.iter().rev().find(|c| c.port == port).unwrap().clone();

@@ -12,6 +12,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use linecord_recfile::{StopReason, StreamId};
+
+use super::record::{RecordOutput, RecordTap, RecordingShared, RecordingTable};
 use super::rtp::{self, PacketKind};
 use super::stats::{nanos_to_rtp, SequenceTracker, StreamStats};
 
@@ -58,6 +61,8 @@ pub struct EndpointConfig {
     pub clock_rate: u32,
     /// Published counters, shared with the control thread.
     pub stats: Arc<StreamStats>,
+    /// Record what this party sends here into this recording stream, if recording.
+    pub record: Option<RecordTap>,
 }
 
 /// What to do with one received datagram.
@@ -122,6 +127,8 @@ const MAX_PENDING_EVENTS: usize = 4096;
 
 struct Endpoint {
     config: EndpointConfig,
+    /// Slot of `config.record` in the recording table, resolved when configured.
+    record_slot: Option<usize>,
     latched: Option<SocketAddr>,
     tracker: SequenceTracker,
 }
@@ -139,6 +146,7 @@ pub struct MediaCore {
     endpoints: Vec<Option<Box<Endpoint>>>,
     events: VecDeque<CoreEvent>,
     counters: CoreCounters,
+    recordings: Option<RecordingTable>,
     /// Events dropped because the queue was full.
     pub events_lost: u64,
 }
@@ -153,8 +161,65 @@ impl MediaCore {
             endpoints: (0..len).map(|_| None).collect(),
             events: VecDeque::with_capacity(64),
             counters: CoreCounters::default(),
+            recordings: None,
             events_lost: 0,
         }
+    }
+
+    /// Enables recording: tapped endpoints append their packets to `table`.
+    pub fn with_recordings(mut self, table: RecordingTable) -> Self {
+        self.recordings = Some(table);
+        self
+    }
+
+    fn resolve_record_slot(&self, tap: Option<RecordTap>) -> Option<usize> {
+        self.recordings.as_ref()?.slot(tap?.recording)
+    }
+
+    /// Starts recording `shared`; record times count from `start_ns`. Endpoints join it when
+    /// they are (re)configured with its tap.
+    pub fn start_recording(&mut self, shared: Arc<RecordingShared>, start_ns: u64, now_ns: u64) {
+        if let Some(t) = self.recordings.as_mut() {
+            t.start(shared, start_ns, now_ns);
+        }
+    }
+
+    /// Pauses (`true`) or resumes recording `key`.
+    pub fn pause_recording(&mut self, key: u64, paused: bool, now_ns: u64) {
+        if let Some(t) = self.recordings.as_mut() {
+            t.set_paused(key, paused, now_ns);
+        }
+    }
+
+    /// Stops recording `key` (its last block and the finish marker become output).
+    /// `net` carries per-stream (stream, lost, jitter) for the footer.
+    pub fn stop_recording(
+        &mut self,
+        key: u64,
+        reason: StopReason,
+        net: &[(StreamId, i64, u32)],
+        now_ns: u64,
+    ) {
+        if let Some(t) = self.recordings.as_mut() {
+            t.stop(key, reason, net, now_ns);
+        }
+        for ep in self.endpoints.iter_mut().flatten() {
+            if ep.config.record.is_some_and(|r| r.recording == key) {
+                ep.record_slot = None;
+            }
+        }
+    }
+
+    /// Seals recording blocks older than the flush interval. Call every few tens of ms.
+    pub fn handle_timeout(&mut self, now_ns: u64) {
+        if let Some(t) = self.recordings.as_mut() {
+            t.handle_timeout(now_ns);
+        }
+    }
+
+    /// Next sealed block or finished recording for the writers. Call after each batch.
+    pub fn poll_record_output(&mut self) -> Option<RecordOutput> {
+        self.recordings.as_mut()?.poll_output()
     }
 
     fn slot(&self, port: u16) -> Option<usize> {
@@ -169,16 +234,19 @@ impl MediaCore {
         let Some(i) = self.slot(config.port) else {
             return;
         };
+        let record_slot = self.resolve_record_slot(config.record);
         match &mut self.endpoints[i] {
             Some(ep) => {
                 if ep.config.peer != config.peer || ep.config.latching != config.latching {
                     ep.latched = None;
                 }
                 ep.config = config;
+                ep.record_slot = record_slot;
             }
             slot @ None => {
                 *slot = Some(Box::new(Endpoint {
                     config,
+                    record_slot,
                     latched: None,
                     tracker: SequenceTracker::default(),
                 }))
@@ -305,10 +373,26 @@ impl MediaCore {
         }
 
         ep.config.stats.count_packet(packet.len(), now);
-        if let PacketKind::Rtp(h) = kind {
-            let arrival = nanos_to_rtp(now, ep.config.clock_rate);
-            ep.tracker.update(h.sequence, h.timestamp, h.ssrc, arrival);
-            ep.config.stats.publish_rtp(&ep.tracker);
+        let rtp_header = match kind {
+            PacketKind::Rtp(h) => {
+                let arrival = nanos_to_rtp(now, ep.config.clock_rate);
+                ep.tracker.update(h.sequence, h.timestamp, h.ssrc, arrival);
+                ep.config.stats.publish_rtp(&ep.tracker);
+                Some(h)
+            }
+            PacketKind::Rtcp => None,
+        };
+        if let (Some(slot), Some(tap), Some(rec)) =
+            (ep.record_slot, ep.config.record, self.recordings.as_mut())
+        {
+            rec.record_packet(
+                slot,
+                tap.recording,
+                tap.stream,
+                packet,
+                rtp_header.as_ref(),
+                now,
+            );
         }
         let forward_port = ep.config.forward_port;
         if let Some(addr) = learned {
@@ -358,6 +442,7 @@ mod tests {
             forward_port: Some(fwd),
             clock_rate: 8000,
             stats: Arc::default(),
+            record: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! the [`core::Action`] it returns; they never look inside packets themselves.
 
 pub mod core;
+pub mod record;
 pub mod rtp;
 pub mod stats;
 

@@ -36,30 +36,59 @@ pub struct Recorder {
     pub ng: SocketAddr,
     pub port_min: u16,
     pub port_max: u16,
+    /// Holds `recordings/` and `spool/` of this recorder; removed on drop.
+    pub data: PathBuf,
+    args: Vec<String>,
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "linecord-test-{name}-{}-{}",
+        std::process::id(),
+        COOKIE.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
 
 impl Recorder {
     /// Starts the recorder on loopback with `port_min..port_min+99` and extra flags, and
     /// waits until it answers `ping`.
     pub fn start(port_min: u16, extra: &[&str]) -> Recorder {
+        let data = temp_dir(&port_min.to_string());
+        Self::start_in(port_min, extra, data)
+    }
+
+    /// Starts a recorder whose recording and spool directories are under `data`.
+    pub fn start_in(port_min: u16, extra: &[&str], data: PathBuf) -> Recorder {
         let ng: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let port_max = port_min + 99;
+        let mut args: Vec<String> = [
+            "--interface",
+            "127.0.0.1",
+            "--listen-ng",
+            &ng.to_string(),
+            "--port-min",
+            &port_min.to_string(),
+            "--port-max",
+            &port_max.to_string(),
+            "--workers",
+            "2",
+            "--log-level",
+            "warn",
+            "--recording-dir",
+            &data.join("recordings").display().to_string(),
+            "--spool-dir",
+            &data.join("spool").display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(recorder_bin())
-            .args([
-                "--interface",
-                "127.0.0.1",
-                "--listen-ng",
-                &ng.to_string(),
-                "--port-min",
-                &port_min.to_string(),
-                "--port-max",
-                &port_max.to_string(),
-                "--workers",
-                "2",
-                "--log-level",
-                "warn",
-            ])
-            .args(extra)
+            .args(&args)
             .stdin(Stdio::null())
             .spawn()
             .expect("start recorder");
@@ -68,8 +97,65 @@ impl Recorder {
             ng,
             port_min,
             port_max,
+            data,
+            args,
         };
-        let client = NgClient::new(ng);
+        r.wait_ready();
+        r
+    }
+
+    /// Starts the same recorder again (same directories and NG address) after it died.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Command::new(recorder_bin())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("restart recorder");
+        self.wait_ready();
+    }
+
+    /// Kills the recorder with SIGKILL (no cleanup at all).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Jobs in the spool's `new/` directory, parsed.
+    pub fn jobs(&self) -> Vec<serde_json::Value> {
+        let dir = self.data.join("spool").join("new");
+        let mut out: Vec<serde_json::Value> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .filter_map(|b| serde_json::from_slice(&b).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by_key(|j| j["start_unix_ms"].as_u64());
+        out
+    }
+
+    /// Waits (at most 10 s) until `n` jobs are spooled and returns them.
+    pub fn wait_jobs(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let jobs = self.jobs();
+            if jobs.len() >= n {
+                return jobs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} spooled jobs, have {}",
+                jobs.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_ready(&self) {
+        let client = NgClient::new(self.ng);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(v) = client.try_call(&Request::new(NgCommand::Ping).to_value()) {
@@ -78,7 +164,6 @@ impl Recorder {
             }
             assert!(Instant::now() < deadline, "recorder did not answer ping");
         }
-        r
     }
 
     pub fn client(&self) -> NgClient {
@@ -90,6 +175,9 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.data);
+        }
     }
 }
 

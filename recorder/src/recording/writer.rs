@@ -1,0 +1,430 @@
+//! The writer thread: compresses sealed blocks and writes them with io_uring, then finishes
+//! files (footer, fsync, move into storage, spool job).
+//!
+//! Workers and the control thread send [`WriterMsg`]s over one channel, so a recording's
+//! `Open`, `Block`s and `Finish` arrive in order. Blocks are compressed into buffers that stay
+//! alive in an in-flight table until their write completes (the io_uring `user_data` is the
+//! table slot); writes of many recordings go out in one submission. Each file's next offset is
+//! tracked here, so writes never depend on a file position. Finishing is done once a
+//! recording has no write in flight; it uses plain blocking calls (footer, fsync, rename,
+//! JSON), which is fine on this thread: no packet worker ever waits for it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use io_uring::{opcode, types, IoUring};
+use linecord_recfile::block::{seal, BlockBuilder};
+use linecord_recfile::{format, BlockIndexEntry, FileHeader, StopReason, StreamStats};
+
+use super::store::{FinishedRecording, Store};
+use crate::media::record::{BufferPool, RecordOutput, RecordingShared};
+
+/// When to fsync recording files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Never (the OS writes back; a power loss can lose more than the flush interval).
+    None,
+    /// After every block (each block is durable when its write completes).
+    Block,
+    /// Once, when the file is finished (default).
+    Close,
+}
+
+/// A message to the writer.
+#[derive(Debug)]
+pub enum WriterMsg {
+    /// Create the file of a new recording and write its header.
+    Open {
+        /// The recording.
+        recording: Arc<RecordingShared>,
+        /// Its header.
+        header: Box<FileHeader>,
+    },
+    /// A worker's output (a block, or the end of a recording).
+    Output(RecordOutput),
+}
+
+/// Writer counters (for `statistics` and logs).
+#[derive(Debug, Default)]
+pub struct WriterCounters {
+    /// Blocks written.
+    pub blocks: AtomicU64,
+    /// Bytes written (compressed, framed).
+    pub bytes: AtomicU64,
+    /// Recordings finished and spooled.
+    pub finished: AtomicU64,
+    /// Recordings whose file failed (write error, full or read-only filesystem).
+    pub failed: AtomicU64,
+    /// Blocks discarded because their file had failed.
+    pub discarded_blocks: AtomicU64,
+}
+
+/// Submission queue depth: enough for every block of a busy flush interval in one submit.
+const RING_ENTRIES: u32 = 512;
+/// Most channel messages handled per loop turn before submitting.
+const MAX_MSGS_PER_TURN: usize = 256;
+
+struct OpenFile {
+    recording: Arc<RecordingShared>,
+    header: FileHeader,
+    file: File,
+    offset: u64,
+    index: Vec<BlockIndexEntry>,
+    inflight: usize,
+    error: Option<String>,
+    finish: Option<(Vec<StreamStats>, StopReason)>,
+}
+
+struct Inflight {
+    key: u64,
+    buf: Vec<u8>,
+    done: usize,
+    file_offset: u64,
+}
+
+/// The writer thread's state.
+pub struct Writer {
+    ring: IoUring,
+    store: Store,
+    pool: Arc<BufferPool>,
+    fsync: FsyncPolicy,
+    files: HashMap<u64, OpenFile>,
+    inflight: Vec<Option<Inflight>>,
+    free_slots: Vec<usize>,
+    spare_bufs: Vec<Vec<u8>>,
+    counters: Arc<WriterCounters>,
+}
+
+impl Writer {
+    /// A writer storing through `store`.
+    pub fn new(
+        store: Store,
+        pool: Arc<BufferPool>,
+        fsync: FsyncPolicy,
+        counters: Arc<WriterCounters>,
+    ) -> io::Result<Self> {
+        Ok(Writer {
+            ring: IoUring::new(RING_ENTRIES)?,
+            store,
+            pool,
+            fsync,
+            files: HashMap::new(),
+            inflight: Vec::new(),
+            free_slots: Vec::new(),
+            spare_bufs: Vec::new(),
+            counters,
+        })
+    }
+
+    /// Runs until every sender of `rx` is gone and all files are finished.
+    pub fn run(mut self, rx: Receiver<WriterMsg>) {
+        let mut disconnected = false;
+        loop {
+            let busy = self.inflight_count() > 0;
+            let first = if busy {
+                rx.try_recv().ok()
+            } else {
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        disconnected = true;
+                        None
+                    }
+                }
+            };
+            if let Some(m) = first {
+                self.handle(m);
+                for m in rx.try_iter().take(MAX_MSGS_PER_TURN) {
+                    self.handle(m);
+                }
+            }
+            self.submit_and_reap();
+            self.finish_ready();
+            if disconnected && self.inflight_count() == 0 {
+                if !self.files.is_empty() {
+                    tracing::warn!(
+                        open = self.files.len(),
+                        "writer stopping with unfinished recordings; they will be recovered at the next start"
+                    );
+                }
+                return;
+            }
+        }
+    }
+
+    fn inflight_count(&self) -> usize {
+        self.inflight.len() - self.free_slots.len()
+    }
+
+    fn handle(&mut self, msg: WriterMsg) {
+        match msg {
+            WriterMsg::Open { recording, header } => self.open(recording, *header),
+            WriterMsg::Output(RecordOutput::Block { recording, block }) => {
+                self.block(recording.key, &block);
+                self.pool.give(block);
+            }
+            WriterMsg::Output(RecordOutput::Finished {
+                recording,
+                streams,
+                reason,
+            }) => {
+                if let Some(f) = self.files.get_mut(&recording.key) {
+                    f.finish = Some((streams, reason));
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, recording: Arc<RecordingShared>, header: FileHeader) {
+        let key = recording.key;
+        let path = self.store.in_progress_path(&recording.id);
+        let file = match File::create(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(&recording, format!("cannot create {}: {e}", path.display()));
+                return;
+            }
+        };
+        let mut buf = self.spare_bufs.pop().unwrap_or_default();
+        buf.clear();
+        format::encode_header(&header, &mut buf);
+        self.files.insert(
+            key,
+            OpenFile {
+                recording,
+                header,
+                file,
+                offset: 0,
+                index: Vec::new(),
+                inflight: 0,
+                error: None,
+                finish: None,
+            },
+        );
+        self.queue_write(key, buf, None);
+    }
+
+    fn block(&mut self, key: u64, block: &BlockBuilder) {
+        let Some(f) = self.files.get(&key) else {
+            self.counters.discarded_blocks.fetch_add(1, Relaxed);
+            return;
+        };
+        if f.error.is_some() || block.is_empty() {
+            if f.error.is_some() {
+                self.counters.discarded_blocks.fetch_add(1, Relaxed);
+            }
+            return;
+        }
+        let mut buf = self.spare_bufs.pop().unwrap_or_default();
+        buf.clear();
+        seal(block, &mut buf);
+        let entry = BlockIndexEntry {
+            offset: 0,
+            first_us: block.first_us().unwrap_or(0),
+            last_us: block.last_us().unwrap_or(0),
+            records: block.records(),
+        };
+        self.queue_write(key, buf, Some(entry));
+    }
+
+    /// Reserves the file range for `buf` and queues its write.
+    fn queue_write(&mut self, key: u64, buf: Vec<u8>, entry: Option<BlockIndexEntry>) {
+        let Some(f) = self.files.get_mut(&key) else {
+            return;
+        };
+        let file_offset = f.offset;
+        f.offset += buf.len() as u64;
+        f.inflight += 1;
+        if let Some(mut e) = entry {
+            e.offset = file_offset;
+            f.index.push(e);
+        }
+        let fd = f.file.as_raw_fd();
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.inflight.push(None);
+            self.inflight.len() - 1
+        });
+        self.inflight[slot] = Some(Inflight {
+            key,
+            buf,
+            done: 0,
+            file_offset,
+        });
+        self.push_sqe(slot, fd);
+    }
+
+    fn push_sqe(&mut self, slot: usize, fd: i32) {
+        let Some(w) = self.inflight[slot].as_ref() else {
+            return;
+        };
+        let rest = &w.buf[w.done..];
+        let write = opcode::Write::new(types::Fd(fd), rest.as_ptr(), rest.len() as u32)
+            .offset(w.file_offset + w.done as u64)
+            .build()
+            .user_data(slot as u64);
+        let entries: &[io_uring::squeue::Entry] = if self.fsync == FsyncPolicy::Block {
+            // The fsync completes after the write (linked); its completion is ignored.
+            &[
+                write.flags(io_uring::squeue::Flags::IO_LINK),
+                opcode::Fsync::new(types::Fd(fd))
+                    .build()
+                    .user_data(u64::MAX),
+            ]
+        } else {
+            &[write]
+        };
+        loop {
+            // SAFETY: the buffer lives in `self.inflight[slot]` until this write's completion
+            // is reaped; the fd stays open while the file has writes in flight.
+            let pushed = unsafe { self.ring.submission().push_multiple(entries) };
+            if pushed.is_ok() {
+                return;
+            }
+            // Queue full: submit what is there and make room.
+            if let Err(e) = self.ring.submit() {
+                tracing::error!(error = %e, "io_uring submit failed");
+            }
+            self.reap();
+        }
+    }
+
+    fn submit_and_reap(&mut self) {
+        if self.inflight_count() == 0 {
+            return;
+        }
+        if let Err(e) = self.ring.submit_and_wait(1) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::error!(error = %e, "io_uring submit failed");
+            }
+        }
+        self.reap();
+    }
+
+    fn reap(&mut self) {
+        let done: Vec<(u64, i32)> = self
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
+        for (slot, res) in done {
+            if slot == u64::MAX {
+                if res < 0 {
+                    tracing::warn!(error = %io::Error::from_raw_os_error(-res), "fsync failed");
+                }
+                continue;
+            }
+            self.complete(slot as usize, res);
+        }
+    }
+
+    fn complete(&mut self, slot: usize, res: i32) {
+        let Some(mut w) = self.inflight.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        let key = w.key;
+        if res > 0 && w.done + (res as usize) < w.buf.len() {
+            // Short write: send the rest.
+            w.done += res as usize;
+            let fd = self.files.get(&key).map(|f| f.file.as_raw_fd());
+            self.inflight[slot] = Some(w);
+            if let Some(fd) = fd {
+                self.push_sqe(slot, fd);
+                return;
+            }
+            self.inflight[slot] = None;
+            self.free_slots.push(slot);
+            return;
+        }
+        self.free_slots.push(slot);
+        let err = if res < 0 {
+            Some(io::Error::from_raw_os_error(-res).to_string())
+        } else if res == 0 && !w.buf.is_empty() {
+            Some("write returned 0".to_string())
+        } else {
+            None
+        };
+        if err.is_none() {
+            self.counters.blocks.fetch_add(1, Relaxed);
+            self.counters.bytes.fetch_add(w.buf.len() as u64, Relaxed);
+        }
+        w.buf.clear();
+        if self.spare_bufs.len() < 64 {
+            self.spare_bufs.push(w.buf);
+        }
+        let Some(f) = self.files.get_mut(&key) else {
+            return;
+        };
+        f.inflight -= 1;
+        if let Some(e) = err {
+            if f.error.is_none() {
+                let rec = Arc::clone(&f.recording);
+                let msg = format!("write failed: {e}");
+                f.error = Some(msg.clone());
+                self.fail(&rec, msg);
+            }
+        }
+    }
+
+    fn fail(&self, recording: &RecordingShared, reason: String) {
+        if !recording.failed.swap(true, Relaxed) {
+            self.counters.failed.fetch_add(1, Relaxed);
+            recording.file_state.store(2, Relaxed);
+            tracing::error!(recording = %recording.id, %reason, "recording failed; media keeps flowing");
+        }
+    }
+
+    fn finish_ready(&mut self) {
+        let ready: Vec<u64> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.finish.is_some() && f.inflight == 0)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in ready {
+            let Some(f) = self.files.remove(&key) else {
+                continue;
+            };
+            self.finish(f);
+        }
+    }
+
+    fn finish(&mut self, f: OpenFile) {
+        let (streams, reason) = f.finish.unwrap_or((Vec::new(), StopReason::Shutdown));
+        let done = FinishedRecording {
+            header: f.header,
+            index: f.index,
+            streams,
+            reason,
+            dropped: f.recording.dropped.load(Relaxed),
+            error: f.error,
+            data_end: f.offset,
+        };
+        match self
+            .store
+            .finish(&f.file, &done, self.fsync != FsyncPolicy::None)
+        {
+            Ok(path) => {
+                self.counters.finished.fetch_add(1, Relaxed);
+                if done.error.is_none() {
+                    f.recording.file_state.store(1, Relaxed);
+                }
+                tracing::info!(recording = %f.recording.id, file = %path.display(), "recording finished");
+            }
+            Err(e) => self.fail(&f.recording, format!("cannot finish: {e:#}")),
+        }
+    }
+}
+
+/// Where the writer keeps a recording while it is being written.
+pub fn in_progress_dir(recording_dir: &std::path::Path) -> PathBuf {
+    recording_dir.join(".inprogress")
+}
