@@ -58,6 +58,10 @@ fn main() -> anyhow::Result<()> {
         "demo: call {call_id}: caller sends to {}, callee sends to {}",
         call.a_to, call.b_to
     );
+    let mut start = request(Command::StartRecording, &call_id, "tag-a", None);
+    start.metadata = Some("demo=1".into());
+    client.ok(&start);
+    println!("demo: recording started");
 
     let packets = seconds * 50;
     let start = Instant::now();
