@@ -70,7 +70,9 @@ pub struct WriterCounters {
 /// Submission queue depth: enough for every block of a busy flush interval in one submit.
 const RING_ENTRIES: u32 = 512;
 /// Most channel messages handled per loop turn before submitting.
-const MAX_MSGS_PER_TURN: usize = 256;
+const MAX_MSGS_PER_TURN: usize = 1024;
+/// Longest wait for new blocks while writes are in flight (completion reaping latency).
+const BUSY_POLL: Duration = Duration::from_millis(1);
 
 struct OpenFile {
     recording: Arc<RecordingShared>,
@@ -101,6 +103,8 @@ pub struct Writer {
     free_slots: Vec<usize>,
     spare_bufs: Vec<Vec<u8>>,
     counters: Arc<WriterCounters>,
+    /// Recordings with a `Finish` received and not yet finished.
+    finishing: usize,
 }
 
 impl Writer {
@@ -121,35 +125,48 @@ impl Writer {
             free_slots: Vec::new(),
             spare_bufs: Vec::new(),
             counters,
+            finishing: 0,
         })
     }
 
     /// Runs until every sender of `rx` is gone and all files are finished.
+    ///
+    /// The loop never sleeps in the kernel waiting for a write: it waits on the channel (at
+    /// most [`BUSY_POLL`] while writes are in flight), submits everything queued, and reaps
+    /// whatever completed, so new blocks are taken in while earlier writes complete.
     pub fn run(mut self, rx: Receiver<WriterMsg>) {
         let mut disconnected = false;
         loop {
-            let busy = self.inflight_count() > 0;
-            let first = if busy {
-                rx.try_recv().ok()
+            let wait = if self.inflight_count() > 0 || self.finishing > 0 {
+                BUSY_POLL
             } else {
-                match rx.recv_timeout(Duration::from_millis(100)) {
-                    Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        disconnected = true;
-                        None
+                Duration::from_millis(100)
+            };
+            match rx.recv_timeout(wait) {
+                Ok(m) => {
+                    self.handle(m);
+                    for m in rx.try_iter().take(MAX_MSGS_PER_TURN) {
+                        self.handle(m);
                     }
                 }
-            };
-            if let Some(m) = first {
-                self.handle(m);
-                for m in rx.try_iter().take(MAX_MSGS_PER_TURN) {
-                    self.handle(m);
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => disconnected = true,
+            }
+            if let Err(e) = self.ring.submit() {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "io_uring submit failed");
                 }
             }
-            self.submit_and_reap();
-            self.finish_ready();
-            if disconnected && self.inflight_count() == 0 {
+            self.reap();
+            if self.finishing > 0 {
+                self.finish_ready();
+            }
+            if disconnected {
+                if self.inflight_count() > 0 {
+                    // Nothing else to do: wait for the remaining writes.
+                    let _ = self.ring.submit_and_wait(1);
+                    continue;
+                }
                 if !self.files.is_empty() {
                     tracing::warn!(
                         open = self.files.len(),
@@ -178,6 +195,9 @@ impl Writer {
                 reason,
             }) => {
                 if let Some(f) = self.files.get_mut(&recording.key) {
+                    if f.finish.is_none() {
+                        self.finishing += 1;
+                    }
                     f.finish = Some((streams, reason));
                 }
             }
@@ -297,18 +317,6 @@ impl Writer {
         }
     }
 
-    fn submit_and_reap(&mut self) {
-        if self.inflight_count() == 0 {
-            return;
-        }
-        if let Err(e) = self.ring.submit_and_wait(1) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                tracing::error!(error = %e, "io_uring submit failed");
-            }
-        }
-        self.reap();
-    }
-
     fn reap(&mut self) {
         let done: Vec<(u64, i32)> = self
             .ring
@@ -393,6 +401,7 @@ impl Writer {
             let Some(f) = self.files.remove(&key) else {
                 continue;
             };
+            self.finishing -= 1;
             self.finish(f);
         }
     }
