@@ -117,7 +117,10 @@ fn main() {
             header: Box::new(header),
         })
         .unwrap();
-        table.start(Arc::clone(&s), 0, 0);
+        // Calls start spread over one flush interval, as real calls do, so their blocks are
+        // not all sealed in the same tick.
+        let offset = (i % 25) as u64 * 20_000_000;
+        table.start(Arc::clone(&s), offset, offset);
         shared.push(s);
     }
     let slots: Vec<usize> = shared.iter().map(|s| table.slot(s.key).unwrap()).collect();
@@ -156,8 +159,6 @@ fn main() {
         let now = t * 20_000_000;
         let tick_start = Instant::now();
         for (i, slot) in slots.iter().enumerate() {
-            // Calls start spread over one flush interval, as real calls do, so their blocks
-            // are not all sealed in the same tick.
             if t < (i % 25) as u64 {
                 continue;
             }

@@ -71,6 +71,10 @@ pub struct WriterCounters {
 const RING_ENTRIES: u32 = 512;
 /// Most channel messages handled per loop turn before submitting.
 const MAX_MSGS_PER_TURN: usize = 1024;
+/// Most footer index entries kept per recording. Past it the index is thinned to every
+/// second entry and the stride doubles, so a long call's index stays ≤ 2 KiB in memory
+/// (readers scan blocks anyway; the index only helps seeking).
+const MAX_INDEX_ENTRIES: usize = 64;
 /// Longest wait for new blocks while writes are in flight (completion reaping latency).
 const BUSY_POLL: Duration = Duration::from_millis(1);
 
@@ -80,6 +84,9 @@ struct OpenFile {
     file: File,
     offset: u64,
     index: Vec<BlockIndexEntry>,
+    /// Blocks written so far, and every how many blocks one is indexed.
+    blocks: u64,
+    index_stride: u64,
     inflight: usize,
     error: Option<String>,
     finish: Option<(Vec<StreamStats>, StopReason)>,
@@ -224,7 +231,9 @@ impl Writer {
                 header,
                 file,
                 offset: 0,
-                index: Vec::new(),
+                index: Vec::with_capacity(MAX_INDEX_ENTRIES),
+                blocks: 0,
+                index_stride: 1,
                 inflight: 0,
                 error: None,
                 finish: None,
@@ -266,7 +275,8 @@ impl Writer {
         f.inflight += 1;
         if let Some(mut e) = entry {
             e.offset = file_offset;
-            f.index.push(e);
+            index_block(&mut f.index, &mut f.index_stride, f.blocks, e);
+            f.blocks += 1;
         }
         let fd = f.file.as_raw_fd();
         let slot = self.free_slots.pop().unwrap_or_else(|| {
@@ -433,7 +443,68 @@ impl Writer {
     }
 }
 
+/// Adds block number `n` to a sparse index holding every `stride`-th block, thinning it to
+/// every second entry (and doubling the stride) when it reaches [`MAX_INDEX_ENTRIES`].
+fn index_block(index: &mut Vec<BlockIndexEntry>, stride: &mut u64, n: u64, e: BlockIndexEntry) {
+    if n % *stride != 0 {
+        return;
+    }
+    if index.len() >= MAX_INDEX_ENTRIES {
+        let mut keep = false;
+        index.retain(|_| {
+            keep = !keep;
+            keep
+        });
+        *stride *= 2;
+        if n % *stride != 0 {
+            return;
+        }
+    }
+    index.push(e);
+}
+
 /// Where the writer keeps a recording while it is being written.
 pub fn in_progress_dir(recording_dir: &std::path::Path) -> PathBuf {
     recording_dir.join(".inprogress")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_recordings_keep_a_bounded_evenly_spaced_index() {
+        let (mut index, mut stride) = (Vec::new(), 1);
+        for n in 0..10_000u64 {
+            let e = BlockIndexEntry {
+                offset: n,
+                first_us: n,
+                last_us: n,
+                records: 1,
+            };
+            index_block(&mut index, &mut stride, n, e);
+            assert!(index.len() <= MAX_INDEX_ENTRIES);
+        }
+        assert_eq!(stride, 256);
+        assert!(index.len() > MAX_INDEX_ENTRIES / 2);
+        assert!(index
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.offset == i as u64 * stride));
+        let (mut short, mut s) = (Vec::new(), 1);
+        for n in 0..10u64 {
+            index_block(
+                &mut short,
+                &mut s,
+                n,
+                BlockIndexEntry {
+                    offset: n,
+                    first_us: 0,
+                    last_us: 0,
+                    records: 0,
+                },
+            );
+        }
+        assert_eq!(short.len(), 10, "short recordings index every block");
+    }
 }
