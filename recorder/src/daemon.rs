@@ -246,6 +246,11 @@ fn dispatch(
                     w.send(WorkerCmd::PauseRecording(key, paused));
                 }
             }
+            FlowChange::RecordingEvent { worker, key, event } => {
+                if let Some(w) = workers.handles.get(worker) {
+                    w.send(WorkerCmd::RecordingEvent(key, event));
+                }
+            }
             FlowChange::RecordingStop {
                 worker,
                 key,

@@ -45,6 +45,8 @@ pub enum WorkerCmd {
     StartRecording(Arc<RecordingShared>, u64),
     /// Pause (`true`) or resume the recording with this key.
     PauseRecording(u64, bool),
+    /// Write a control-plane event into the recording with this key.
+    RecordingEvent(u64, Box<linecord_recfile::Event>),
     /// Stop the recording with this key: flush its last block and tell the writer.
     StopRecording(u64, StopReason, Vec<(StreamId, i64, u32)>),
 }
@@ -232,6 +234,7 @@ impl Worker {
                 self.core.start_recording(shared, start_ns, now)
             }
             WorkerCmd::PauseRecording(key, paused) => self.core.pause_recording(key, paused, now),
+            WorkerCmd::RecordingEvent(key, event) => self.core.record_event(key, *event, now),
             WorkerCmd::StopRecording(key, reason, net) => {
                 self.core.stop_recording(key, reason, &net, now);
                 self.flush_recordings(spec);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use linecord_ng::bencode::Value;
-use linecord_recfile::{CodecInfo, FileHeader, PartyInfo, StopReason, StreamId, StreamInfo};
+use linecord_recfile::{CodecInfo, Event, FileHeader, PartyInfo, StopReason, StreamId, StreamInfo};
 use linecord_sdp::{MediaInfo, MediaPorts, RewritePlan, Sdp};
 
 use crate::media::record::{RecordTap, RecordingShared};
@@ -79,6 +79,15 @@ pub enum FlowChange {
         key: u64,
         /// Pause or resume.
         paused: bool,
+    },
+    /// Write an event into a recording (streams added or changed by a re-INVITE).
+    RecordingEvent {
+        /// Worker owning the call.
+        worker: usize,
+        /// [`RecordingShared::key`].
+        key: u64,
+        /// The event.
+        event: Box<linecord_recfile::Event>,
     },
     /// A recording ends.
     RecordingStop {
@@ -365,6 +374,7 @@ impl<P: PortPool> SessionTable<P> {
             .get_mut(n.call_id)
             .ok_or_else(|| NgError::new("Unknown call-id"))?;
         let (owner, other) = resolve_sides(call, n)?;
+        let known_medias = call.parties[owner].medias.len();
 
         // Port pairs for every media line, for both parties.
         let mut fresh = Vec::new();
@@ -449,6 +459,34 @@ impl<P: PortPool> SessionTable<P> {
         let out = sdp
             .rewrite(&plan)
             .map_err(|e| NgError::new(format!("cannot rewrite SDP: {e}")))?;
+        if let Some(r) = &call.recording {
+            // A re-INVITE during a recording: the file learns about new and changed streams.
+            let key = r.shared.key;
+            let worker = call.worker;
+            let advertised = self.settings.advertised;
+            for m in medias {
+                let parties: &[usize] = if m.index >= known_medias {
+                    &[owner, other]
+                } else {
+                    &[owner]
+                };
+                for &p in parties {
+                    for c in [Component::Rtp, Component::Rtcp] {
+                        let info = stream_info(call, p, m.index, c, advertised);
+                        let event = if m.index >= known_medias {
+                            Event::StreamAdded(info)
+                        } else {
+                            Event::StreamChanged(info)
+                        };
+                        self.changes.push_back(FlowChange::RecordingEvent {
+                            worker,
+                            key,
+                            event: Box::new(event),
+                        });
+                    }
+                }
+            }
+        }
         self.push_endpoints(n.call_id);
         Ok(out)
     }
@@ -801,27 +839,34 @@ fn recording_json(call: &Call) -> Value {
     d
 }
 
+/// The recording's description of party `p`'s stream on media line `i`.
+fn stream_info(call: &Call, p: usize, i: usize, c: Component, advertised: IpAddr) -> StreamInfo {
+    let m = &call.parties[p].medias[i];
+    let (peer, port) = match c {
+        Component::Rtp => (m.peer_rtp, m.rtp_port),
+        Component::Rtcp => (m.peer_rtcp, m.rtp_port + 1),
+    };
+    StreamInfo {
+        id: stream_id(p, i, c),
+        party: p as u8,
+        media_index: i as u16,
+        component: match c {
+            Component::Rtp => linecord_recfile::Component::Rtp,
+            Component::Rtcp => linecord_recfile::Component::Rtcp,
+        },
+        source: peer.map(|a| a.to_string()).unwrap_or_default(),
+        destination: SocketAddr::new(advertised, port).to_string(),
+        codecs: m.codecs.clone(),
+    }
+}
+
 /// The header of a new recording of `call`.
 fn file_header(call: &Call, call_id: &str, id: &str, now: Now, advertised: IpAddr) -> FileHeader {
     let mut streams = Vec::new();
     for (p, party) in call.parties.iter().enumerate() {
-        for (i, m) in party.medias.iter().enumerate() {
-            for (component, peer, port) in [
-                (Component::Rtp, m.peer_rtp, m.rtp_port),
-                (Component::Rtcp, m.peer_rtcp, m.rtp_port + 1),
-            ] {
-                streams.push(StreamInfo {
-                    id: stream_id(p, i, component),
-                    party: p as u8,
-                    media_index: i as u16,
-                    component: match component {
-                        Component::Rtp => linecord_recfile::Component::Rtp,
-                        Component::Rtcp => linecord_recfile::Component::Rtcp,
-                    },
-                    source: peer.map(|a| a.to_string()).unwrap_or_default(),
-                    destination: SocketAddr::new(advertised, port).to_string(),
-                    codecs: m.codecs.clone(),
-                });
+        for i in 0..party.medias.len() {
+            for c in [Component::Rtp, Component::Rtcp] {
+                streams.push(stream_info(call, p, i, c, advertised));
             }
         }
     }
@@ -934,6 +979,11 @@ fn endpoint_configs(call: &Call) -> Vec<EndpointConfig> {
                 clock_rate: m.clock_rate,
                 stats: Arc::clone(&m.rtp),
                 record: tap(p, i, Component::Rtp),
+                dtmf_payload_type: m
+                    .codecs
+                    .iter()
+                    .find(|c| c.name.eq_ignore_ascii_case("telephone-event"))
+                    .map(|c| c.payload_type),
             });
             out.push(EndpointConfig {
                 port: m.rtp_port + 1,
@@ -944,6 +994,7 @@ fn endpoint_configs(call: &Call) -> Vec<EndpointConfig> {
                 clock_rate: m.clock_rate,
                 stats: Arc::clone(&m.rtcp),
                 record: tap(p, i, Component::Rtcp),
+                dtmf_payload_type: None,
             });
         }
     }
@@ -1305,5 +1356,86 @@ mod tests {
             Some("192.0.2.10")
         );
         assert!(q.get("totals").and_then(|t| t.get("RTCP")).is_some());
+    }
+
+    #[test]
+    fn recording_start_pause_stop_and_streams_added_by_a_reinvite() {
+        let mut t = table();
+        t.negotiate(
+            &neg("c1", "A", None, false, &sdp("192.0.2.10", 4000)),
+            at(1),
+        )
+        .unwrap();
+        t.negotiate(
+            &neg("c1", "B", Some("A"), true, &sdp("198.51.100.20", 5000)),
+            at(1),
+        )
+        .unwrap();
+        drain(&mut t);
+        t.start_recording("c1", Some("agent=7"), at(2)).unwrap();
+        let ch = drain(&mut t);
+        let header = ch
+            .iter()
+            .find_map(|c| match c {
+                FlowChange::RecordingStart { header, .. } => Some(header.clone()),
+                _ => None,
+            })
+            .expect("recording start");
+        assert_eq!(header.metadata.as_deref(), Some("agent=7"));
+        assert_eq!(header.streams.len(), 4);
+        assert_eq!(header.parties[0].tag, "A");
+        assert!(header
+            .streams
+            .iter()
+            .any(|s| s.id == 0 && s.source == "192.0.2.10:4000"));
+        let tapped = ch
+            .iter()
+            .filter(|c| matches!(c, FlowChange::Upsert { config, .. } if config.record.is_some()))
+            .count();
+        assert_eq!(tapped, 4);
+        // A re-INVITE adding video: streams are announced to the recording.
+        let two = format!(
+            "{}m=video 6000 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n",
+            String::from_utf8(sdp("192.0.2.10", 4000)).unwrap()
+        );
+        t.negotiate(&neg("c1", "A", Some("B"), false, two.as_bytes()), at(3))
+            .unwrap();
+        let events: Vec<Event> = drain(&mut t)
+            .into_iter()
+            .filter_map(|c| match c {
+                FlowChange::RecordingEvent { event, .. } => Some(*event),
+                _ => None,
+            })
+            .collect();
+        let added = events
+            .iter()
+            .filter(|e| matches!(e, Event::StreamAdded(s) if s.media_index == 1))
+            .count();
+        let changed = events
+            .iter()
+            .filter(|e| matches!(e, Event::StreamChanged(s) if s.media_index == 0 && s.party == 0))
+            .count();
+        assert_eq!((added, changed), (4, 2));
+        t.pause_recording("c1").unwrap();
+        assert!(matches!(
+            drain(&mut t).as_slice(),
+            [FlowChange::RecordingPause { paused: true, .. }]
+        ));
+        t.start_recording("c1", None, at(4)).unwrap();
+        assert!(matches!(
+            drain(&mut t).as_slice(),
+            [FlowChange::RecordingPause { paused: false, .. }]
+        ));
+        assert!(t.stop_recording("c1", StopReason::Stopped).unwrap());
+        assert!(!t.stop_recording("c1", StopReason::Stopped).unwrap());
+        let q = t.query("c1", at(5)).unwrap();
+        assert_eq!(
+            q.get("recording")
+                .and_then(|r| r.get("state"))
+                .and_then(Value::as_str),
+            Some("stopped")
+        );
+        assert!(t.pause_recording("c1").is_err());
+        assert_eq!(t.totals().recordings, 1);
     }
 }

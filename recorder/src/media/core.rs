@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use linecord_recfile::{StopReason, StreamId};
+use linecord_recfile::{Event, StopReason, StreamId};
 
 use super::record::{RecordOutput, RecordTap, RecordingShared, RecordingTable};
 use super::rtp::{self, PacketKind};
@@ -63,6 +63,8 @@ pub struct EndpointConfig {
     pub stats: Arc<StreamStats>,
     /// Record what this party sends here into this recording stream, if recording.
     pub record: Option<RecordTap>,
+    /// RTP payload type of RFC 4733 telephone-events on this stream, if negotiated.
+    pub dtmf_payload_type: Option<u8>,
 }
 
 /// What to do with one received datagram.
@@ -131,6 +133,8 @@ struct Endpoint {
     record_slot: Option<usize>,
     latched: Option<SocketAddr>,
     tracker: SequenceTracker,
+    /// RTP timestamp of the last DTMF event recorded (its end packet is sent three times).
+    last_dtmf_ts: Option<u32>,
 }
 
 impl Endpoint {
@@ -210,6 +214,13 @@ impl MediaCore {
         }
     }
 
+    /// Writes a control-plane event (e.g. a stream added by a re-INVITE) into recording `key`.
+    pub fn record_event(&mut self, key: u64, event: Event, now_ns: u64) {
+        if let Some(t) = self.recordings.as_mut() {
+            t.record_event_by_key(key, event, now_ns);
+        }
+    }
+
     /// Seals recording blocks older than the flush interval. Call every few tens of ms.
     pub fn handle_timeout(&mut self, now_ns: u64) {
         if let Some(t) = self.recordings.as_mut() {
@@ -249,6 +260,7 @@ impl MediaCore {
                     record_slot,
                     latched: None,
                     tracker: SequenceTracker::default(),
+                    last_dtmf_ts: None,
                 }))
             }
         }
@@ -373,11 +385,16 @@ impl MediaCore {
         }
 
         ep.config.stats.count_packet(packet.len(), now);
+        let mut ssrc_change = None;
         let rtp_header = match kind {
             PacketKind::Rtp(h) => {
                 let arrival = nanos_to_rtp(now, ep.config.clock_rate);
+                let old = ep.tracker.ssrc();
                 ep.tracker.update(h.sequence, h.timestamp, h.ssrc, arrival);
                 ep.config.stats.publish_rtp(&ep.tracker);
+                if let Some(old) = old.filter(|o| *o != h.ssrc) {
+                    ssrc_change = Some((old, h.ssrc));
+                }
                 Some(h)
             }
             PacketKind::Rtcp => None,
@@ -385,6 +402,14 @@ impl MediaCore {
         if let (Some(slot), Some(tap), Some(rec)) =
             (ep.record_slot, ep.config.record, self.recordings.as_mut())
         {
+            if let Some((old, new)) = ssrc_change {
+                let ev = Event::SsrcChanged {
+                    stream: tap.stream,
+                    old,
+                    new,
+                };
+                rec.record_event(slot, tap.recording, ev, now);
+            }
             rec.record_packet(
                 slot,
                 tap.recording,
@@ -393,6 +418,24 @@ impl MediaCore {
                 rtp_header.as_ref(),
                 now,
             );
+            let dtmf_pt = ep.config.dtmf_payload_type;
+            if let Some(h) = rtp_header.filter(|h| Some(h.payload_type) == dtmf_pt) {
+                // RFC 4733 §2.3: event, E|R|volume, duration. The end packet (E set) is
+                // repeated with the same timestamp: record the event once, at its end.
+                let p = packet.get(h.payload_offset..h.payload_offset + h.payload_len);
+                if let Some(&[event, flags, d0, d1, ..]) = p {
+                    if flags & 0x80 != 0 && ep.last_dtmf_ts != Some(h.timestamp) {
+                        ep.last_dtmf_ts = Some(h.timestamp);
+                        let ev = Event::Dtmf {
+                            stream: tap.stream,
+                            event,
+                            duration: u16::from_be_bytes([d0, d1]),
+                            volume: flags & 0x3f,
+                        };
+                        rec.record_event(slot, tap.recording, ev, now);
+                    }
+                }
+            }
         }
         let forward_port = ep.config.forward_port;
         if let Some(addr) = learned {
@@ -443,6 +486,7 @@ mod tests {
             clock_rate: 8000,
             stats: Arc::default(),
             record: None,
+            dtmf_payload_type: None,
         }
     }
 
@@ -673,5 +717,83 @@ mod tests {
             core.handle_packet(&rtp_packet(1), 30_000, addr("[2001:db8::1]:4000"), 0),
             Action::Drop(DropReason::NoDestination)
         );
+    }
+
+    #[test]
+    fn recording_gets_packets_ssrc_changes_and_one_event_per_dtmf_digit() {
+        use crate::media::record::{BufferPool, RecordOutput, RecordingShared};
+        use linecord_recfile::block::{open_block, seal};
+        use linecord_recfile::Record;
+
+        let pool = Arc::new(BufferPool::new(1 << 20, 12 * 1024));
+        let mut core =
+            call(Latching::Symmetric).with_recordings(RecordingTable::new(pool, 500_000_000));
+        core.start_recording(Arc::new(RecordingShared::new(7, "r".into())), 0, 0);
+        let mut ep = endpoint(30_000, Some(A), 30_002, Latching::Symmetric);
+        ep.record = Some(RecordTap {
+            recording: 7,
+            stream: 0,
+        });
+        ep.dtmf_payload_type = Some(101);
+        core.upsert(ep);
+        core.handle_packet(&rtp_packet(1), 30_000, addr(A), 1_000);
+        core.handle_packet(&rtp_packet(2), 30_000, addr(A), 2_000);
+        let mut other = rtp_packet(3);
+        other[8..12].copy_from_slice(&9u32.to_be_bytes());
+        core.handle_packet(&other, 30_000, addr(A), 3_000);
+        // Digit 5: two progress packets, then the end packet three times (same timestamp).
+        for (seq, end) in [
+            (10u16, false),
+            (11, false),
+            (12, true),
+            (13, true),
+            (14, true),
+        ] {
+            let mut p = vec![0x80, 101, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 9];
+            p[2..4].copy_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&[5, if end { 0x80 | 10 } else { 10 }, 0x03, 0x20]);
+            core.handle_packet(&p, 30_000, addr(A), 4_000 + u64::from(seq));
+        }
+        // Packets arriving on B's (untapped) port are not recorded.
+        core.handle_packet(&rtp_packet(1), 30_002, addr(B), 5_000);
+        core.stop_recording(7, StopReason::Deleted, &[], 6_000);
+        let mut records = Vec::new();
+        while let Some(o) = core.poll_record_output() {
+            if let RecordOutput::Block { block, .. } = o {
+                let mut framed = Vec::new();
+                seal(&block, &mut framed);
+                records.extend(open_block(&framed).unwrap().1);
+            }
+        }
+        let events: Vec<Event> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Event(e) => Some(e.event.clone()),
+                Record::Packet(_) => None,
+            })
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                Event::Started,
+                Event::SsrcChanged {
+                    stream: 0,
+                    old: 1,
+                    new: 9
+                },
+                Event::Dtmf {
+                    stream: 0,
+                    event: 5,
+                    duration: 800,
+                    volume: 10
+                },
+                Event::Stopped(StopReason::Deleted),
+            ]
+        );
+        let packets = records
+            .iter()
+            .filter(|r| matches!(r, Record::Packet(_)))
+            .count();
+        assert_eq!(packets, 3 + 5);
     }
 }

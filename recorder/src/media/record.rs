@@ -382,6 +382,25 @@ impl RecordingTable {
         self.active[slot] = Some(a);
     }
 
+    /// Writes `event` into recording `key` (in order with its packets) unless paused.
+    pub fn record_event(&mut self, slot: usize, key: u64, event: Event, now_ns: u64) {
+        let live = self
+            .active
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|a| a.shared.key == key && !a.paused);
+        if live {
+            self.event(slot, event, now_ns);
+        }
+    }
+
+    /// Writes `event` into recording `key` whatever its slot (control-plane events).
+    pub fn record_event_by_key(&mut self, key: u64, event: Event, now_ns: u64) {
+        if let Some(slot) = self.slot(key) {
+            self.event(slot, event, now_ns);
+        }
+    }
+
     /// Appends a packet received on a tapped endpoint. `rtp` is `None` for RTCP.
     pub fn record_packet(
         &mut self,

@@ -446,7 +446,7 @@ impl Writer {
 /// Adds block number `n` to a sparse index holding every `stride`-th block, thinning it to
 /// every second entry (and doubling the stride) when it reaches [`MAX_INDEX_ENTRIES`].
 fn index_block(index: &mut Vec<BlockIndexEntry>, stride: &mut u64, n: u64, e: BlockIndexEntry) {
-    if n % *stride != 0 {
+    if !n.is_multiple_of(*stride) {
         return;
     }
     if index.len() >= MAX_INDEX_ENTRIES {
@@ -456,7 +456,7 @@ fn index_block(index: &mut Vec<BlockIndexEntry>, stride: &mut u64, n: u64, e: Bl
             keep
         });
         *stride *= 2;
-        if n % *stride != 0 {
+        if !n.is_multiple_of(*stride) {
             return;
         }
     }
