@@ -36,13 +36,11 @@ fn rss_bytes() -> u64 {
 fn thread_cpu_secs(tid: i32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // Fields after the command: state(skipped, not numeric) ... utime = 14th, stime = 15th
-    // field of the whole line, i.e. indexes 10 and 11 of the numeric ones after the state.
-    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    // Fields after the command: state, ppid, pgrp, session, tty, tpgid (may be -1), flags,
+    // minflt, cminflt, majflt, cmajflt, utime, stime (proc(5)), in clock ticks.
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = field(11) + field(12);
     ticks as f64 / 100.0
 }
 
@@ -124,13 +122,12 @@ fn main() {
         shared.push(s);
     }
     let slots: Vec<usize> = shared.iter().map(|s| table.slot(s.key).unwrap()).collect();
-    // Let the writer create every file first (file creation is synchronous on the writer
-    // thread; it is measured here on its own), then measure the steady state.
+    // Let the writer create every file first (as if the calls had been set up earlier; the
+    // creation rate is reported on its own), then measure the steady state.
     let open_start = Instant::now();
-    while !tx.is_empty() {
+    while counters.opened.load(std::sync::atomic::Ordering::Relaxed) < calls as u64 {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let open_elapsed = open_start.elapsed();
     let rss0 = rss_bytes();
 
@@ -203,7 +200,8 @@ fn main() {
     }
     let stream_elapsed = started.elapsed();
     let writer_cpu = thread_cpu_secs(writer_tid) - writer_cpu0;
-    peak_rss = peak_rss.max(rss_bytes());
+    let steady_rss = rss_bytes();
+    peak_rss = peak_rss.max(steady_rss);
     let finish_start = Instant::now();
     for s in &shared {
         table.stop(s.key, StopReason::Deleted, &[], ticks * 20_000_000);
@@ -226,7 +224,7 @@ fn main() {
         "recording bench: {calls} calls x {seconds} s in real time, 2 x 50 pps, 160-byte payloads"
     );
     println!(
-        "  creating the files    {:.2} s ({:.0} files/s, on the writer thread)",
+        "  creating the files    {:.2} s ({:.0} files/s, io_uring OpenAt)",
         open_elapsed.as_secs_f64(),
         calls as f64 / open_elapsed.as_secs_f64()
     );
@@ -253,10 +251,14 @@ fn main() {
         "  blocks written        {}",
         counters.blocks.load(std::sync::atomic::Ordering::Relaxed)
     );
-    println!("  memory per call       {:.1} KiB (peak RSS growth {:.1} MiB / {calls}; pool buffers {} x {} KiB)",
-        peak_rss.saturating_sub(rss0) as f64 / calls as f64 / 1024.0,
+    println!(
+        "  memory per call       {:.1} KiB (RSS growth while streaming {:.1} MiB / {calls}, peak {:.1} MiB; pool buffers {} x {} KiB)",
+        steady_rss.saturating_sub(rss0) as f64 / calls as f64 / 1024.0,
+        steady_rss.saturating_sub(rss0) as f64 / 1048576.0,
         peak_rss.saturating_sub(rss0) as f64 / 1048576.0,
-        pool.created(), BLOCK_CAPACITY / 1024);
+        pool.created(),
+        BLOCK_CAPACITY / 1024
+    );
     println!(
         "  disk / payload        {:.4}x ({disk} B on disk, {payload} B payload)",
         disk as f64 / payload as f64

@@ -136,7 +136,7 @@ impl Store {
     /// recovered at the next start if the filesystem allows). Returns the final path.
     pub fn finish(
         &self,
-        file: &File,
+        file: Option<&File>,
         r: &FinishedRecording,
         fsync: bool,
     ) -> anyhow::Result<PathBuf> {
@@ -155,6 +155,7 @@ impl Store {
             self.spool(id, &job)?;
             return Ok(self.in_progress_path(id));
         }
+        let file = file.context("the recording file was never opened")?;
         let completeness = if r.dropped > 0 {
             Completeness::Incomplete
         } else {

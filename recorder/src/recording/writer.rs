@@ -8,6 +8,11 @@
 //! tracked here, so writes never depend on a file position. Finishing is done once a
 //! recording has no write in flight; it uses plain blocking calls (footer, fsync, rename,
 //! JSON), which is fine on this thread: no packet worker ever waits for it.
+//!
+//! Files are created with io_uring `OpenAt` too: creating a file can take a millisecond on
+//! a busy filesystem, and a burst of recording starts must not hold up the blocks of every
+//! other recording. Writes queued before a file's open completes wait in its `pending` list
+//! (their offsets are already reserved) and are submitted when the descriptor arrives.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -65,7 +70,14 @@ pub struct WriterCounters {
     pub failed: AtomicU64,
     /// Blocks discarded because their file had failed.
     pub discarded_blocks: AtomicU64,
+    /// Recording files created.
+    pub opened: AtomicU64,
 }
+
+/// `user_data` bit marking an `OpenAt` completion (the low bits index `Writer::opens`).
+const OPEN_TAG: u64 = 1 << 62;
+/// `user_data` of the linked fsyncs (their completions are only checked for errors).
+const FSYNC_TAG: u64 = u64::MAX;
 
 /// Submission queue depth: enough for every block of a busy flush interval in one submit.
 const RING_ENTRIES: u32 = 512;
@@ -81,7 +93,12 @@ const BUSY_POLL: Duration = Duration::from_millis(1);
 struct OpenFile {
     recording: Arc<RecordingShared>,
     header: FileHeader,
-    file: File,
+    /// `None` while the `OpenAt` is in flight (or after it failed).
+    file: Option<File>,
+    /// The open is still in flight.
+    opening: bool,
+    /// In-flight slots waiting for the descriptor.
+    pending: Vec<usize>,
     offset: u64,
     index: Vec<BlockIndexEntry>,
     /// Blocks written so far, and every how many blocks one is indexed.
@@ -112,6 +129,9 @@ pub struct Writer {
     counters: Arc<WriterCounters>,
     /// Recordings with a `Finish` received and not yet finished.
     finishing: usize,
+    /// Opens in flight: recording key and the path (kept alive until the completion).
+    opens: Vec<Option<(u64, std::ffi::CString)>>,
+    free_opens: Vec<usize>,
 }
 
 impl Writer {
@@ -133,6 +153,8 @@ impl Writer {
             spare_bufs: Vec::new(),
             counters,
             finishing: 0,
+            opens: Vec::new(),
+            free_opens: Vec::new(),
         })
     }
 
@@ -214,12 +236,9 @@ impl Writer {
     fn open(&mut self, recording: Arc<RecordingShared>, header: FileHeader) {
         let key = recording.key;
         let path = self.store.in_progress_path(&recording.id);
-        let file = match File::create(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                self.fail(&recording, format!("cannot create {}: {e}", path.display()));
-                return;
-            }
+        let Ok(cpath) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+            self.fail(&recording, format!("invalid path {}", path.display()));
+            return;
         };
         let mut buf = self.spare_bufs.pop().unwrap_or_default();
         buf.clear();
@@ -229,7 +248,9 @@ impl Writer {
             OpenFile {
                 recording,
                 header,
-                file,
+                file: None,
+                opening: true,
+                pending: Vec::new(),
                 offset: 0,
                 index: Vec::with_capacity(MAX_INDEX_ENTRIES),
                 blocks: 0,
@@ -239,7 +260,61 @@ impl Writer {
                 finish: None,
             },
         );
+        let slot = self.free_opens.pop().unwrap_or_else(|| {
+            self.opens.push(None);
+            self.opens.len() - 1
+        });
+        let entry = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), cpath.as_ptr())
+            .flags(libc::O_CREAT | libc::O_TRUNC | libc::O_WRONLY | libc::O_CLOEXEC)
+            .mode(0o640)
+            .build()
+            .user_data(OPEN_TAG | slot as u64);
+        self.opens[slot] = Some((key, cpath));
+        // The path lives in `self.opens[slot]` until the completion is reaped.
+        self.push_entries(&[entry]);
         self.queue_write(key, buf, None);
+    }
+
+    /// An `OpenAt` completed: start the writes that waited for it, or fail the recording.
+    fn opened(&mut self, slot: usize, res: i32) {
+        let Some((key, cpath)) = self.opens.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        self.free_opens.push(slot);
+        let Some(f) = self.files.get_mut(&key) else {
+            if res >= 0 {
+                // SAFETY: the kernel gave us this descriptor; nobody else owns it.
+                drop(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(res) });
+            }
+            return;
+        };
+        f.opening = false;
+        let pending = std::mem::take(&mut f.pending);
+        if res < 0 {
+            let rec = Arc::clone(&f.recording);
+            let msg = format!(
+                "cannot create {}: {}",
+                cpath.to_string_lossy(),
+                io::Error::from_raw_os_error(-res)
+            );
+            f.error = Some(msg.clone());
+            f.inflight -= pending.len();
+            for s in pending {
+                self.inflight[s] = None;
+                self.free_slots.push(s);
+                self.counters.discarded_blocks.fetch_add(1, Relaxed);
+            }
+            self.fail(&rec, msg);
+            return;
+        }
+        // SAFETY: the kernel gave us this descriptor; nobody else owns it.
+        let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(res) };
+        let fd = file.as_raw_fd();
+        f.file = Some(file);
+        self.counters.opened.fetch_add(1, Relaxed);
+        for s in pending {
+            self.push_sqe(s, fd);
+        }
     }
 
     fn block(&mut self, key: u64, block: &BlockBuilder) {
@@ -278,7 +353,7 @@ impl Writer {
             index_block(&mut f.index, &mut f.index_stride, f.blocks, e);
             f.blocks += 1;
         }
-        let fd = f.file.as_raw_fd();
+        let fd = f.file.as_ref().map(|file| file.as_raw_fd());
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             self.inflight.push(None);
             self.inflight.len() - 1
@@ -289,7 +364,14 @@ impl Writer {
             done: 0,
             file_offset,
         });
-        self.push_sqe(slot, fd);
+        match fd {
+            Some(fd) => self.push_sqe(slot, fd),
+            None => {
+                if let Some(f) = self.files.get_mut(&key) {
+                    f.pending.push(slot);
+                }
+            }
+        }
     }
 
     fn push_sqe(&mut self, slot: usize, fd: i32) {
@@ -307,19 +389,25 @@ impl Writer {
                 write.flags(io_uring::squeue::Flags::IO_LINK),
                 opcode::Fsync::new(types::Fd(fd))
                     .build()
-                    .user_data(u64::MAX),
+                    .user_data(FSYNC_TAG),
             ]
         } else {
             &[write]
         };
+        // The buffer lives in `self.inflight[slot]` until this write's completion is reaped;
+        // the fd stays open while the file has writes in flight.
+        self.push_entries(entries);
+    }
+
+    /// Pushes submission entries, submitting and reaping to make room when the queue is full.
+    /// Callers keep every buffer the entries point to alive until their completions.
+    fn push_entries(&mut self, entries: &[io_uring::squeue::Entry]) {
         loop {
-            // SAFETY: the buffer lives in `self.inflight[slot]` until this write's completion
-            // is reaped; the fd stays open while the file has writes in flight.
+            // SAFETY: see the callers: buffers and paths outlive the operations.
             let pushed = unsafe { self.ring.submission().push_multiple(entries) };
             if pushed.is_ok() {
                 return;
             }
-            // Queue full: submit what is there and make room.
             if let Err(e) = self.ring.submit() {
                 tracing::error!(error = %e, "io_uring submit failed");
             }
@@ -333,14 +421,16 @@ impl Writer {
             .completion()
             .map(|c| (c.user_data(), c.result()))
             .collect();
-        for (slot, res) in done {
-            if slot == u64::MAX {
+        for (data, res) in done {
+            if data == FSYNC_TAG {
                 if res < 0 {
                     tracing::warn!(error = %io::Error::from_raw_os_error(-res), "fsync failed");
                 }
-                continue;
+            } else if data & OPEN_TAG != 0 {
+                self.opened((data & !OPEN_TAG) as usize, res);
+            } else {
+                self.complete(data as usize, res);
             }
-            self.complete(slot as usize, res);
         }
     }
 
@@ -352,7 +442,11 @@ impl Writer {
         if res > 0 && w.done + (res as usize) < w.buf.len() {
             // Short write: send the rest.
             w.done += res as usize;
-            let fd = self.files.get(&key).map(|f| f.file.as_raw_fd());
+            let fd = self
+                .files
+                .get(&key)
+                .and_then(|f| f.file.as_ref())
+                .map(|file| file.as_raw_fd());
             self.inflight[slot] = Some(w);
             if let Some(fd) = fd {
                 self.push_sqe(slot, fd);
@@ -404,7 +498,7 @@ impl Writer {
         let ready: Vec<u64> = self
             .files
             .iter()
-            .filter(|(_, f)| f.finish.is_some() && f.inflight == 0)
+            .filter(|(_, f)| f.finish.is_some() && f.inflight == 0 && !f.opening)
             .map(|(k, _)| *k)
             .collect();
         for key in ready {
@@ -429,7 +523,7 @@ impl Writer {
         };
         match self
             .store
-            .finish(&f.file, &done, self.fsync != FsyncPolicy::None)
+            .finish(f.file.as_ref(), &done, self.fsync != FsyncPolicy::None)
         {
             Ok(path) => {
                 self.counters.finished.fetch_add(1, Relaxed);
