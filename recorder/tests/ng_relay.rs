@@ -375,10 +375,18 @@ fn port_exhaustion_is_a_clear_error_and_recovers() {
 }
 
 #[test]
-fn sigterm_stops_cleanly() {
+fn sigterm_stops_cleanly_and_finishes_recordings() {
     let mut rec = Recorder::start(40_800, &[]);
     let ng = rec.client();
-    setup_call(&ng, "call-at-shutdown", &[]);
+    let mut call = setup_call(&ng, "call-at-shutdown", &["trust-address"]);
+    ng.ok(&request(
+        Command::StartRecording,
+        "call-at-shutdown",
+        "tag-a",
+        None,
+    ));
+    call.a.send_rtp(call.a_to, 20);
+    assert_eq!(call.b.recv_n(20).len(), 20);
     let pid = rec.child.id() as libc::pid_t;
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -394,4 +402,13 @@ fn sigterm_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit status {status}");
+    // The recording in progress was finished, not left for recovery.
+    let jobs = rec.jobs();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["status"], "complete");
+    assert_eq!(jobs[0]["streams"][0]["packets"], 20);
+    let left: Vec<_> = std::fs::read_dir(rec.data.join("recordings/.inprogress"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty());
 }
