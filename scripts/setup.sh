@@ -9,6 +9,7 @@ APT_PACKAGES=(
   iproute2     # ip netns / veth for the test topology
   procps       # pgrep/ps used by scripts
   tshark       # reads exported pcaps in the recording tests
+  iputils-ping # reachability checks of the netns topology
 )
 
 missing=()

@@ -191,7 +191,11 @@ pub struct NgClient {
 
 impl NgClient {
     pub fn new(server: SocketAddr) -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self::with_socket(UdpSocket::bind("127.0.0.1:0").unwrap(), server)
+    }
+
+    /// A client on a socket made elsewhere (e.g. inside a network namespace).
+    pub fn with_socket(sock: UdpSocket, server: SocketAddr) -> Self {
         sock.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         NgClient { sock, server }
@@ -299,7 +303,11 @@ pub struct Party {
 
 impl Party {
     pub fn new() -> Party {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self::with_socket(UdpSocket::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// A party on a socket made elsewhere (e.g. inside a network namespace).
+    pub fn with_socket(sock: UdpSocket) -> Party {
         sock.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         Party {
@@ -410,5 +418,62 @@ pub fn setup_call(client: &NgClient, call_id: &str, flags: &[&str]) -> Call {
         b,
         a_to,
         b_to,
+    }
+}
+
+/// Binds a UDP socket to `addr` inside network namespace `ns` (the socket stays in that
+/// namespace whichever thread uses it later).
+pub fn udp_in_netns(ns: &str, addr: &str) -> UdpSocket {
+    let path = format!("/run/netns/{ns}");
+    let addr = addr.to_string();
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns on this short-lived thread only; the fd is a valid netns handle.
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        UdpSocket::bind(&addr).unwrap_or_else(|e| panic!("bind {addr} in {path}: {e}"))
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// The netns topology of `scripts/netns.sh` under a private prefix; removed on drop (also
+/// when the test fails).
+pub struct Topology {
+    pub prefix: String,
+}
+
+impl Topology {
+    pub fn up(queues: u32) -> Topology {
+        let prefix = format!("lt{}", std::process::id() % 100_000);
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/netns.sh");
+        let t = Topology { prefix };
+        let o = Command::new("bash")
+            .args([script, "up", &queues.to_string()])
+            .env("LC_NETNS_PREFIX", &t.prefix)
+            .output()
+            .expect("run netns.sh");
+        assert!(
+            o.status.success(),
+            "netns.sh up failed (these tests need root, as CI runs): {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        t
+    }
+
+    pub fn ns(&self, host: &str) -> String {
+        format!("{}-{host}", self.prefix)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/netns.sh");
+        let _ = Command::new("bash")
+            .args([script, "down"])
+            .env("LC_NETNS_PREFIX", &self.prefix)
+            .output();
     }
 }
