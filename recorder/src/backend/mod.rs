@@ -3,3 +3,4 @@
 
 pub mod mmsg;
 pub mod udp;
+pub mod xdp_prog;

@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/* linecord's XDP program: steer UDP packets addressed to an active media port of the
+ * recorder to the AF_XDP socket of the receiving queue; everything else (ARP, SIP, SSH, the
+ * NG control port, other UDP) goes on to the kernel with XDP_PASS.
+ *
+ * Parses Ethernet, up to two 802.1Q/802.1ad tags, IPv4 (no fragments) and IPv6 (no extension
+ * headers: media never uses them), UDP. The recorder keeps `media_ports` current as it
+ * allocates and frees ports, and puts one socket per RX queue in `xsks`. If a queue has no
+ * socket, bpf_redirect_map falls back to XDP_PASS, so the kernel path still works. */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "linecord_xdp.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LINECORD_PORTS);
+	__type(key, __u32);
+	__type(value, __u8);
+} media_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, LINECORD_MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LC_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct vlan_hdr {
+	__be16 tci;
+	__be16 proto;
+};
+
+static __always_inline int count(__u32 which, int action)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &which);
+	if (c)
+		*c += 1;
+	return action;
+}
+
+SEC("xdp")
+int linecord_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct udphdr *udp;
+	__u16 proto;
+	void *l3;
+
+	if ((void *)(eth + 1) > end)
+		return count(LC_PARSE_ERRORS, XDP_PASS);
+	proto = eth->h_proto;
+	l3 = eth + 1;
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		struct vlan_hdr *vlan = l3;
+		if ((void *)(vlan + 1) > end)
+			return count(LC_PARSE_ERRORS, XDP_PASS);
+		proto = vlan->proto;
+		l3 = vlan + 1;
+	}
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
+		if ((void *)(ip + 1) > end || ip->ihl < 5)
+			return count(LC_PARSE_ERRORS, XDP_PASS);
+		if (ip->protocol != IPPROTO_UDP)
+			return count(LC_PASSED, XDP_PASS);
+		/* Fragments (MF set or an offset) are left to the kernel to reassemble. */
+		if (ip->frag_off & bpf_htons(0x3fff))
+			return count(LC_PASSED, XDP_PASS);
+		udp = (void *)ip + ip->ihl * 4;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+		if ((void *)(ip6 + 1) > end)
+			return count(LC_PARSE_ERRORS, XDP_PASS);
+		if (ip6->nexthdr != IPPROTO_UDP)
+			return count(LC_PASSED, XDP_PASS);
+		udp = (void *)(ip6 + 1);
+	} else {
+		return count(LC_PASSED, XDP_PASS);
+	}
+	if ((void *)(udp + 1) > end)
+		return count(LC_PARSE_ERRORS, XDP_PASS);
+
+	__u32 port = bpf_ntohs(udp->dest);
+	__u8 *active = bpf_map_lookup_elem(&media_ports, &port);
+	if (!active || !*active)
+		return count(LC_PASSED, XDP_PASS);
+	count(LC_REDIRECTED, 0);
+	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
