@@ -46,6 +46,11 @@ up() {
   ip -n "$NS_A" link set a0 up
   ip -n "$NS_B" link set b0 up
   ip -n "$NS_REC" link set rec0 up
+  # veth offloads the UDP checksum by default: frames then carry only a partial checksum,
+  # which a real wire never does and which the AF_XDP path (it rewrites frames) must not see.
+  ip netns exec "$NS_A" ethtool -K a0 tx off >/dev/null
+  ip netns exec "$NS_B" ethtool -K b0 tx off >/dev/null
+  ip netns exec "$NS_REC" ethtool -K rec0 tx off >/dev/null
   # Wait until A reaches the recorder (the bridge learns, duplicate address detection).
   for _ in $(seq 1 50); do
     if ip netns exec "$NS_A" ping -c1 -W1 "$ADDR_REC" >/dev/null 2>&1 &&

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   procps       # pgrep/ps used by scripts
   tshark       # reads exported pcaps in the recording tests
   iputils-ping # reachability checks of the netns topology
+  ethtool      # turns veth checksum offload off in the netns topology
   clang        # compiles xdp-prog/ for -target bpf
   llvm         # llvm-objdump/llvm-strip for the BPF object
   libbpf-dev   # bpf_helpers.h for xdp-prog/

@@ -4,3 +4,4 @@
 pub mod mmsg;
 pub mod udp;
 pub mod xdp_prog;
+pub mod xsk;

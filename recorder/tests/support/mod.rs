@@ -446,7 +446,12 @@ pub struct Topology {
 
 impl Topology {
     pub fn up(queues: u32) -> Topology {
-        let prefix = format!("lt{}", std::process::id() % 100_000);
+        // Unique per topology: tests in one binary run in parallel.
+        let prefix = format!(
+            "lt{}x{}",
+            std::process::id(),
+            COOKIE.fetch_add(1, Ordering::Relaxed)
+        );
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/netns.sh");
         let t = Topology { prefix };
         let o = Command::new("bash")
