@@ -111,6 +111,7 @@ fn main() {
             streams: Vec::new(),
         };
         tx.send(WriterMsg::Open {
+            producers: 1,
             recording: Arc::clone(&s),
             header: Box::new(header),
         })

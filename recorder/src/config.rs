@@ -17,9 +17,10 @@ use crate::recording::writer::FsyncPolicy;
 pub enum Backend {
     /// Kernel UDP sockets with recvmmsg/sendmmsg (portable, unprivileged).
     Udp,
-    /// AF_XDP kernel bypass (not in this build yet).
+    /// AF_XDP kernel bypass: an XDP program steers media ports to one AF_XDP socket per
+    /// RX queue (needs root or CAP_NET_ADMIN/CAP_BPF, and `--interface-name`).
     Xdp,
-    /// xdp where possible, else udp (not in this build yet).
+    /// xdp when the interface, privileges and kernel allow it, otherwise udp (logged).
     Auto,
 }
 
@@ -48,6 +49,14 @@ pub struct RawOptions {
     /// Packet backend. [default: udp]
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
+    /// Network interface for the xdp backend (the one that holds the --interface address).
+    /// [default: found from the --interface address]
+    #[arg(long, value_name = "IF")]
+    pub interface_name: Option<String>,
+    /// RX queues the xdp backend serves, one pinned worker each, e.g. `0-3`. [default: all
+    /// RX queues of the interface]
+    #[arg(long, value_name = "LIST")]
+    pub queues: Option<String>,
     /// Packet worker threads. [default: number of CPUs]
     #[arg(long)]
     pub workers: Option<usize>,
@@ -100,6 +109,10 @@ pub struct Config {
     pub port_max: u16,
     /// Backend.
     pub backend: Backend,
+    /// Interface for the xdp backend, if given.
+    pub interface_device: Option<String>,
+    /// RX queues for the xdp backend, if given.
+    pub queues: Option<Vec<u32>>,
     /// Number of packet workers.
     pub workers: usize,
     /// CPU per worker (empty = do not pin).
@@ -138,6 +151,8 @@ impl RawOptions {
             port_min: self.port_min.or(file.port_min),
             port_max: self.port_max.or(file.port_max),
             backend: self.backend.or(file.backend),
+            interface_name: self.interface_name.or(file.interface_name),
+            queues: self.queues.or(file.queues),
             workers: self.workers.or(file.workers),
             cpus: self.cpus.or(file.cpus),
             media_timeout: self.media_timeout.or(file.media_timeout),
@@ -160,9 +175,21 @@ impl RawOptions {
             bail!("--port-min ({port_min}) must be above 0 and below --port-max ({port_max})");
         }
         let backend = self.backend.unwrap_or(Backend::Udp);
-        if backend != Backend::Udp {
-            bail!("--backend {backend:?} is not available in this build; use --backend udp");
+        if backend != Backend::Udp && bind_address.is_unspecified() {
+            bail!("--backend xdp/auto needs a concrete --interface address to send from");
         }
+        let queues = match self.queues.as_deref() {
+            Some(list) => Some(
+                parse_cpu_list(list)
+                    .map_err(|e| {
+                        anyhow::anyhow!("{}", e.to_string().replace("--cpus", "--queues"))
+                    })?
+                    .into_iter()
+                    .map(|q| q as u32)
+                    .collect(),
+            ),
+            None => None,
+        };
         let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
         let cpus = match self.cpus.as_deref() {
             Some(list) => parse_cpu_list(list)?,
@@ -216,6 +243,8 @@ impl RawOptions {
             port_min,
             port_max,
             backend,
+            interface_device: self.interface_name,
+            queues,
             workers,
             cpus,
             media_timeout: Duration::from_secs(media_timeout),
@@ -331,9 +360,16 @@ mod tests {
         assert!(bad.resolve().is_err());
         let bad = RawOptions {
             backend: Some(Backend::Xdp),
+            interface: Some("0.0.0.0!198.18.0.1".into()),
             ..Default::default()
         };
-        assert!(bad.resolve().unwrap_err().to_string().contains("udp"));
+        assert!(bad.resolve().unwrap_err().to_string().contains("concrete"));
+        let q = RawOptions {
+            backend: Some(Backend::Xdp),
+            queues: Some("0-1".into()),
+            ..Default::default()
+        };
+        assert_eq!(q.resolve().unwrap().queues, Some(vec![0, 1]));
     }
 
     #[test]

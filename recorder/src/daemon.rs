@@ -9,9 +9,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use crate::backend::udp::{spawn_worker, UdpPortPool, WorkerCmd, WorkerHandle, WorkerSpec};
-use crate::config::{Config, BLOCK_CAPACITY};
-use crate::control::ng::{CounterSource, NgController, RecordingCounters};
+use std::sync::Mutex;
+
+use crate::backend::neigh;
+use crate::backend::udp::{
+    spawn_worker, PortWatcher, UdpPortPool, WorkerCmd, WorkerHandle, WorkerSpec,
+};
+use crate::backend::xdp::{self, XdpQueueSpec};
+use crate::backend::xdp_prog::XdpProgram;
+use crate::config::{Backend, Config, BLOCK_CAPACITY};
+use crate::control::ng::{CounterSource, NgController, RecordingCounters, XdpStats};
 use crate::control::session::{FlowChange, Now, SessionTable, TableSettings};
 use crate::media::record::BufferPool;
 use crate::media::CoreCounters;
@@ -27,11 +34,33 @@ const EVENT_QUEUE: usize = 65_536;
 
 struct Workers {
     handles: Vec<WorkerHandle>,
+    /// Every endpoint goes to every worker (`xdp`: RSS spreads a call's flows over queues);
+    /// otherwise a call belongs to one worker (`udp`).
+    broadcast: bool,
     writer: Arc<WriterCounters>,
     pool: Arc<BufferPool>,
+    program: Option<Arc<Mutex<XdpProgram>>>,
 }
 
 impl CounterSource for Workers {
+    fn xdp(&self) -> Option<XdpStats> {
+        let prog = self.program.as_ref()?;
+        let c = match prog.lock() {
+            Ok(p) => p.counters(),
+            Err(poisoned) => poisoned.into_inner().counters(),
+        };
+        Some(XdpStats {
+            redirected: c.redirected,
+            passed: c.passed,
+            parse_errors: c.parse_errors,
+            kernel_path: self
+                .handles
+                .iter()
+                .map(|w| w.counters.kernel_path.load(Ordering::Relaxed))
+                .sum(),
+        })
+    }
+
     fn recording(&self) -> RecordingCounters {
         let w = &self.writer;
         RecordingCounters {
@@ -105,34 +134,83 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let (event_tx, event_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let xdp_plan = match cfg.backend {
+        Backend::Udp => None,
+        Backend::Xdp => Some(plan_xdp(&cfg).context("--backend xdp")?),
+        Backend::Auto => match plan_xdp(&cfg) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(reason = %format!("{e:#}"), "xdp backend unavailable; using udp");
+                None
+            }
+        },
+    };
     let mut workers = Workers {
-        handles: Vec::with_capacity(cfg.workers),
+        handles: Vec::new(),
+        broadcast: xdp_plan.is_some(),
         writer: Arc::clone(&writer_counters),
         pool: Arc::clone(&pool),
+        program: None,
     };
-    for i in 0..cfg.workers {
-        let core = cfg
+    let spec = |i: usize| WorkerSpec {
+        index: i,
+        core: cfg
             .cpus
-            .get(i)
-            .and_then(|c| cores.iter().find(|id| id.id == *c).copied());
-        workers.handles.push(
-            spawn_worker(WorkerSpec {
-                index: i,
-                core,
-                port_min: cfg.port_min,
-                port_max: cfg.port_max,
-                epoch,
-                stop: Arc::clone(&stop),
-                events: event_tx.clone(),
-                pool: Arc::clone(&pool),
-                flush_ns: cfg.flush_interval.as_nanos() as u64,
-                writer: writer_tx.clone(),
-            })
-            .context("starting a packet worker")?,
-        );
+            .get(i % cfg.cpus.len().max(1))
+            .and_then(|c| cores.iter().find(|id| id.id == *c).copied()),
+        port_min: cfg.port_min,
+        port_max: cfg.port_max,
+        epoch,
+        stop: Arc::clone(&stop),
+        events: event_tx.clone(),
+        pool: Arc::clone(&pool),
+        flush_ns: cfg.flush_interval.as_nanos() as u64,
+        writer: writer_tx.clone(),
+    };
+    let mut program = None;
+    match xdp_plan {
+        None => {
+            for i in 0..cfg.workers {
+                workers
+                    .handles
+                    .push(spawn_worker(spec(i)).context("starting a packet worker")?);
+            }
+        }
+        Some(plan) => {
+            let mut prog = plan.program;
+            for (i, queue) in plan.queues.iter().enumerate() {
+                let (handle, fd) = xdp::spawn_worker(
+                    spec(i),
+                    XdpQueueSpec {
+                        ifindex: plan.ifindex,
+                        queue: *queue,
+                        local_ip: cfg.bind_address,
+                        local_mac: plan.mac,
+                    },
+                )
+                .with_context(|| format!("starting the AF_XDP worker of queue {queue}"))?;
+                prog.set_socket(*queue, &RawFdRef(fd))
+                    .context("registering an AF_XDP socket")?;
+                workers.handles.push(handle);
+            }
+            tracing::info!(
+                interface = %plan.interface,
+                queues = ?plan.queues,
+                mode = ?prog.mode(),
+                "xdp backend running"
+            );
+            let prog = Arc::new(Mutex::new(prog));
+            workers.program = Some(Arc::clone(&prog));
+            program = Some((prog, plan.interface));
+        }
     }
 
-    let ports = UdpPortPool::new(cfg.bind_address, cfg.port_min, cfg.port_max);
+    let mut ports = UdpPortPool::new(cfg.bind_address, cfg.port_min, cfg.port_max);
+    if let Some((prog, _)) = &program {
+        ports = ports.with_watcher(Box::new(MediaPortMap(Arc::clone(prog))));
+    }
+    let mut neighbours = neigh::Neighbours::default();
+    let mut last_neigh = Instant::now() - NEIGH_REFRESH;
     let table = SessionTable::new(
         TableSettings {
             advertised: cfg.advertised_address,
@@ -177,6 +255,23 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         while let Ok(ev) = event_rx.try_recv() {
             let crate::media::CoreEvent::Latched { port, addr } = ev;
             ctl.table_mut().handle_latched(port, addr);
+            if workers.broadcast {
+                for w in &workers.handles {
+                    w.send(WorkerCmd::Latched(port, addr));
+                }
+            }
+        }
+        if let Some((_, interface)) = &program {
+            if last_neigh.elapsed() >= NEIGH_REFRESH {
+                last_neigh = Instant::now();
+                let now = neigh::read(interface);
+                if *neighbours != now {
+                    neighbours = Arc::new(now);
+                    for w in &workers.handles {
+                        w.send(WorkerCmd::Neighbours(Arc::clone(&neighbours)));
+                    }
+                }
+            }
         }
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
@@ -214,12 +309,140 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How often the `xdp` backend re-reads the neighbour table.
+const NEIGH_REFRESH: Duration = Duration::from_millis(200);
+
+/// A raw fd for `XdpProgram::set_socket` (the socket itself lives on its worker thread).
+struct RawFdRef(i32);
+
+impl std::os::fd::AsRawFd for RawFdRef {
+    fn as_raw_fd(&self) -> i32 {
+        self.0
+    }
+}
+
+/// Keeps the XDP program's `media_ports` map in step with the port pool.
+struct MediaPortMap(Arc<Mutex<XdpProgram>>);
+
+impl PortWatcher for MediaPortMap {
+    fn set_active(&mut self, port: u16, active: bool) {
+        let mut prog = match self.0.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Err(e) = prog.set_media_port(port, active) {
+            tracing::error!(port, error = %e, "cannot update the XDP media port map");
+        }
+    }
+}
+
+/// What the `xdp` backend needs, found and attached before the workers start.
+struct XdpPlan {
+    program: XdpProgram,
+    interface: String,
+    ifindex: u32,
+    queues: Vec<u32>,
+    mac: [u8; 6],
+}
+
+/// The interface holding `ip` (getifaddrs).
+fn interface_of(ip: std::net::IpAddr) -> Option<String> {
+    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list that freeifaddrs releases; we read it in between.
+    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = addrs;
+    while !cur.is_null() {
+        // SAFETY: a node of the list returned by getifaddrs.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr whose family says its real type.
+            let addr = unsafe {
+                match i32::from((*ifa.ifa_addr).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                        Some(std::net::IpAddr::from(
+                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                        ))
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                        Some(std::net::IpAddr::from(sin6.sin6_addr.s6_addr))
+                    }
+                    _ => None,
+                }
+            };
+            if addr == Some(ip) {
+                // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+                let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+                found = Some(name.to_string_lossy().into_owned());
+                break;
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: the list from getifaddrs above.
+    unsafe { libc::freeifaddrs(addrs) };
+    found
+}
+
+/// Finds the interface and queues and attaches the XDP program.
+fn plan_xdp(cfg: &Config) -> anyhow::Result<XdpPlan> {
+    let interface = match &cfg.interface_device {
+        Some(i) => i.clone(),
+        None => interface_of(cfg.bind_address).with_context(|| {
+            format!(
+                "no interface holds {}; give --interface-name",
+                cfg.bind_address
+            )
+        })?,
+    };
+    let cname = std::ffi::CString::new(interface.clone()).context("interface name")?;
+    // SAFETY: a valid C string.
+    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    anyhow::ensure!(ifindex != 0, "no interface named {interface}");
+    let queues = match &cfg.queues {
+        Some(q) => q.clone(),
+        None => {
+            let n = std::fs::read_dir(format!("/sys/class/net/{interface}/queues"))
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                        .count()
+                })
+                .unwrap_or(1)
+                .max(1);
+            (0..n as u32).collect()
+        }
+    };
+    let mac = neigh::interface_mac(&interface)
+        .with_context(|| format!("cannot read the MAC address of {interface}"))?;
+    let program = XdpProgram::attach(&interface)?;
+    Ok(XdpPlan {
+        program,
+        interface,
+        ifindex,
+        queues,
+        mac,
+    })
+}
+
 /// Moves endpoint changes from the call table to the workers, with the sockets of new ports.
 fn dispatch(
     ctl: &mut NgController<UdpPortPool>,
     workers: &Workers,
     writer: &crossbeam_channel::Sender<WriterMsg>,
 ) {
+    // The workers a call's changes go to.
+    let targets = |worker: usize| -> &[WorkerHandle] {
+        if workers.broadcast {
+            &workers.handles
+        } else {
+            workers.handles.get(worker..=worker).unwrap_or_default()
+        }
+    };
     while let Some(change) = ctl.poll_flow_change() {
         match change {
             FlowChange::RecordingStart {
@@ -228,13 +451,15 @@ fn dispatch(
                 header,
                 start_ns,
             } => {
-                // The writer opens the file before the worker can produce a block for it.
+                let to = targets(worker);
+                // The writer opens the file before a worker can produce a block for it.
                 let _ = writer.send(WriterMsg::Open {
                     recording: Arc::clone(&recording),
                     header,
+                    producers: to.len(),
                 });
-                if let Some(w) = workers.handles.get(worker) {
-                    w.send(WorkerCmd::StartRecording(recording, start_ns));
+                for w in to {
+                    w.send(WorkerCmd::StartRecording(Arc::clone(&recording), start_ns));
                 }
             }
             FlowChange::RecordingPause {
@@ -242,13 +467,13 @@ fn dispatch(
                 key,
                 paused,
             } => {
-                if let Some(w) = workers.handles.get(worker) {
+                for w in targets(worker) {
                     w.send(WorkerCmd::PauseRecording(key, paused));
                 }
             }
             FlowChange::RecordingEvent { worker, key, event } => {
-                if let Some(w) = workers.handles.get(worker) {
-                    w.send(WorkerCmd::RecordingEvent(key, event));
+                for w in targets(worker) {
+                    w.send(WorkerCmd::RecordingEvent(key, event.clone()));
                 }
             }
             FlowChange::RecordingStop {
@@ -257,18 +482,21 @@ fn dispatch(
                 reason,
                 net,
             } => {
-                if let Some(w) = workers.handles.get(worker) {
-                    w.send(WorkerCmd::StopRecording(key, reason, net));
+                for w in targets(worker) {
+                    w.send(WorkerCmd::StopRecording(key, reason, net.clone()));
                 }
             }
             FlowChange::Upsert { worker, config } => {
                 let socket = ctl.table_mut().pool_mut().take_socket(config.port);
-                if let Some(w) = workers.handles.get(worker) {
-                    w.send(WorkerCmd::Upsert(config, socket));
+                for w in targets(worker) {
+                    // Each worker gets its own handle on the port's socket (xdp: the kernel
+                    // path for unresolved next hops).
+                    let s = socket.as_ref().and_then(|s| s.try_clone().ok());
+                    w.send(WorkerCmd::Upsert(config.clone(), s));
                 }
             }
             FlowChange::Remove { worker, port } => {
-                if let Some(w) = workers.handles.get(worker) {
+                for w in targets(worker) {
                     w.send(WorkerCmd::Remove(port));
                 }
             }

@@ -22,15 +22,24 @@ impl Drop for Daemon {
 
 #[test]
 fn call_relays_and_records_across_namespaces_with_the_udp_backend() {
+    relay_and_record(&["--backend", "udp"]);
+}
+
+#[test]
+fn call_relays_and_records_across_namespaces_with_the_xdp_backend() {
+    relay_and_record(&["--backend", "xdp", "--interface-name", "rec0"]);
+}
+
+/// A recorded call between A and B through the recorder running with `backend` flags.
+fn relay_and_record(backend: &[&str]) {
     let topo = Topology::up(2);
     let data = temp_dir("netns");
     let _rec = Daemon(
         Command::new("ip")
             .args(["netns", "exec", &topo.ns("rec")])
             .arg(recorder_bin())
+            .args(backend)
             .args([
-                "--backend",
-                "udp",
                 "--interface",
                 "198.18.0.1",
                 "--listen-ng",
@@ -102,6 +111,28 @@ fn call_relays_and_records_across_namespaces_with_the_udp_backend() {
         .and_then(|r| r.get("packets"))
         .and_then(Value::as_int);
     assert_eq!(recorded, Some(100));
+    let stats = ng.ok(&Request::new(Ng::Statistics));
+    let xdp = stats
+        .get("statistics")
+        .and_then(|s| s.get("totalstatistics"))
+        .and_then(|t| t.get("xdp"));
+    if backend.contains(&"xdp") {
+        let x = xdp.expect("xdp counters in statistics");
+        let int = |k: &str| x.get(k).and_then(Value::as_int).unwrap_or(-1);
+        eprintln!(
+            "xdp counters: redirected {} kernel path {}",
+            int("redirected"),
+            int("kernelpath")
+        );
+        assert!(int("redirected") >= 100, "{x:?}");
+        // Only packets sent before the neighbour table knew a party may use the kernel.
+        assert!(
+            int("kernelpath") < 50,
+            "most packets must take the AF_XDP path: {x:?}"
+        );
+    } else {
+        assert!(xdp.is_none());
+    }
     ng.ok(&request(Ng::Delete, "netns-1", "tag-a", Some("tag-b")));
 
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -2,6 +2,8 @@
 //! [`crate::media::MediaCore`].
 
 pub mod mmsg;
+pub mod neigh;
 pub mod udp;
+pub mod xdp;
 pub mod xdp_prog;
 pub mod xsk;

@@ -49,6 +49,10 @@ pub enum WorkerCmd {
     RecordingEvent(u64, Box<linecord_recfile::Event>),
     /// Stop the recording with this key: flush its last block and tell the writer.
     StopRecording(u64, StopReason, Vec<(StreamId, i64, u32)>),
+    /// Another worker learned the peer address of this port (multi-queue backends).
+    Latched(u16, SocketAddr),
+    /// A new snapshot of the interface's neighbour table (`xdp` backend).
+    Neighbours(super::neigh::Neighbours),
 }
 
 /// How often a worker seals recording blocks that passed the flush interval.
@@ -71,10 +75,13 @@ pub struct WorkerCounters {
     pub no_destination: AtomicU64,
     /// Datagrams the kernel refused to send (socket buffer full, unreachable).
     pub send_failed: AtomicU64,
+    /// `xdp` backend: packets sent through the kernel because the next hop was unresolved.
+    pub kernel_path: AtomicU64,
 }
 
 impl WorkerCounters {
-    fn publish(&self, c: &CoreCounters, send_failed: u64) {
+    /// Publishes a worker's counters (one writer per worker).
+    pub(crate) fn publish(&self, c: &CoreCounters, send_failed: u64) {
         self.received.store(c.received, Relaxed);
         self.forwarded.store(c.forwarded, Relaxed);
         self.unknown_port.store(c.unknown_port, Relaxed);
@@ -109,6 +116,21 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// A handle on a started worker thread.
+    pub(crate) fn new(
+        commands: Sender<WorkerCmd>,
+        waker: Arc<Waker>,
+        counters: Arc<WorkerCounters>,
+        thread: JoinHandle<()>,
+    ) -> Self {
+        WorkerHandle {
+            commands,
+            waker,
+            counters,
+            thread: Some(thread),
+        }
+    }
+
     /// Sends a command and wakes the worker. Never blocks.
     pub fn send(&self, cmd: WorkerCmd) {
         if self.commands.send(cmd).is_err() {
@@ -239,6 +261,8 @@ impl Worker {
                 self.core.stop_recording(key, reason, &net, now);
                 self.flush_recordings(spec);
             }
+            WorkerCmd::Latched(port, addr) => self.core.set_latched(port, addr),
+            WorkerCmd::Neighbours(_) => {}
             WorkerCmd::Upsert(config, socket) => {
                 let port = config.port;
                 if let (Some(sock), Some(i)) = (socket, self.index(port)) {
@@ -415,6 +439,7 @@ pub struct UdpPortPool {
     range: PortRange,
     address: IpAddr,
     bound: HashMap<u16, UdpSocket>,
+    watcher: Option<Box<dyn PortWatcher>>,
 }
 
 /// Bind attempts per allocation before giving up (ports taken by other programs are skipped).
@@ -427,6 +452,7 @@ impl UdpPortPool {
             range: PortRange::new(min, max),
             address,
             bound: HashMap::new(),
+            watcher: None,
         }
     }
 
@@ -443,6 +469,21 @@ impl UdpPortPool {
     }
 }
 
+/// A hook told when media ports become active or free (the `xdp` backend updates the XDP
+/// program's `media_ports` map with it).
+pub trait PortWatcher: Send {
+    /// `port` (RTP or RTCP) is in use (`true`) or free.
+    fn set_active(&mut self, port: u16, active: bool);
+}
+
+impl UdpPortPool {
+    /// Calls `watcher` for every port pair allocated and released from now on.
+    pub fn with_watcher(mut self, watcher: Box<dyn PortWatcher>) -> Self {
+        self.watcher = Some(watcher);
+        self
+    }
+}
+
 impl PortPool for UdpPortPool {
     fn allocate(&mut self) -> Result<u16, PortError> {
         for _ in 0..MAX_BIND_ATTEMPTS {
@@ -451,6 +492,10 @@ impl PortPool for UdpPortPool {
                 (Ok(a), Ok(b)) => {
                     self.bound.insert(port, a);
                     self.bound.insert(port + 1, b);
+                    if let Some(w) = self.watcher.as_mut() {
+                        w.set_active(port, true);
+                        w.set_active(port + 1, true);
+                    }
                     return Ok(port);
                 }
                 (a, b) => {
@@ -466,6 +511,10 @@ impl PortPool for UdpPortPool {
     fn release(&mut self, rtp_port: u16) {
         self.bound.remove(&rtp_port);
         self.bound.remove(&(rtp_port + 1));
+        if let Some(w) = self.watcher.as_mut() {
+            w.set_active(rtp_port, false);
+            w.set_active(rtp_port + 1, false);
+        }
         self.range.release(rtp_port);
     }
 

@@ -77,6 +77,19 @@ pub struct RecordingCounters {
     pub buffer_exhausted: u64,
 }
 
+/// Counters of the `xdp` backend, for `statistics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XdpStats {
+    /// Media packets the XDP program redirected to AF_XDP sockets.
+    pub redirected: u64,
+    /// Packets the XDP program left to the kernel.
+    pub passed: u64,
+    /// Frames with malformed headers (left to the kernel).
+    pub parse_errors: u64,
+    /// Forwarded packets sent through the kernel because the next hop was unresolved.
+    pub kernel_path: u64,
+}
+
 /// Process-wide counters the backend publishes, for `statistics`.
 pub trait CounterSource {
     /// Sum of all workers' counters.
@@ -84,6 +97,10 @@ pub trait CounterSource {
     /// The recording writer's counters.
     fn recording(&self) -> RecordingCounters {
         RecordingCounters::default()
+    }
+    /// The xdp backend's counters, when it runs.
+    fn xdp(&self) -> Option<XdpStats> {
+        None
     }
 }
 
@@ -321,6 +338,14 @@ impl<P: PortPool> NgController<P> {
         packets.insert("sourcemismatch", c.source_mismatch);
         packets.insert("nodestination", c.no_destination);
         total.insert("packets", packets);
+        if let Some(x) = counters.xdp() {
+            let mut d = Value::dict();
+            d.insert("redirected", x.redirected);
+            d.insert("passed", x.passed);
+            d.insert("parseerrors", x.parse_errors);
+            d.insert("kernelpath", x.kernel_path);
+            total.insert("xdp", d);
+        }
         let mut stats = Value::dict();
         stats.insert("currentstatistics", current);
         stats.insert("totalstatistics", total);

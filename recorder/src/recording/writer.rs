@@ -52,6 +52,9 @@ pub enum WriterMsg {
         recording: Arc<RecordingShared>,
         /// Its header.
         header: Box<FileHeader>,
+        /// Workers that will each send a `Finished` for it (the file is finished after the
+        /// last one): 1 for the `udp` backend, the number of queues for `xdp`.
+        producers: usize,
     },
     /// A worker's output (a block, or the end of a recording).
     Output(RecordOutput),
@@ -107,6 +110,8 @@ struct OpenFile {
     inflight: usize,
     error: Option<String>,
     finish: Option<(Vec<StreamStats>, StopReason)>,
+    /// `Finished` messages still expected.
+    producers: usize,
 }
 
 struct Inflight {
@@ -213,7 +218,11 @@ impl Writer {
 
     fn handle(&mut self, msg: WriterMsg) {
         match msg {
-            WriterMsg::Open { recording, header } => self.open(recording, *header),
+            WriterMsg::Open {
+                recording,
+                header,
+                producers,
+            } => self.open(recording, *header, producers),
             WriterMsg::Output(RecordOutput::Block { recording, block }) => {
                 self.block(recording.key, &block);
                 self.pool.give(block);
@@ -224,16 +233,18 @@ impl Writer {
                 reason,
             }) => {
                 if let Some(f) = self.files.get_mut(&recording.key) {
-                    if f.finish.is_none() {
+                    f.producers = f.producers.saturating_sub(1);
+                    let (all, _) = f.finish.get_or_insert_with(|| (Vec::new(), reason));
+                    merge_stream_stats(all, &streams);
+                    if f.producers == 0 {
                         self.finishing += 1;
                     }
-                    f.finish = Some((streams, reason));
                 }
             }
         }
     }
 
-    fn open(&mut self, recording: Arc<RecordingShared>, header: FileHeader) {
+    fn open(&mut self, recording: Arc<RecordingShared>, header: FileHeader, producers: usize) {
         let key = recording.key;
         let path = self.store.in_progress_path(&recording.id);
         let Ok(cpath) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
@@ -258,6 +269,7 @@ impl Writer {
                 inflight: 0,
                 error: None,
                 finish: None,
+                producers: producers.max(1),
             },
         );
         let slot = self.free_opens.pop().unwrap_or_else(|| {
@@ -498,7 +510,9 @@ impl Writer {
         let ready: Vec<u64> = self
             .files
             .iter()
-            .filter(|(_, f)| f.finish.is_some() && f.inflight == 0 && !f.opening)
+            .filter(|(_, f)| {
+                f.finish.is_some() && f.producers == 0 && f.inflight == 0 && !f.opening
+            })
             .map(|(k, _)| *k)
             .collect();
         for key in ready {
@@ -533,6 +547,22 @@ impl Writer {
                 tracing::info!(recording = %f.recording.id, file = %path.display(), "recording finished");
             }
             Err(e) => self.fail(&f.recording, format!("cannot finish: {e:#}")),
+        }
+    }
+}
+
+/// Adds one worker's per-stream counts to the recording's (a stream recorded by several
+/// workers sums; loss and jitter come from the control thread, identical in each).
+fn merge_stream_stats(all: &mut Vec<StreamStats>, more: &[StreamStats]) {
+    for s in more {
+        match all.iter_mut().find(|x| x.stream == s.stream) {
+            Some(x) => {
+                x.packets += s.packets;
+                x.payload_bytes += s.payload_bytes;
+                x.first_us = x.first_us.min(s.first_us);
+                x.last_us = x.last_us.max(s.last_us);
+            }
+            None => all.push(*s),
         }
     }
 }
