@@ -75,7 +75,6 @@ fn relay_and_record(backend: &[&str]) {
     let mut b = Party::with_socket(udp_in_netns(&topo.ns("b"), "198.18.0.20:0"));
     let mut offer = request(Ng::Offer, "netns-1", "tag-a", None);
     offer.sdp = Some(party_sdp(a.addr()).into_bytes());
-    offer.record_call = Some(true);
     let r = ng.ok(&offer);
     let b_to = sdp_media_addr(r.get("sdp").and_then(Value::as_bytes).unwrap());
     assert_eq!(b_to.ip().to_string(), "198.18.0.1");
@@ -99,18 +98,35 @@ fn relay_and_record(backend: &[&str]) {
         .zip(&sent)
         .all(|((p, src), s)| p == s && *src == a_to));
 
+    // Then a recorded stretch of speech both ways, to compare the export bit for bit.
+    let mut start = request(Ng::StartRecording, "netns-1", "tag-a", None);
+    start.metadata = Some("netns".into());
+    ng.ok(&start);
+    let (a_pcm, b_pcm) = (speech(2.0, 140.0), speech(2.0, 200.0));
+    let mut call = Call {
+        call_id: "netns-1".into(),
+        a,
+        b,
+        a_to,
+        b_to,
+    };
+    play(&mut call, &a_pcm, &b_pcm, |_| {});
+    assert_eq!(call.b.recv_n(100).len(), 100, "A's speech reached B");
+    assert_eq!(call.a.recv_n(100).len(), 100, "B's speech reached A");
+    let a = call.a;
+
     let q = ng.ok(&request(Ng::Query, "netns-1", "tag-a", None));
     let packets = q
         .get("totals")
         .and_then(|t| t.get("RTP"))
         .and_then(|t| t.get("packets"))
         .and_then(Value::as_int);
-    assert_eq!(packets, Some(100));
+    assert_eq!(packets, Some(300));
     let recorded = q
         .get("recording")
         .and_then(|r| r.get("packets"))
         .and_then(Value::as_int);
-    assert_eq!(recorded, Some(100));
+    assert_eq!(recorded, Some(200));
     let stats = ng.ok(&Request::new(Ng::Statistics));
     let xdp = stats
         .get("statistics")
@@ -124,7 +140,7 @@ fn relay_and_record(backend: &[&str]) {
             int("redirected"),
             int("kernelpath")
         );
-        assert!(int("redirected") >= 100, "{x:?}");
+        assert!(int("redirected") >= 300, "{x:?}");
         // Only packets sent before the neighbour table knew a party may use the kernel.
         assert!(
             int("kernelpath") < 50,
@@ -151,5 +167,103 @@ fn relay_and_record(backend: &[&str]) {
     };
     assert_eq!(job["status"], "complete");
     assert_eq!(job["streams"][0]["source"], a.addr().to_string());
+    let file = std::path::PathBuf::from(job["file"].as_str().unwrap());
+    let wav = data.join("netns.wav");
+    export(&file, "--wav", &wav);
+    let (_, left, right) = read_wav(&wav);
+    assert_channel_is(&left, &g711_round_trip(&a_pcm), "caller");
+    assert_channel_is(&right, &g711_round_trip(&b_pcm), "callee");
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Starts the recorder with the xdp backend in `ns`, NG on every address of its namespace.
+fn start_xdp(ns: &str, data: &std::path::Path) -> Daemon {
+    Daemon(
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(recorder_bin())
+            .args([
+                "--backend",
+                "xdp",
+                "--interface-name",
+                "rec0",
+                "--interface",
+                "198.18.0.1",
+                "--listen-ng",
+                "0.0.0.0:2223",
+                "--port-min",
+                "30000",
+                "--port-max",
+                "30099",
+                "--log-level",
+                "warn",
+                "--recording-dir",
+                &data.join("recordings").display().to_string(),
+                "--spool-dir",
+                &data.join("spool").display().to_string(),
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start recorder"),
+    )
+}
+
+/// Waits until the recorder answers NG `ping` sent by party A over the XDP interface.
+fn wait_ping_over_rec0(ng: &NgClient) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ng.try_call(&Request::new(Ng::Ping).to_value()).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "NG control port unreachable over rec0"
+        );
+    }
+}
+
+fn wait_exit(d: &mut Daemon) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = d.0.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "recorder did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn xdp_program_is_gone_after_sigterm_and_after_kill_9_and_restarts_cleanly() {
+    let topo = Topology::up(2);
+    let rec = topo.ns("rec");
+    let data = temp_dir("xdp-life");
+    // NG from party A reaches the recorder through rec0 while the program is attached.
+    let ng = NgClient::with_socket(
+        udp_in_netns(&topo.ns("a"), "198.18.0.10:0"),
+        "198.18.0.1:2223".parse().unwrap(),
+    );
+
+    let mut d = start_xdp(&rec, &data);
+    wait_ping_over_rec0(&ng);
+    assert!(xdp_attached(&rec, "rec0"));
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(d.0.id() as i32, libc::SIGTERM) }, 0);
+    assert!(wait_exit(&mut d).success());
+    assert!(
+        !xdp_attached(&rec, "rec0"),
+        "clean shutdown detaches the program"
+    );
+
+    let mut d = start_xdp(&rec, &data);
+    wait_ping_over_rec0(&ng);
+    assert!(xdp_attached(&rec, "rec0"));
+    d.0.kill().unwrap();
+    wait_exit(&mut d);
+    assert!(
+        !xdp_attached(&rec, "rec0"),
+        "the kernel removes the link of a killed recorder"
+    );
+
+    let _d = start_xdp(&rec, &data);
+    wait_ping_over_rec0(&ng);
+    assert!(xdp_attached(&rec, "rec0"), "restart after kill -9 attaches");
     let _ = std::fs::remove_dir_all(&data);
 }

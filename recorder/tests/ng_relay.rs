@@ -412,3 +412,23 @@ fn sigterm_stops_cleanly_and_finishes_recordings() {
         .collect();
     assert!(left.is_empty());
 }
+
+#[test]
+fn backend_auto_falls_back_to_udp_when_xdp_cannot_run() {
+    let rec = Recorder::start(
+        40_900,
+        &["--backend", "auto", "--interface-name", "nonexistent0"],
+    );
+    let ng = rec.client();
+    let mut call = setup_call(&ng, "call-auto", &["trust-address"]);
+    call.a.send_rtp(call.a_to, 10);
+    assert_eq!(call.b.recv_n(10).len(), 10);
+    let s = ng.ok(&Request::new(Command::Statistics));
+    assert!(
+        s.get("statistics")
+            .and_then(|s| s.get("totalstatistics"))
+            .and_then(|t| t.get("xdp"))
+            .is_none(),
+        "running the udp backend"
+    );
+}

@@ -30,15 +30,6 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
     .expect("netns thread")
 }
 
-fn xdp_on(ns: &str, dev: &str) -> bool {
-    let o = Command::new("ip")
-        .args(["-n", ns, "-d", "link", "show", dev])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
-    text.contains("prog/xdp") || text.contains(" xdp")
-}
-
 #[test]
 fn program_steers_media_ports_and_leaves_other_traffic_alone() {
     let topo = Topology::up(2);
@@ -46,7 +37,7 @@ fn program_steers_media_ports_and_leaves_other_traffic_alone() {
     let mut prog =
         in_netns(&rec_ns, || XdpProgram::attach("rec0")).unwrap_or_else(|e| panic!("attach: {e}"));
     assert_eq!(prog.mode(), AttachMode::Native, "veth supports native XDP");
-    assert!(xdp_on(&rec_ns, "rec0"), "program attached");
+    assert!(xdp_attached(&rec_ns, "rec0"), "program attached");
 
     prog.set_media_port(30_000, true).unwrap();
     let media = udp_in_netns(&rec_ns, "198.18.0.1:30000");
@@ -120,7 +111,7 @@ fn program_steers_media_ports_and_leaves_other_traffic_alone() {
     server.join().unwrap();
 
     drop(prog);
-    assert!(!xdp_on(&rec_ns, "rec0"), "program detached on drop");
+    assert!(!xdp_attached(&rec_ns, "rec0"), "program detached on drop");
 }
 
 #[test]

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use linecord_ng::bencode::Value;
 use linecord_ng::message;
 use linecord_ng::request::{Command as NgCommand, Request};
+use linecord_recfile::g711::{linear_to_ulaw, ulaw_to_linear};
+use std::path::Path;
 
 /// Path of the recorder binary under test.
 pub fn recorder_bin() -> PathBuf {
@@ -481,4 +483,132 @@ impl Drop for Topology {
             .env("LC_NETNS_PREFIX", &self.prefix)
             .output();
     }
+}
+
+// ---- audio: speech-like PCMU calls, WAV checks ----------------------------------------
+
+/// Deterministic speech-like signal: a voiced buzz (120-180 Hz fundamental with harmonics)
+/// shaped by a 4 Hz syllable envelope, with short pauses, at 8 kHz. `voice` varies pitch.
+pub fn speech(seconds: f64, voice: f64) -> Vec<i16> {
+    let n = (seconds * 8000.0) as usize;
+    let mut phase = 0.0f64;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / 8000.0;
+            let f0 = voice * (1.0 + 0.15 * (2.0 * std::f64::consts::PI * 0.7 * t).sin());
+            phase += 2.0 * std::f64::consts::PI * f0 / 8000.0;
+            let buzz: f64 = (1..8).map(|h| (phase * h as f64).sin() / h as f64).sum();
+            let syllable = (2.0 * std::f64::consts::PI * 4.0 * t).sin().abs();
+            let pause = if (t % 2.5) > 2.1 { 0.05 } else { 1.0 };
+            // A small constant keeps every sample away from zero, so alignment is unambiguous.
+            (buzz * syllable * pause * 6000.0 + 300.0) as i16
+        })
+        .collect()
+}
+
+/// µ-law encode then decode: what a perfect recording must give back.
+pub fn g711_round_trip(x: &[i16]) -> Vec<i16> {
+    x.iter()
+        .map(|s| ulaw_to_linear(linear_to_ulaw(*s)))
+        .collect()
+}
+
+/// RTP packet (PCMU) of 20 ms starting at sample `start` of `pcm`.
+pub fn pcmu_packet(seq: u16, ssrc: u32, ts: u32, samples: &[i16]) -> Vec<u8> {
+    let mut p = vec![0x80, 0];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend(samples.iter().map(|s| linear_to_ulaw(*s)));
+    p
+}
+
+/// Plays `a_pcm` from A and `b_pcm` from B in real time (20 ms packets). `skip` is called
+/// with the packet index and may pause/resume recording; returns the payloads each side sent.
+pub fn play(call: &mut Call, a_pcm: &[i16], b_pcm: &[i16], mut each: impl FnMut(usize)) {
+    let packets = a_pcm.len().min(b_pcm.len()) / 160;
+    let start = Instant::now();
+    let (a_ssrc, b_ssrc) = (0x1111_0001, 0x2222_0002);
+    for i in 0..packets {
+        each(i);
+        let seq = 5000u16.wrapping_add(i as u16);
+        let ts = 90_000u32.wrapping_add(160 * i as u32);
+        let a = pcmu_packet(seq, a_ssrc, ts, &a_pcm[i * 160..(i + 1) * 160]);
+        let b = pcmu_packet(
+            seq.wrapping_add(777),
+            b_ssrc,
+            ts.wrapping_add(0x4000_0000),
+            &b_pcm[i * 160..(i + 1) * 160],
+        );
+        call.a.sock.send_to(&a, call.a_to).unwrap();
+        call.b.sock.send_to(&b, call.b_to).unwrap();
+        let due = start + Duration::from_millis(20 * (i as u64 + 1));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// Reads a 16-bit stereo WAV written by `recorder export` into its two channels.
+pub fn read_wav(path: &Path) -> (u32, Vec<i16>, Vec<i16>) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[0..4], b"RIFF");
+    assert_eq!(&b[8..12], b"WAVE");
+    assert_eq!(u16::from_le_bytes([b[22], b[23]]), 2, "stereo");
+    assert_eq!(u16::from_le_bytes([b[34], b[35]]), 16, "16-bit");
+    let rate = u32::from_le_bytes(b[24..28].try_into().unwrap());
+    let data = &b[44..];
+    let (mut l, mut r) = (Vec::new(), Vec::new());
+    for frame in data.chunks_exact(4) {
+        l.push(i16::from_le_bytes([frame[0], frame[1]]));
+        r.push(i16::from_le_bytes([frame[2], frame[3]]));
+    }
+    (rate, l, r)
+}
+
+/// Finds `expected` in `channel` after its leading silence; asserts it is there exactly and
+/// that everything around it is silence. Returns its offset.
+pub fn assert_channel_is(channel: &[i16], expected: &[i16], what: &str) -> usize {
+    let offset = channel
+        .iter()
+        .position(|s| *s != 0)
+        .unwrap_or_else(|| panic!("{what}: channel is silent"));
+    let got = &channel[offset..(offset + expected.len()).min(channel.len())];
+    assert_eq!(got.len(), expected.len(), "{what}: channel too short");
+    if let Some(i) = got.iter().zip(expected).position(|(a, b)| a != b) {
+        panic!("{what}: sample {i} differs: {} != {}", got[i], expected[i]);
+    }
+    assert!(
+        channel[offset + expected.len()..].iter().all(|s| *s == 0),
+        "{what}: trailing samples are not silence"
+    );
+    offset
+}
+
+pub fn export(file: &Path, flag: &str, out: &Path) -> String {
+    let o = Command::new(recorder_bin())
+        .args([
+            "export",
+            &file.display().to_string(),
+            flag,
+            &out.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Whether an XDP program is attached to `dev` in namespace `ns`.
+pub fn xdp_attached(ns: &str, dev: &str) -> bool {
+    let o = Command::new("ip")
+        .args(["-n", ns, "-d", "link", "show", dev])
+        .output()
+        .expect("ip link");
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.contains("prog/xdp") || text.contains(" xdp")
 }
