@@ -151,6 +151,8 @@ fn af_xdp_sockets_on_every_queue_receive_media_and_transmit_rewritten_frames() {
                 .collect();
             for q in &queues {
                 prog.set_socket(q.queue(), q).unwrap();
+                // veth has no zero-copy support: the kernel must report copy mode.
+                assert!(!q.zero_copy().unwrap(), "veth runs AF_XDP in copy mode");
             }
             prog.set_media_port(30_000, true).unwrap();
             ready_tx.send(()).unwrap();

@@ -69,6 +69,15 @@ pub fn spawn_worker(spec: WorkerSpec, q: XdpQueueSpec) -> io::Result<(WorkerHand
                     return;
                 }
             };
+            tracing::info!(
+                queue = q.queue,
+                mode = match xsk.zero_copy() {
+                    Ok(true) => "zero-copy",
+                    Ok(false) => "copy",
+                    Err(_) => "unknown",
+                },
+                "AF_XDP socket bound"
+            );
             let xsk_fd = xsk.as_raw_fd();
             if let Err(e) =
                 poll.registry()

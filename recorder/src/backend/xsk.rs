@@ -117,6 +117,30 @@ impl XskQueue {
         })
     }
 
+    /// Whether the kernel runs this socket in zero-copy mode (the driver supports it) rather
+    /// than copy mode (XDP_OPTIONS, linux/if_xdp.h).
+    pub fn zero_copy(&self) -> std::io::Result<bool> {
+        const SOL_XDP: libc::c_int = 283;
+        const XDP_OPTIONS: libc::c_int = 8;
+        const XDP_OPTIONS_ZEROCOPY: u32 = 1;
+        let mut flags: u32 = 0;
+        let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `flags`.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.socket.raw_fd(),
+                SOL_XDP,
+                XDP_OPTIONS,
+                (&mut flags as *mut u32).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(flags & XDP_OPTIONS_ZEROCOPY != 0)
+    }
+
     /// The RX queue this socket serves.
     pub fn queue(&self) -> u32 {
         self.queue
