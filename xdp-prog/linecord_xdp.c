@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
-/* linecord's XDP program: steer UDP packets addressed to an active media port of the
- * recorder to the AF_XDP socket of the receiving queue; everything else (ARP, SIP, SSH, the
+/* linecord's XDP program: steer UDP packets addressed to an active media port on the
+ * recorder's media address to the AF_XDP socket of the receiving queue; everything else (ARP, SIP, SSH, the
  * NG control port, other UDP) goes on to the kernel with XDP_PASS.
  *
  * Parses Ethernet, up to two 802.1Q/802.1ad tags, IPv4 (no fragments) and IPv6 (no extension
@@ -17,6 +17,11 @@
 #include <bpf/bpf_helpers.h>
 
 #include "linecord_xdp.h"
+
+/* Load-time settings (the loader fills them in before loading): the recorder's media
+ * address. All zero = any address of the host. */
+const volatile __u32 local_ip4 = 0;          /* network byte order */
+const volatile __u8 local_ip6[16] = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -86,12 +91,24 @@ int linecord_xdp(struct xdp_md *ctx)
 		/* Fragments (MF set or an offset) are left to the kernel to reassemble. */
 		if (ip->frag_off & bpf_htons(0x3fff))
 			return count(LC_PASSED, XDP_PASS);
+		if (local_ip4 && ip->daddr != local_ip4)
+			return count(LC_PASSED, XDP_PASS);
 		udp = (void *)ip + ip->ihl * 4;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = l3;
 		if ((void *)(ip6 + 1) > end)
 			return count(LC_PARSE_ERRORS, XDP_PASS);
 		if (ip6->nexthdr != IPPROTO_UDP)
+			return count(LC_PASSED, XDP_PASS);
+		int any = 1, same = 1;
+#pragma unroll
+		for (int i = 0; i < 16; i++) {
+			if (local_ip6[i])
+				any = 0;
+			if (local_ip6[i] != ip6->daddr.in6_u.u6_addr8[i])
+				same = 0;
+		}
+		if (!any && !same)
 			return count(LC_PASSED, XDP_PASS);
 		udp = (void *)(ip6 + 1);
 	} else {

@@ -419,7 +419,7 @@ fn plan_xdp(cfg: &Config) -> anyhow::Result<XdpPlan> {
     };
     let mac = neigh::interface_mac(&interface)
         .with_context(|| format!("cannot read the MAC address of {interface}"))?;
-    let program = XdpProgram::attach(&interface)?;
+    let program = XdpProgram::attach(&interface, Some(cfg.bind_address))?;
     Ok(XdpPlan {
         program,
         interface,

@@ -267,3 +267,63 @@ fn xdp_program_is_gone_after_sigterm_and_after_kill_9_and_restarts_cleanly() {
     assert!(xdp_attached(&rec, "rec0"), "restart after kill -9 attaches");
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+fn xdp_backend_sends_through_the_kernel_until_the_neighbour_is_known() {
+    let topo = Topology::up(2);
+    let rec = topo.ns("rec");
+    let data = temp_dir("xdp-neigh");
+    // Forget A and B: the recorder must not have their MACs when media starts.
+    let flushed = Command::new("ip")
+        .args(["-n", &rec, "neigh", "flush", "all"])
+        .status()
+        .unwrap();
+    assert!(flushed.success());
+    let _d = start_xdp(&rec, &data);
+    let ng = NgClient::with_socket(
+        udp_in_netns(&rec, "127.0.0.1:0"),
+        "127.0.0.1:2223".parse().unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ng.try_call(&Request::new(Ng::Ping).to_value()).is_err() {
+        assert!(Instant::now() < deadline, "recorder does not answer");
+    }
+    let mut a = Party::with_socket(udp_in_netns(&topo.ns("a"), "198.18.0.10:0"));
+    let b = Party::with_socket(udp_in_netns(&topo.ns("b"), "198.18.0.20:0"));
+    let mut offer = request(Ng::Offer, "neigh-1", "tag-a", None);
+    offer.sdp = Some(party_sdp(a.addr()).into_bytes());
+    let r = ng.ok(&offer);
+    let _b_to = sdp_media_addr(r.get("sdp").and_then(Value::as_bytes).unwrap());
+    let mut answer = request(Ng::Answer, "neigh-1", "tag-a", Some("tag-b"));
+    answer.sdp = Some(party_sdp(b.addr()).into_bytes());
+    let r = ng.ok(&answer);
+    let a_to = sdp_media_addr(r.get("sdp").and_then(Value::as_bytes).unwrap());
+    // 1 s of A -> B at 50 packets/s: the first go through the kernel (which resolves B),
+    // the rest through AF_XDP once the neighbour table has B.
+    let mut sent = Vec::new();
+    for _ in 0..50 {
+        sent.extend(a.send_rtp(a_to, 1));
+        std::thread::sleep(Duration::from_millis(19));
+    }
+    let got = b.recv_n(50);
+    assert_eq!(got.len(), 50, "every packet reached B");
+    assert!(got.iter().zip(&sent).all(|((p, _), s)| p == s));
+    let stats = ng.ok(&Request::new(Ng::Statistics));
+    let x = stats
+        .get("statistics")
+        .and_then(|s| s.get("totalstatistics"))
+        .and_then(|t| t.get("xdp"))
+        .expect("xdp counters")
+        .clone();
+    let int = |k: &str| x.get(k).and_then(Value::as_int).unwrap_or(-1);
+    eprintln!("kernel path {} of 50", int("kernelpath"));
+    assert!(
+        int("kernelpath") >= 1,
+        "the first packets took the kernel path: {x:?}"
+    );
+    assert!(
+        int("kernelpath") < 50,
+        "later packets took the AF_XDP path: {x:?}"
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}

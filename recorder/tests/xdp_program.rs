@@ -34,8 +34,10 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
 fn program_steers_media_ports_and_leaves_other_traffic_alone() {
     let topo = Topology::up(2);
     let rec_ns = topo.ns("rec");
-    let mut prog =
-        in_netns(&rec_ns, || XdpProgram::attach("rec0")).unwrap_or_else(|e| panic!("attach: {e}"));
+    let mut prog = in_netns(&rec_ns, || {
+        XdpProgram::attach("rec0", Some("198.18.0.1".parse().unwrap()))
+    })
+    .unwrap_or_else(|e| panic!("attach: {e}"));
     assert_eq!(prog.mode(), AttachMode::Native, "veth supports native XDP");
     assert!(xdp_attached(&rec_ns, "rec0"), "program attached");
 
@@ -62,6 +64,24 @@ fn program_steers_media_ports_and_leaves_other_traffic_alone() {
     let c = prog.counters();
     assert!(c.redirected >= 20, "{c:?}");
     assert!(c.passed >= 20, "{c:?}");
+
+    // The same port on another address of the host is not the recorder's: passed.
+    let added = Command::new("ip")
+        .args(["-n", &rec_ns, "addr", "add", "198.18.0.2/24", "dev", "rec0"])
+        .status()
+        .unwrap();
+    assert!(added.success());
+    let other_addr = udp_in_netns(&rec_ns, "198.18.0.2:30000");
+    other_addr
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let before = prog.counters();
+    a.send_to(&[5; 30], "198.18.0.2:30000").unwrap();
+    let (n, _) = other_addr
+        .recv_from(&mut buf)
+        .expect("other address gets its packet");
+    assert_eq!(&buf[..n], &[5; 30][..]);
+    assert_eq!(prog.counters().redirected, before.redirected, "not steered");
 
     // A port no longer active is passed, not redirected.
     prog.set_media_port(30_000, false).unwrap();
@@ -139,7 +159,7 @@ fn af_xdp_sockets_on_every_queue_receive_media_and_transmit_rewritten_frames() {
                 unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
                 0
             );
-            let mut prog = XdpProgram::attach("rec0").unwrap();
+            let mut prog = XdpProgram::attach("rec0", Some("198.18.0.1".parse().unwrap())).unwrap();
             let dev = std::ffi::CString::new("rec0").unwrap();
             // SAFETY: a valid C string.
             let index = unsafe { libc::if_nametoindex(dev.as_ptr()) };

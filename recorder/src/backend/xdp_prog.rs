@@ -6,6 +6,7 @@
 //! Attaching uses a BPF link, which the kernel removes when the process ends, so a crashed
 //! recorder leaves no program behind; dropping [`XdpProgram`] detaches it.
 
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use aya::maps::{Array, MapData, PerCpuArray, XskMap};
@@ -82,10 +83,22 @@ fn aligned_object() -> Vec<u8> {
 
 impl XdpProgram {
     /// Loads the program and attaches it to `interface`: native mode first, generic mode
-    /// (with a warning naming the reason) if the driver refuses.
-    pub fn attach(interface: &str) -> Result<XdpProgram, XdpProgError> {
+    /// (with a warning naming the reason) if the driver refuses. Only UDP to `local` (when
+    /// given) on an active media port is steered; `None` means any address of the host.
+    pub fn attach(interface: &str, local: Option<IpAddr>) -> Result<XdpProgram, XdpProgError> {
         let object = aligned_object();
+        // Network byte order, as the program compares it with the header field.
+        let ip4: u32 = match local {
+            Some(IpAddr::V4(a)) => u32::from_ne_bytes(a.octets()),
+            _ => 0,
+        };
+        let ip6: [u8; 16] = match local {
+            Some(IpAddr::V6(a)) => a.octets(),
+            _ => [0; 16],
+        };
         let mut bpf = EbpfLoader::new()
+            .override_global("local_ip4", &ip4, true)
+            .override_global("local_ip6", &ip6, true)
             .load(&object)
             .map_err(|e| XdpProgError::Load(format!("{e:#}")))?;
         let prog: &mut Xdp = bpf

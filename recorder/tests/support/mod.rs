@@ -221,20 +221,30 @@ impl NgClient {
     }
 
     /// Sends `body` with `cookie`, retrying up to 3 times; returns the reply dictionary.
+    /// Late replies to earlier requests (other cookies) are skipped, as a proxy does.
     pub fn call_with_cookie(&self, cookie: &str, body: &Value) -> std::io::Result<Value> {
         let datagram = message::frame(cookie.as_bytes(), body);
         let mut last = None;
         for _ in 0..3 {
-            match self.raw(&datagram) {
-                Ok(reply) => {
-                    let (c, v) = message::parse(&reply).expect("reply parses");
-                    assert_eq!(c, cookie.as_bytes(), "reply repeats the cookie");
-                    return Ok(v);
+            self.sock.send_to(&datagram, self.server)?;
+            let deadline = Instant::now() + Duration::from_millis(500);
+            let mut buf = vec![0u8; 65_536];
+            while Instant::now() < deadline {
+                match self.sock.recv_from(&mut buf) {
+                    Ok((n, _)) => {
+                        let (c, v) = message::parse(&buf[..n]).expect("reply parses");
+                        if c == cookie.as_bytes() {
+                            return Ok(v);
+                        }
+                    }
+                    Err(e) => {
+                        last = Some(e);
+                        break;
+                    }
                 }
-                Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap())
+        Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::TimedOut)))
     }
 
     pub fn try_call(&self, body: &Value) -> std::io::Result<Value> {
