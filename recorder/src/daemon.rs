@@ -43,6 +43,10 @@ struct Workers {
 }
 
 impl CounterSource for Workers {
+    fn per_worker(&self) -> Vec<CoreCounters> {
+        self.handles.iter().map(|w| w.counters.snapshot()).collect()
+    }
+
     fn xdp(&self) -> Option<XdpStats> {
         let prog = self.program.as_ref()?;
         let c = match prog.lock() {

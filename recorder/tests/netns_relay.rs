@@ -327,3 +327,101 @@ fn xdp_backend_sends_through_the_kernel_until_the_neighbour_is_known() {
     );
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+fn xdp_backend_spreads_calls_over_queues_and_relays_and_records_them_all() {
+    const CALLS: usize = 8;
+    let topo = Topology::up(2);
+    let rec = topo.ns("rec");
+    let data = temp_dir("xdp-mq");
+    let _d = start_xdp(&rec, &data);
+    let ng = NgClient::with_socket(
+        udp_in_netns(&rec, "127.0.0.1:0"),
+        "127.0.0.1:2223".parse().unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ng.try_call(&Request::new(Ng::Ping).to_value()).is_err() {
+        assert!(Instant::now() < deadline, "recorder does not answer");
+    }
+    let mut calls = Vec::new();
+    for i in 0..CALLS {
+        let a = Party::with_socket(udp_in_netns(&topo.ns("a"), "198.18.0.10:0"));
+        let b = Party::with_socket(udp_in_netns(&topo.ns("b"), "198.18.0.20:0"));
+        let id = format!("mq-{i}");
+        let mut offer = request(Ng::Offer, &id, "tag-a", None);
+        offer.sdp = Some(party_sdp(a.addr()).into_bytes());
+        offer.record_call = Some(true);
+        let r = ng.ok(&offer);
+        let b_to = sdp_media_addr(r.get("sdp").and_then(Value::as_bytes).unwrap());
+        let mut answer = request(Ng::Answer, &id, "tag-a", Some("tag-b"));
+        answer.sdp = Some(party_sdp(b.addr()).into_bytes());
+        let r = ng.ok(&answer);
+        let a_to = sdp_media_addr(r.get("sdp").and_then(Value::as_bytes).unwrap());
+        calls.push(Call {
+            call_id: id,
+            a,
+            b,
+            a_to,
+            b_to,
+        });
+    }
+    for c in &mut calls {
+        c.a.send_rtp(c.a_to, 20);
+        c.b.send_rtp(c.b_to, 20);
+    }
+    for c in &calls {
+        assert_eq!(c.b.recv_n(20).len(), 20, "{}: A -> B", c.call_id);
+        assert_eq!(c.a.recv_n(20).len(), 20, "{}: B -> A", c.call_id);
+        ng.ok(&request(Ng::Delete, &c.call_id, "tag-a", Some("tag-b")));
+    }
+    let s = ng.ok(&Request::new(Ng::Statistics));
+    let workers: Vec<i64> = s
+        .get("statistics")
+        .and_then(|s| s.get("totalstatistics"))
+        .and_then(|t| t.get("workers"))
+        .and_then(Value::as_list)
+        .expect("per-worker counters")
+        .iter()
+        .map(|w| w.get("received").and_then(Value::as_int).unwrap_or(0))
+        .collect();
+    eprintln!("packets per queue worker: {workers:?}");
+    assert_eq!(workers.len(), 2, "one worker per queue");
+    // 32 flows (8 calls x 2 directions x different ports): all on one queue has odds 2^-31.
+    assert!(
+        workers.iter().all(|n| *n > 0),
+        "both queues carried calls: {workers:?}"
+    );
+    assert_eq!(workers.iter().sum::<i64>(), (CALLS * 40) as i64);
+    // Every call's recording is complete, with both directions, even when its two
+    // directions were handled by different queues.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let jobs = loop {
+        let jobs: Vec<serde_json::Value> = std::fs::read_dir(data.join("spool/new"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect();
+        if jobs.len() == CALLS {
+            break jobs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {CALLS} jobs spooled",
+            jobs.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for j in &jobs {
+        assert_eq!(j["status"], "complete", "{j}");
+        let packets: u64 = j["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["packets"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(packets, 40, "{}", j["call_id"]);
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}

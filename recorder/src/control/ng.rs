@@ -102,6 +102,10 @@ pub trait CounterSource {
     fn xdp(&self) -> Option<XdpStats> {
         None
     }
+    /// Each packet worker's counters (one per CPU for udp, one per RX queue for xdp).
+    fn per_worker(&self) -> Vec<CoreCounters> {
+        Vec::new()
+    }
 }
 
 impl CounterSource for () {
@@ -338,6 +342,17 @@ impl<P: PortPool> NgController<P> {
         packets.insert("sourcemismatch", c.source_mismatch);
         packets.insert("nodestination", c.no_destination);
         total.insert("packets", packets);
+        let workers: Vec<Value> = counters
+            .per_worker()
+            .iter()
+            .map(|c| {
+                let mut d = Value::dict();
+                d.insert("received", c.received);
+                d.insert("forwarded", c.forwarded);
+                d
+            })
+            .collect();
+        total.insert("workers", workers);
         if let Some(x) = counters.xdp() {
             let mut d = Value::dict();
             d.insert("redirected", x.redirected);
