@@ -425,3 +425,72 @@ fn xdp_backend_spreads_calls_over_queues_and_relays_and_records_them_all() {
     }
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+fn xdp_backend_reaches_a_party_behind_a_gateway_on_the_fast_path() {
+    let topo = Topology::up(2);
+    let (rec, b_ns) = (topo.ns("rec"), topo.ns("b"));
+    let data = temp_dir("xdp-gw");
+    // B also owns 203.0.113.5 and routes it; the recorder reaches that network via B.
+    for args in [
+        vec![
+            "-n",
+            b_ns.as_str(),
+            "addr",
+            "add",
+            "203.0.113.5/32",
+            "dev",
+            "lo",
+        ],
+        vec![
+            "-n",
+            rec.as_str(),
+            "route",
+            "add",
+            "203.0.113.0/24",
+            "via",
+            "198.18.0.20",
+        ],
+    ] {
+        assert!(
+            Command::new("ip").args(&args).status().unwrap().success(),
+            "{args:?}"
+        );
+    }
+    let _d = start_xdp(&rec, &data);
+    let ng = NgClient::with_socket(
+        udp_in_netns(&rec, "127.0.0.1:0"),
+        "127.0.0.1:2223".parse().unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ng.try_call(&Request::new(Ng::Ping).to_value()).is_err() {
+        assert!(Instant::now() < deadline, "recorder does not answer");
+    }
+    let mut a = Party::with_socket(udp_in_netns(&topo.ns("a"), "198.18.0.10:0"));
+    let b = Party::with_socket(udp_in_netns(&b_ns, "203.0.113.5:0"));
+    let mut offer = request(Ng::Offer, "gw-1", "tag-a", None);
+    offer.sdp = Some(party_sdp(a.addr()).into_bytes());
+    ng.ok(&offer);
+    let mut answer = request(Ng::Answer, "gw-1", "tag-a", Some("tag-b"));
+    answer.sdp = Some(party_sdp(b.addr()).into_bytes());
+    let r = ng.ok(&answer);
+    let a_to = sdp_media_addr(r.get("sdp").and_then(Value::as_bytes).unwrap());
+    let sent = a.send_rtp(a_to, 40);
+    let got = b.recv_n(40);
+    assert_eq!(got.len(), 40, "B behind the gateway got every packet");
+    assert!(got.iter().zip(&sent).all(|((p, _), s)| p == s));
+    let stats = ng.ok(&Request::new(Ng::Statistics));
+    let kernel = stats
+        .get("statistics")
+        .and_then(|s| s.get("totalstatistics"))
+        .and_then(|t| t.get("xdp"))
+        .and_then(|x| x.get("kernelpath"))
+        .and_then(Value::as_int)
+        .expect("xdp counters");
+    // The gateway's MAC was known from the topology's start-up pings: no kernel path at all.
+    assert_eq!(
+        kernel, 0,
+        "packets to an off-link party use the gateway's MAC"
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -170,11 +170,11 @@ impl XdpWorker {
             return Verdict::Drop;
         };
         let source = SocketAddr::new(self.q.local_ip, from_port);
-        match self.neighbours.get(&to.ip()) {
+        match self.neighbours.mac_for(to.ip()) {
             Some(mac) => {
                 let r = Rewrite {
                     src_mac: self.q.local_mac,
-                    dst_mac: *mac,
+                    dst_mac: mac,
                     source,
                     destination: to,
                 };
