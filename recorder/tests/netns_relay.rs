@@ -27,49 +27,15 @@ fn call_relays_and_records_across_namespaces_with_the_udp_backend() {
 
 #[test]
 fn call_relays_and_records_across_namespaces_with_the_xdp_backend() {
-    relay_and_record(&["--backend", "xdp", "--interface-name", "rec0"]);
+    relay_and_record(XDP);
 }
 
 /// A recorded call between A and B through the recorder running with `backend` flags.
 fn relay_and_record(backend: &[&str]) {
     let topo = Topology::up(2);
     let data = temp_dir("netns");
-    let _rec = Daemon(
-        Command::new("ip")
-            .args(["netns", "exec", &topo.ns("rec")])
-            .arg(recorder_bin())
-            .args(backend)
-            .args([
-                "--interface",
-                "198.18.0.1",
-                "--listen-ng",
-                "127.0.0.1:2223",
-                "--port-min",
-                "30000",
-                "--port-max",
-                "30099",
-                "--log-level",
-                "warn",
-                "--recording-dir",
-                &data.join("recordings").display().to_string(),
-                "--spool-dir",
-                &data.join("spool").display().to_string(),
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start recorder in its namespace"),
-    );
-    let ng = NgClient::with_socket(
-        udp_in_netns(&topo.ns("rec"), "127.0.0.1:0"),
-        "127.0.0.1:2223".parse().unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ng.try_call(&Request::new(Ng::Ping).to_value()).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "recorder in its namespace does not answer"
-        );
-    }
+    let _rec = start_in(&topo.ns("rec"), backend, &data);
+    let ng = ng_local(&topo.ns("rec"));
 
     let mut a = Party::with_socket(udp_in_netns(&topo.ns("a"), "198.18.0.10:0"));
     let mut b = Party::with_socket(udp_in_netns(&topo.ns("b"), "198.18.0.20:0"));
@@ -176,17 +142,17 @@ fn relay_and_record(backend: &[&str]) {
     let _ = std::fs::remove_dir_all(&data);
 }
 
-/// Starts the recorder with the xdp backend in `ns`, NG on every address of its namespace.
-fn start_xdp(ns: &str, data: &std::path::Path) -> Daemon {
+/// The xdp backend's flags for the topology.
+const XDP: &[&str] = &["--backend", "xdp", "--interface-name", "rec0"];
+
+/// Starts the recorder in namespace `ns` with `backend` flags, NG on every address there.
+fn start_in(ns: &str, backend: &[&str], data: &std::path::Path) -> Daemon {
     Daemon(
         Command::new("ip")
             .args(["netns", "exec", ns])
             .arg(recorder_bin())
+            .args(backend)
             .args([
-                "--backend",
-                "xdp",
-                "--interface-name",
-                "rec0",
                 "--interface",
                 "198.18.0.1",
                 "--listen-ng",
@@ -204,8 +170,24 @@ fn start_xdp(ns: &str, data: &std::path::Path) -> Daemon {
             ])
             .stdin(Stdio::null())
             .spawn()
-            .expect("start recorder"),
+            .expect("start recorder in its namespace"),
     )
+}
+
+/// An NG client inside the recorder's namespace, once the recorder answers `ping`.
+fn ng_local(ns: &str) -> NgClient {
+    let ng = NgClient::with_socket(
+        udp_in_netns(ns, "127.0.0.1:0"),
+        "127.0.0.1:2223".parse().unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ng.try_call(&Request::new(Ng::Ping).to_value()).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "recorder in {ns} does not answer"
+        );
+    }
+    ng
 }
 
 /// Waits until the recorder answers NG `ping` sent by party A over the XDP interface.
@@ -241,7 +223,7 @@ fn xdp_program_is_gone_after_sigterm_and_after_kill_9_and_restarts_cleanly() {
         "198.18.0.1:2223".parse().unwrap(),
     );
 
-    let mut d = start_xdp(&rec, &data);
+    let mut d = start_in(&rec, XDP, &data);
     wait_ping_over_rec0(&ng);
     assert!(xdp_attached(&rec, "rec0"));
     // SAFETY: signalling our own child.
@@ -252,7 +234,7 @@ fn xdp_program_is_gone_after_sigterm_and_after_kill_9_and_restarts_cleanly() {
         "clean shutdown detaches the program"
     );
 
-    let mut d = start_xdp(&rec, &data);
+    let mut d = start_in(&rec, XDP, &data);
     wait_ping_over_rec0(&ng);
     assert!(xdp_attached(&rec, "rec0"));
     d.0.kill().unwrap();
@@ -262,7 +244,7 @@ fn xdp_program_is_gone_after_sigterm_and_after_kill_9_and_restarts_cleanly() {
         "the kernel removes the link of a killed recorder"
     );
 
-    let _d = start_xdp(&rec, &data);
+    let _d = start_in(&rec, XDP, &data);
     wait_ping_over_rec0(&ng);
     assert!(xdp_attached(&rec, "rec0"), "restart after kill -9 attaches");
     let _ = std::fs::remove_dir_all(&data);
@@ -279,15 +261,8 @@ fn xdp_backend_sends_through_the_kernel_until_the_neighbour_is_known() {
         .status()
         .unwrap();
     assert!(flushed.success());
-    let _d = start_xdp(&rec, &data);
-    let ng = NgClient::with_socket(
-        udp_in_netns(&rec, "127.0.0.1:0"),
-        "127.0.0.1:2223".parse().unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ng.try_call(&Request::new(Ng::Ping).to_value()).is_err() {
-        assert!(Instant::now() < deadline, "recorder does not answer");
-    }
+    let _d = start_in(&rec, XDP, &data);
+    let ng = ng_local(&rec);
     let mut a = Party::with_socket(udp_in_netns(&topo.ns("a"), "198.18.0.10:0"));
     let b = Party::with_socket(udp_in_netns(&topo.ns("b"), "198.18.0.20:0"));
     let mut offer = request(Ng::Offer, "neigh-1", "tag-a", None);
@@ -334,15 +309,8 @@ fn xdp_backend_spreads_calls_over_queues_and_relays_and_records_them_all() {
     let topo = Topology::up(2);
     let rec = topo.ns("rec");
     let data = temp_dir("xdp-mq");
-    let _d = start_xdp(&rec, &data);
-    let ng = NgClient::with_socket(
-        udp_in_netns(&rec, "127.0.0.1:0"),
-        "127.0.0.1:2223".parse().unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ng.try_call(&Request::new(Ng::Ping).to_value()).is_err() {
-        assert!(Instant::now() < deadline, "recorder does not answer");
-    }
+    let _d = start_in(&rec, XDP, &data);
+    let ng = ng_local(&rec);
     let mut calls = Vec::new();
     for i in 0..CALLS {
         let a = Party::with_socket(udp_in_netns(&topo.ns("a"), "198.18.0.10:0"));
@@ -457,15 +425,8 @@ fn xdp_backend_reaches_a_party_behind_a_gateway_on_the_fast_path() {
             "{args:?}"
         );
     }
-    let _d = start_xdp(&rec, &data);
-    let ng = NgClient::with_socket(
-        udp_in_netns(&rec, "127.0.0.1:0"),
-        "127.0.0.1:2223".parse().unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ng.try_call(&Request::new(Ng::Ping).to_value()).is_err() {
-        assert!(Instant::now() < deadline, "recorder does not answer");
-    }
+    let _d = start_in(&rec, XDP, &data);
+    let ng = ng_local(&rec);
     let mut a = Party::with_socket(udp_in_netns(&topo.ns("a"), "198.18.0.10:0"));
     let b = Party::with_socket(udp_in_netns(&b_ns, "203.0.113.5:0"));
     let mut offer = request(Ng::Offer, "gw-1", "tag-a", None);

@@ -55,6 +55,26 @@ pub enum WorkerCmd {
     Neighbours(super::neigh::Neighbours),
 }
 
+impl WorkerCmd {
+    /// Carries out the commands every backend handles the same way on its media core
+    /// (recording control, shared latching); returns the others for the backend.
+    pub(crate) fn apply_common(self, core: &mut MediaCore, now: u64) -> Option<WorkerCmd> {
+        match self {
+            WorkerCmd::StartRecording(shared, start_ns) => {
+                core.start_recording(shared, start_ns, now)
+            }
+            WorkerCmd::PauseRecording(key, paused) => core.pause_recording(key, paused, now),
+            WorkerCmd::RecordingEvent(key, event) => core.record_event(key, *event, now),
+            WorkerCmd::StopRecording(key, reason, net) => {
+                core.stop_recording(key, reason, &net, now)
+            }
+            WorkerCmd::Latched(port, addr) => core.set_latched(port, addr),
+            other => return Some(other),
+        }
+        None
+    }
+}
+
 /// How often a worker seals recording blocks that passed the flush interval.
 const RECORD_TICK_NS: u64 = 20_000_000;
 
@@ -251,18 +271,10 @@ impl Worker {
 
     fn apply(&mut self, cmd: WorkerCmd, spec: &WorkerSpec) {
         let now = spec.epoch.elapsed().as_nanos() as u64;
+        let Some(cmd) = cmd.apply_common(&mut self.core, now) else {
+            return;
+        };
         match cmd {
-            WorkerCmd::StartRecording(shared, start_ns) => {
-                self.core.start_recording(shared, start_ns, now)
-            }
-            WorkerCmd::PauseRecording(key, paused) => self.core.pause_recording(key, paused, now),
-            WorkerCmd::RecordingEvent(key, event) => self.core.record_event(key, *event, now),
-            WorkerCmd::StopRecording(key, reason, net) => {
-                self.core.stop_recording(key, reason, &net, now);
-                self.flush_recordings(spec);
-            }
-            WorkerCmd::Latched(port, addr) => self.core.set_latched(port, addr),
-            WorkerCmd::Neighbours(_) => {}
             WorkerCmd::Upsert(config, socket) => {
                 let port = config.port;
                 if let (Some(sock), Some(i)) = (socket, self.index(port)) {
@@ -290,6 +302,8 @@ impl Worker {
                     }
                 }
             }
+            // Neighbours are for the xdp backend; the rest is handled by `apply_common`.
+            _ => {}
         }
     }
 

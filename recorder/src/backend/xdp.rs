@@ -122,6 +122,9 @@ struct XdpWorker {
 impl XdpWorker {
     fn apply(&mut self, cmd: WorkerCmd, spec: &WorkerSpec) {
         let now = spec.epoch.elapsed().as_nanos() as u64;
+        let Some(cmd) = cmd.apply_common(&mut self.core, now) else {
+            return;
+        };
         match cmd {
             WorkerCmd::Upsert(config, socket) => {
                 if let Some(s) = socket {
@@ -133,16 +136,9 @@ impl XdpWorker {
                 self.core.remove(port);
                 self.sockets.remove(&port);
             }
-            WorkerCmd::StartRecording(shared, start_ns) => {
-                self.core.start_recording(shared, start_ns, now)
-            }
-            WorkerCmd::PauseRecording(key, paused) => self.core.pause_recording(key, paused, now),
-            WorkerCmd::RecordingEvent(key, event) => self.core.record_event(key, *event, now),
-            WorkerCmd::StopRecording(key, reason, net) => {
-                self.core.stop_recording(key, reason, &net, now);
-            }
-            WorkerCmd::Latched(port, addr) => self.core.set_latched(port, addr),
             WorkerCmd::Neighbours(n) => self.neighbours = n,
+            // Handled by `apply_common`.
+            _ => {}
         }
     }
 
