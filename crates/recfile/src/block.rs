@@ -9,15 +9,18 @@
 //! length (u32), records (u32), first time (u64 µs), last time (u64 µs), CRC32C (u32) of the
 //! 29 header bytes after the magic followed by the stored bytes, then the stored bytes.
 //!
-//! Record encoding (raw bytes): a tag byte `kk p l s sss`: `kk` kind (0 RTP, 1 RTCP,
+//! Record encoding (raw bytes): a tag byte `kk p l 0 sss`: `kk` kind (0 RTP, 1 RTCP,
 //! 2 event), `p` RTP fields as predicted, `l` payload length as the stream's previous,
 //! `sss` stream id 0-6 (7 = a varint id follows). Then, for packets: arrival as zigzag of
-//! (delta to the stream's previous arrival − the stream's previous delta) in µs; RTP fields
-//! unless predicted (marker|PT byte, seq u16, ts u32, ssrc u32, all LE); payload length
-//! (varint) unless `l`; payload. Predicted means: no marker, same PT and SSRC, seq + 1, and
-//! timestamp advanced by the stream's previous timestamp step. For events: zigzag of (time −
-//! the block's previous record time), then the event body ([`crate::format::encode_event`]).
-//! A steady G.711 stream thus costs 2–3 bytes per 160-byte packet.
+//! (delta to the stream's previous arrival − the stream's previous delta) in µs (a stream's
+//! first packet in the block counts from the block's previous record); unless predicted, an
+//! RTP field byte (marker, and which of PT, sequence, timestamp, SSRC differ from the
+//! prediction) followed by those fields; payload length (varint) unless `l`; payload.
+//! Predicted means: no marker, same PT and SSRC, seq + 1, and timestamp advanced by the
+//! stream's previous timestamp step. For events: zigzag of (time − the block's previous
+//! record time), then the event body ([`crate::format::encode_event`]). A steady G.711
+//! stream thus costs 2–3 bytes per 160-byte packet. `docs/recording-format.md` has the
+//! exact rules.
 
 use crate::format::{decode_event, encode_event, put_varint, put_zigzag, Cursor, FormatError};
 use crate::{EventRecord, PacketRecord, Record, RtpFields, StreamId};
@@ -34,7 +37,29 @@ const KIND_RTCP: u8 = 1;
 const KIND_EVENT: u8 = 2;
 const F_PREDICTED: u8 = 0x20;
 const F_SAME_LEN: u8 = 0x10;
+/// Tag bit that must be zero.
+const F_RESERVED: u8 = 0x08;
 const STREAM_ESCAPE: u8 = 7;
+/// RTP field byte: marker bit.
+const R_MARKER: u8 = 0x80;
+/// RTP field byte: payload type follows (u8).
+const R_PT: u8 = 0x01;
+/// RTP field byte: sequence number follows (u16 LE).
+const R_SEQ: u8 = 0x02;
+/// RTP field byte: timestamp follows (zigzag of its difference from the prediction, as i32).
+const R_TS: u8 = 0x04;
+/// RTP field byte: SSRC follows (u32 LE).
+const R_SSRC: u8 = 0x08;
+/// RTP field byte: bits that must be zero.
+const R_RESERVED: u8 = 0x70;
+/// The baseline of explicit RTP fields for a stream without RTP history in the block.
+const ZERO_RTP: RtpFields = RtpFields {
+    marker: false,
+    payload_type: 0,
+    sequence: 0,
+    timestamp: 0,
+    ssrc: 0,
+};
 /// Streams whose delta state is kept in a fixed array (larger ids work, just without
 /// prediction).
 const TRACKED_STREAMS: usize = 64;
@@ -89,16 +114,6 @@ impl StreamState {
         arrival
     }
 
-    fn predicts(&self, f: &RtpFields) -> bool {
-        self.rtp.is_some_and(|p| {
-            !f.marker
-                && f.payload_type == p.payload_type
-                && f.ssrc == p.ssrc
-                && f.sequence == p.sequence.wrapping_add(1)
-                && f.timestamp == p.timestamp.wrapping_add(self.ts_step)
-        })
-    }
-
     fn predicted(&self) -> Option<RtpFields> {
         self.rtp.map(|p| RtpFields {
             marker: false,
@@ -138,16 +153,87 @@ impl Default for DeltaState {
 }
 
 impl DeltaState {
+    /// The state of stream `id`; a stream not seen yet in the block (and every untracked
+    /// one) starts from the time of the block's previous record.
     fn stream(&mut self, id: StreamId) -> &mut StreamState {
-        match self.streams.get_mut(usize::from(id)) {
+        let last_time = self.last_time;
+        let s = match self.streams.get_mut(usize::from(id)) {
             Some(s) => s,
             None => {
-                // Untracked ids: no prediction, plain deltas from zero.
+                // Untracked ids: no prediction, deltas from the previous record.
                 self.untracked = StreamState::default();
                 &mut self.untracked
             }
+        };
+        if !s.seen {
+            s.last_arrival = last_time;
         }
+        s
     }
+}
+
+/// Appends the explicit RTP field byte and the fields that differ from `base`.
+fn put_rtp_fields(out: &mut Vec<u8>, f: &RtpFields, base: &RtpFields) {
+    let mut flags = if f.marker { R_MARKER } else { 0 };
+    if f.payload_type != base.payload_type {
+        flags |= R_PT;
+    }
+    if f.sequence != base.sequence {
+        flags |= R_SEQ;
+    }
+    if f.timestamp != base.timestamp {
+        flags |= R_TS;
+    }
+    if f.ssrc != base.ssrc {
+        flags |= R_SSRC;
+    }
+    out.push(flags);
+    if flags & R_PT != 0 {
+        out.push(f.payload_type);
+    }
+    if flags & R_SEQ != 0 {
+        out.extend_from_slice(&f.sequence.to_le_bytes());
+    }
+    if flags & R_TS != 0 {
+        put_zigzag(
+            out,
+            i64::from(f.timestamp.wrapping_sub(base.timestamp) as i32),
+        );
+    }
+    if flags & R_SSRC != 0 {
+        out.extend_from_slice(&f.ssrc.to_le_bytes());
+    }
+}
+
+/// Reads what [`put_rtp_fields`] wrote.
+fn get_rtp_fields(c: &mut Cursor<'_>, base: &RtpFields) -> Result<RtpFields, BlockError> {
+    let flags = c.u8()?;
+    if flags & R_RESERVED != 0 {
+        return Err(BlockError::Corrupt("reserved RTP field bits set".into()));
+    }
+    Ok(RtpFields {
+        marker: flags & R_MARKER != 0,
+        payload_type: if flags & R_PT != 0 {
+            c.u8()?
+        } else {
+            base.payload_type
+        },
+        sequence: if flags & R_SEQ != 0 {
+            c.u16()?
+        } else {
+            base.sequence
+        },
+        timestamp: if flags & R_TS != 0 {
+            base.timestamp.wrapping_add(c.zigzag()? as u32)
+        } else {
+            base.timestamp
+        },
+        ssrc: if flags & R_SSRC != 0 {
+            c.u32()?
+        } else {
+            base.ssrc
+        },
+    })
 }
 
 /// A reusable buffer of encoded records for one block.
@@ -181,7 +267,7 @@ impl BlockBuilder {
     fn note_time(&mut self, t: u64) {
         self.first_us.get_or_insert(t);
         self.last_us = Some(t);
-        self.records += 1;
+        self.records = self.records.saturating_add(1);
     }
 
     /// Appends a packet. `rtp` is `None` for RTCP (then `payload` is the whole packet). Does
@@ -198,13 +284,13 @@ impl BlockBuilder {
         let same_len = st.seen && st.last_len == payload.len();
         st.seen = true;
         st.last_len = payload.len();
-        let (kind, predicted) = match rtp {
+        let (kind, predicted, base) = match rtp {
             Some(f) => {
-                let p = st.predicts(f);
+                let base = st.predicted();
                 st.update_rtp(*f);
-                (KIND_RTP, p)
+                (KIND_RTP, base == Some(*f), base.unwrap_or(ZERO_RTP))
             }
-            None => (KIND_RTCP, false),
+            None => (KIND_RTCP, false, ZERO_RTP),
         };
         let flags = if predicted { F_PREDICTED } else { 0 } | if same_len { F_SAME_LEN } else { 0 };
         let (t, escape) = tag(kind, flags, stream);
@@ -214,11 +300,7 @@ impl BlockBuilder {
         }
         put_zigzag(&mut self.buf, residual);
         if let (Some(f), false) = (rtp, predicted) {
-            self.buf
-                .push(u8::from(f.marker) << 7 | (f.payload_type & 0x7f));
-            self.buf.extend_from_slice(&f.sequence.to_le_bytes());
-            self.buf.extend_from_slice(&f.timestamp.to_le_bytes());
-            self.buf.extend_from_slice(&f.ssrc.to_le_bytes());
+            put_rtp_fields(&mut self.buf, f, &base);
         }
         if !same_len {
             put_varint(&mut self.buf, payload.len() as u64);
@@ -402,6 +484,12 @@ pub fn decode_records(raw: &[u8]) -> Result<Vec<Record>, BlockError> {
     while !c.is_empty() {
         let t = c.u8()?;
         let kind = t >> 6;
+        if t & F_RESERVED != 0
+            || (kind == KIND_RTCP && t & F_PREDICTED != 0)
+            || (kind == KIND_EVENT && t & 0x3f != 0)
+        {
+            return Err(BlockError::Corrupt(format!("invalid record tag {t:#04x}")));
+        }
         let mut stream = StreamId::from(t & 0x07);
         if kind != KIND_EVENT && stream == StreamId::from(STREAM_ESCAPE) {
             stream = StreamId::try_from(c.varint()?)
@@ -412,19 +500,13 @@ pub fn decode_records(raw: &[u8]) -> Result<Vec<Record>, BlockError> {
                 let s = st.stream(stream);
                 let arrival_us = s.arrival_from(c.zigzag()?);
                 let rtp = if kind == KIND_RTP {
+                    let base = s.predicted();
                     let f = if t & F_PREDICTED != 0 {
-                        s.predicted().ok_or_else(|| {
+                        base.ok_or_else(|| {
                             BlockError::Corrupt("prediction without history".into())
                         })?
                     } else {
-                        let mp = c.u8()?;
-                        RtpFields {
-                            marker: mp & 0x80 != 0,
-                            payload_type: mp & 0x7f,
-                            sequence: c.u16()?,
-                            timestamp: c.u32()?,
-                            ssrc: c.u32()?,
-                        }
+                        get_rtp_fields(&mut c, &base.unwrap_or(ZERO_RTP))?
                     };
                     s.update_rtp(f);
                     Some(f)
@@ -481,7 +563,9 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// `secs` of a G.711 call: 2 RTP streams at 50 pps, RTCP every 5 s, a DTMF event, pause.
+    /// `secs` of a G.711 call: 2 RTP streams at 50 pps (marker on the first packet, sequence
+    /// numbers and timestamps wrapping, an SSRC change on stream 0 after 6 s), RTCP every 5 s,
+    /// a DTMF event, a pause and a resume.
     pub(crate) fn call_records(secs: u64, seed: u64) -> Vec<Record> {
         let mut seed = seed | 1;
         let mut out = vec![Record::Event(EventRecord {
@@ -489,6 +573,16 @@ pub(crate) mod tests {
             event: Event::Started,
         })];
         for i in 0..secs * 50 {
+            if i == 300 {
+                out.push(Record::Event(EventRecord {
+                    at_us: i * 20_000,
+                    event: Event::SsrcChanged {
+                        stream: 0,
+                        old: 1000,
+                        new: 77,
+                    },
+                }));
+            }
             for s in [0u16, 2] {
                 let ssrc = if s == 0 && i >= 300 {
                     77
@@ -525,6 +619,16 @@ pub(crate) mod tests {
                         duration: 800,
                         volume: 10,
                     },
+                }));
+            }
+            if i == 200 {
+                out.push(Record::Event(EventRecord {
+                    at_us: i * 20_000 + 7,
+                    event: Event::Paused,
+                }));
+                out.push(Record::Event(EventRecord {
+                    at_us: i * 20_000 + 9,
+                    event: Event::Resumed,
                 }));
             }
         }
@@ -669,34 +773,141 @@ pub(crate) mod tests {
         assert_eq!(open_block(&framed).unwrap().1.len(), 1);
     }
 
+    /// Any record; small value ranges make predicted RTP fields and repeated lengths
+    /// frequent, wide ones cover untracked stream ids and wrapping times.
     fn arb_record() -> impl proptest::strategy::Strategy<Value = Record> {
         use proptest::prelude::*;
+        let rtp = prop_oneof![
+            (any::<bool>(), 0u8..3, 0u16..4, 0u32..4, 0u32..3).prop_map(
+                |(marker, payload_type, sequence, timestamp, ssrc)| (
+                    marker,
+                    payload_type,
+                    sequence,
+                    timestamp * 160,
+                    ssrc
+                )
+            ),
+            any::<(bool, u8, u16, u32, u32)>(),
+        ];
         prop_oneof![
-            (
-                0u16..20,
-                0u64..1 << 40,
-                any::<Option<(bool, u8, u16, u32, u32)>>(),
-                proptest::collection::vec(any::<u8>(), 0..300)
+            4 => (
+                prop_oneof![0u16..10, any::<u16>()],
+                prop_oneof![0u64..200_000, any::<u64>()],
+                proptest::option::of(rtp),
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..300),
+                    Just(vec![0xd5; 160])
+                ],
             )
                 .prop_map(|(stream, arrival_us, rtp, payload)| Record::Packet(
                     PacketRecord {
                         stream,
                         arrival_us,
-                        rtp: rtp.map(|(marker, pt, sequence, timestamp, ssrc)| RtpFields {
-                            marker,
-                            payload_type: pt & 0x7f,
-                            sequence,
-                            timestamp,
-                            ssrc,
+                        rtp: rtp.map(|(marker, payload_type, sequence, timestamp, ssrc)| {
+                            RtpFields {
+                                marker,
+                                payload_type,
+                                sequence,
+                                timestamp,
+                                ssrc,
+                            }
                         }),
                         payload,
                     }
                 )),
-            (0u64..1 << 40, 0usize..12).prop_map(|(at_us, i)| Record::Event(EventRecord {
-                at_us,
-                event: all_events()[i].clone(),
-            })),
+            1 => (any::<u64>(), 0..all_events().len()).prop_map(|(at_us, i)| {
+                Record::Event(EventRecord {
+                    at_us,
+                    event: all_events()[i].clone(),
+                })
+            }),
         ]
+    }
+
+    /// A packet stream in which every RTP field follows the prediction after the first two
+    /// packets: the steady state is the tag byte and the arrival residual only.
+    #[test]
+    fn predicted_packets_cost_the_tag_and_the_residual() {
+        let mut b = BlockBuilder::with_capacity(1 << 16);
+        let mut sizes = Vec::new();
+        for i in 0..100u16 {
+            let before = b.len();
+            b.push_packet(
+                1,
+                u64::from(i) * 20_000 + u64::from(i % 3) * 40,
+                Some(&RtpFields {
+                    marker: i == 0,
+                    payload_type: 8,
+                    sequence: i.wrapping_add(65_530),
+                    timestamp: u32::from(i) * 160,
+                    ssrc: 9,
+                }),
+                &[0xd5; 160],
+            );
+            sizes.push(b.len() - before - 160);
+        }
+        assert!(sizes[2..].iter().all(|&n| n <= 3), "{sizes:?}");
+        let mut framed = Vec::new();
+        seal(&b, &mut framed);
+        assert_eq!(open_block(&framed).unwrap().1.len(), 100);
+    }
+
+    /// The worst-case record header (escaped stream id, wild times, every RTP field
+    /// explicit) still fits the 32 bytes `push_packet` promises not to allocate for.
+    #[test]
+    fn worst_case_headers_do_not_reallocate() {
+        let mut b = BlockBuilder::with_capacity(8192);
+        let (ptr, cap) = (b.raw().as_ptr(), b.capacity());
+        let mut seed = 77u64;
+        let mut pushed = Vec::new();
+        loop {
+            let r = noise(&mut seed, 16);
+            let word = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().unwrap());
+            let len = (word(0) % 200) as usize;
+            if b.len() + len + 32 > b.capacity() {
+                break;
+            }
+            let rtp = RtpFields {
+                marker: true,
+                payload_type: r[3],
+                sequence: u16::from_le_bytes([r[4], r[5]]),
+                timestamp: word(8) as u32,
+                ssrc: (word(8) >> 32) as u32,
+            };
+            let stream = u16::MAX - u16::from(r[2] % 4);
+            let arrival = word(8).rotate_left(u32::from(r[1]));
+            let payload = vec![r[0]; len];
+            b.push_packet(stream, arrival, Some(&rtp), &payload);
+            pushed.push(Record::Packet(PacketRecord {
+                stream,
+                arrival_us: arrival,
+                rtp: Some(rtp),
+                payload,
+            }));
+        }
+        assert!(pushed.len() > 20);
+        assert_eq!((b.raw().as_ptr(), b.capacity()), (ptr, cap));
+        assert_eq!(decode_records(b.raw()).unwrap(), pushed);
+    }
+
+    /// Reserved tag and RTP-field bits, and state-dependent flags without state, are
+    /// rejected rather than misread.
+    #[test]
+    fn invalid_tags_are_corrupt() {
+        for raw in [
+            &[0x08u8, 0, 0][..],     // reserved tag bit
+            &[0x3f << 6][..],        // kind 3
+            &[0x60, 0, 0][..],       // predicted RTCP
+            &[0x81, 0, 0][..],       // event with stream bits
+            &[0x20, 0, 0][..],       // predicted without history
+            &[0x50, 0][..],          // same length without history
+            &[0x00, 0, 0x10, 0][..], // reserved RTP field bits
+        ] {
+            assert!(
+                matches!(decode_records(raw), Err(BlockError::Corrupt(_))),
+                "{raw:?}"
+            );
+        }
     }
 
     proptest::proptest! {
@@ -710,6 +921,25 @@ pub(crate) mod tests {
             let _ = decode_records(&data);
             let _ = open_block(&data);
             let mut framed = BLOCK_MAGIC.to_vec();
+            framed.extend_from_slice(&data);
+            let _ = open_block(&framed);
+        }
+
+        /// Arbitrary data behind a valid header and CRC (so decompression and record
+        /// decoding see it) is an error or a block, never a panic.
+        #[test]
+        fn garbage_with_a_valid_crc_never_panics(
+            data: Vec<u8>, codec in 0u8..3, raw_len in 0u32..100_000, records: u32,
+        ) {
+            let mut h = vec![codec];
+            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            h.extend_from_slice(&raw_len.to_le_bytes());
+            h.extend_from_slice(&records.to_le_bytes());
+            h.extend_from_slice(&[0; 16]);
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&h), &data);
+            let mut framed = BLOCK_MAGIC.to_vec();
+            framed.extend_from_slice(&h);
+            framed.extend_from_slice(&crc.to_le_bytes());
             framed.extend_from_slice(&data);
             let _ = open_block(&framed);
         }

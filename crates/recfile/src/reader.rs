@@ -6,12 +6,14 @@
 //! are neither a complete block nor a footer (an interrupted write) are counted in
 //! `tail_bytes`. [`recovery_footer`] builds the footer a crashed file gets.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use crate::block::{decode_records, verify_block, BlockError, BlockInfo, BLOCK_MAGIC};
+use crate::block::{open_block, BlockError, BlockInfo, BLOCK_MAGIC};
 use crate::format::{decode_footer_at_end, decode_header, FormatError};
 use crate::{
-    BlockIndexEntry, Completeness, Event, FileHeader, Footer, Record, StreamInfo, StreamStats,
+    BlockIndexEntry, CodecInfo, Completeness, Event, FileHeader, Footer, Record, StreamId,
+    StreamInfo, StreamStats,
 };
 
 /// Why a recording could not be read at all.
@@ -20,10 +22,11 @@ pub enum ReadError {
     /// The file could not be read.
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    /// The header or footer is invalid.
+    /// The file header is invalid (not a recording, another version, truncated, bad CRC).
     #[error("{0}")]
     Format(#[from] FormatError),
-    /// A block that passed its CRC did not decode (a writer bug, not corruption).
+    /// A block listed as valid did not open again (cannot happen for a [`Recording`] made
+    /// by [`Recording::from_bytes`], which decodes every block it keeps).
     #[error("{0}")]
     Block(#[from] BlockError),
 }
@@ -46,12 +49,31 @@ pub struct Recording {
     bytes: Vec<u8>,
 }
 
+/// Offset of the next [`BLOCK_MAGIC`] at or after `from`.
 fn find_magic(bytes: &[u8], from: usize) -> Option<usize> {
     bytes
         .get(from..)?
         .windows(BLOCK_MAGIC.len())
         .position(|w| w == BLOCK_MAGIC)
         .map(|p| p + from)
+}
+
+/// Checks the block at the start of `bytes` completely (framing, CRC, decompression,
+/// records) and returns its info.
+fn check_block(bytes: &[u8]) -> Result<BlockInfo, BlockError> {
+    open_block(bytes).map(|(info, _)| info)
+}
+
+/// Offset of the next valid block at or after `from` (a magic that merely occurs inside
+/// other data does not count).
+fn find_valid_block(bytes: &[u8], mut from: usize) -> Option<usize> {
+    while let Some(at) = find_magic(bytes, from) {
+        if check_block(bytes.get(at..).unwrap_or_default()).is_ok() {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 impl Recording {
@@ -61,55 +83,48 @@ impl Recording {
     }
 
     /// Opens a recording held in memory.
+    ///
+    /// The header must be valid. A footer that is absent or fails its checks is treated as
+    /// absent (the blocks are still there). The block area (from the header to the footer, or
+    /// to the end of the file) is then walked: valid blocks go to `blocks`; bytes that are not
+    /// a valid block but are followed by one (damage in the middle) go to `bad_blocks` and the
+    /// walk resumes at the next valid block; bytes after the last valid block are counted in
+    /// `tail_bytes` (and, when the file has a footer, listed in `bad_blocks` too, since a
+    /// finished file should have none).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Recording, ReadError> {
         let (header, header_len) = decode_header(&bytes)?;
-        // A footer that fails its CRC is treated as absent: the blocks are still there.
-        let footer = decode_footer_at_end(&bytes).ok().flatten();
+        let footer = decode_footer_at_end(&bytes)
+            .ok()
+            .flatten()
+            .filter(|(_, start)| *start >= header_len);
         let scan_end = footer.as_ref().map_or(bytes.len(), |(_, start)| *start);
-        let area = &bytes[..scan_end];
+        let area = bytes.get(..scan_end).unwrap_or_default();
         let mut blocks = Vec::new();
         let mut bad_blocks = Vec::new();
         let mut tail_bytes = 0u64;
         let mut data_end = header_len as u64;
         let mut pos = header_len;
         while pos < scan_end {
-            if !area[pos..].starts_with(&BLOCK_MAGIC) {
-                match find_magic(area, pos + 1) {
-                    Some(next) => {
-                        bad_blocks.push((
-                            pos as u64,
-                            BlockError::Corrupt("garbage between blocks".into()),
-                        ));
-                        pos = next;
-                        continue;
-                    }
-                    None => {
-                        tail_bytes = (scan_end - pos) as u64;
-                        break;
-                    }
-                }
-            }
-            match verify_block(&area[pos..]) {
-                Ok((mut info, _)) => {
+            match check_block(area.get(pos..).unwrap_or_default()) {
+                Ok(mut info) => {
                     info.offset = pos as u64;
                     pos += info.len;
                     data_end = pos as u64;
                     blocks.push(info);
                 }
-                Err(BlockError::Truncated) if find_magic(area, pos + 1).is_none() => {
-                    tail_bytes = (scan_end - pos) as u64;
-                    break;
-                }
-                Err(e) => {
-                    bad_blocks.push((pos as u64, e));
-                    match find_magic(area, pos + 1) {
-                        Some(next) => pos = next,
-                        None => {
-                            tail_bytes = (scan_end - pos) as u64;
-                            break;
-                        }
+                Err(e) => match find_valid_block(area, pos + 1) {
+                    Some(next) => {
+                        bad_blocks.push((pos as u64, e));
+                        pos = next;
                     }
-                }
+                    None => {
+                        if footer.is_some() {
+                            bad_blocks.push((pos as u64, e));
+                        }
+                        tail_bytes = (scan_end - pos) as u64;
+                        break;
+                    }
+                },
             }
         }
         Ok(Recording {
@@ -129,8 +144,7 @@ impl Recording {
         for b in &self.blocks {
             let start = usize::try_from(b.offset).unwrap_or(usize::MAX);
             let slice = self.bytes.get(start..).unwrap_or_default();
-            let (_, raw) = verify_block(slice)?;
-            out.extend(decode_records(&raw)?);
+            out.extend(open_block(slice)?.1);
         }
         Ok(out)
     }
@@ -162,10 +176,29 @@ impl Recording {
     }
 }
 
-/// Per-stream statistics computed from records: packets, payload bytes, first/last arrival,
-/// RTP loss (expected − received per SSRC run, 16-bit wrap handled) and RFC 3550 A.8 jitter
-/// assuming an 8 kHz clock.
+/// Per-stream statistics computed from records, in order of each stream's first packet:
+/// packets, payload bytes, first/last arrival, RTP loss (RFC 3550 A.3: expected − received
+/// per SSRC run, 16-bit sequence wrap handled) and interarrival jitter (RFC 3550 A.8) in the
+/// clock rate of each packet's payload type, as announced by `StreamAdded`/`StreamChanged`
+/// events before it (else the static RTP payload type table, else 8000 Hz).
 pub fn stats_from_records(records: &[Record]) -> Vec<StreamStats> {
+    stats_with_streams(records, &[])
+}
+
+/// RTP clock rate of the static payload types (RFC 3551), 8000 for the others.
+fn static_clock_rate(pt: u8) -> u32 {
+    match pt {
+        10 | 11 => 44_100,
+        14 | 25 | 26 | 28 | 31..=34 => 90_000,
+        16 => 11_025,
+        17 => 22_050,
+        _ => 8_000,
+    }
+}
+
+/// [`stats_from_records`] with the streams known before the first record (the header's).
+fn stats_with_streams(records: &[Record], known: &[StreamInfo]) -> Vec<StreamStats> {
+    /// Running state of one stream.
     #[derive(Default)]
     struct Acc {
         stats: StreamStats,
@@ -175,30 +208,41 @@ pub fn stats_from_records(records: &[Record]) -> Vec<StreamStats> {
         last_seq: u16,
         received_run: i64,
         lost_before: i64,
-        transit: Option<i64>,
+        /// Arrival (RTP clock units), timestamp and payload type of the previous packet.
+        prev: Option<(i64, u32, u8)>,
         jitter_q4: i64,
     }
+    let mut codecs: HashMap<StreamId, Vec<CodecInfo>> =
+        known.iter().map(|s| (s.id, s.codecs.clone())).collect();
     let mut accs: Vec<Acc> = Vec::new();
+    let mut index: HashMap<StreamId, usize> = HashMap::new();
     for r in records {
-        let Record::Packet(p) = r else { continue };
-        let i = match accs.iter().position(|a| a.stats.stream == p.stream) {
-            Some(i) => i,
-            None => {
-                accs.push(Acc {
-                    stats: StreamStats {
-                        stream: p.stream,
-                        first_us: p.arrival_us,
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                });
-                accs.len() - 1
+        let p = match r {
+            Record::Event(e) => {
+                if let Event::StreamAdded(s) | Event::StreamChanged(s) = &e.event {
+                    codecs.insert(s.id, s.codecs.clone());
+                }
+                continue;
             }
+            Record::Packet(p) => p,
         };
-        let a = &mut accs[i];
+        let i = *index.entry(p.stream).or_insert_with(|| {
+            accs.push(Acc {
+                stats: StreamStats {
+                    stream: p.stream,
+                    first_us: p.arrival_us,
+                    last_us: p.arrival_us,
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+            accs.len() - 1
+        });
+        let Some(a) = accs.get_mut(i) else { continue };
         a.stats.packets += 1;
         a.stats.payload_bytes += p.payload.len() as u64;
-        a.stats.last_us = p.arrival_us;
+        a.stats.first_us = a.stats.first_us.min(p.arrival_us);
+        a.stats.last_us = a.stats.last_us.max(p.arrival_us);
         let Some(f) = p.rtp else { continue };
         if a.ssrc != Some(f.ssrc) {
             if a.ssrc.is_some() {
@@ -209,26 +253,35 @@ pub fn stats_from_records(records: &[Record]) -> Vec<StreamStats> {
             a.max_ext = a.first_ext;
             a.last_seq = f.sequence;
             a.received_run = 0;
-            a.transit = None;
+            a.prev = None;
         } else {
             let delta = i64::from(f.sequence.wrapping_sub(a.last_seq) as i16);
-            let ext = a.max_ext.max(a.max_ext + delta);
             if delta > 0 {
                 a.last_seq = f.sequence;
+                a.max_ext += delta;
             }
-            a.max_ext = ext;
         }
         a.received_run += 1;
-        let arrival_rtp = (p.arrival_us as i64).wrapping_mul(8) / 1000;
-        let transit = arrival_rtp - i64::from(f.timestamp);
-        if let Some(prev) = a.transit {
-            let d = (transit - prev).abs();
-            if d < 1 << 24 {
-                a.jitter_q4 += d - ((a.jitter_q4 + 8) >> 4);
+        a.stats.lost = a.lost_before + a.max_ext - a.first_ext + 1 - a.received_run;
+        // Jitter: D = (arrival difference − timestamp difference) in the RTP clock.
+        let rate = codecs
+            .get(&p.stream)
+            .and_then(|c| c.iter().find(|c| c.payload_type == f.payload_type))
+            .map(|c| c.clock_rate)
+            .filter(|&r| r > 0)
+            .unwrap_or_else(|| static_clock_rate(f.payload_type));
+        let arrival = (u128::from(p.arrival_us) * u128::from(rate) / 1_000_000) as i64;
+        if let Some((prev_arrival, prev_ts, prev_pt)) = a.prev {
+            if prev_pt == f.payload_type {
+                let ts_diff = i64::from(f.timestamp.wrapping_sub(prev_ts) as i32);
+                let d = arrival.wrapping_sub(prev_arrival).wrapping_sub(ts_diff);
+                let d = i64::try_from(d.unsigned_abs()).unwrap_or(i64::MAX);
+                if d < 1 << 24 {
+                    a.jitter_q4 += d - ((a.jitter_q4 + 8) >> 4);
+                }
             }
         }
-        a.transit = Some(transit);
-        a.stats.lost = a.lost_before + a.max_ext - a.first_ext + 1 - a.received_run;
+        a.prev = Some((arrival, f.timestamp, f.payload_type));
         a.stats.jitter = (a.jitter_q4 >> 4).clamp(0, i64::from(u32::MAX)) as u32;
     }
     accs.into_iter().map(|a| a.stats).collect()
@@ -262,7 +315,7 @@ pub fn recovery_footer(rec: &Recording, end_unix_ms: u64) -> Footer {
                 records: b.records,
             })
             .collect(),
-        streams: stats_from_records(&records),
+        streams: stats_with_streams(&records, &rec.header.streams),
     }
 }
 
@@ -273,6 +326,7 @@ mod tests {
     use crate::block::{seal, BlockBuilder};
     use crate::format::tests::sample_header;
     use crate::format::{encode_footer, encode_header};
+    use crate::EventRecord;
 
     /// A file of `secs` seconds in ~8 KiB blocks; returns bytes, records, block end offsets.
     fn build(secs: u64, finish: bool) -> (Vec<u8>, Vec<Record>, Vec<usize>) {
@@ -364,7 +418,10 @@ mod tests {
         let clean = Recording::from_bytes(file.clone()).unwrap();
         let total = clean.records().unwrap().len();
         let (start, end) = (ends[0], ends[1]);
-        for pos in (start..end).step_by(97) {
+        // Every byte of the block header, then payload positions across the block.
+        let positions =
+            (start..start + crate::block::BLOCK_HEADER_LEN).chain((start..end).step_by(97));
+        for pos in positions {
             let mut f = file.clone();
             f[pos] ^= 0x04;
             let rec = Recording::from_bytes(f).unwrap();
@@ -376,6 +433,150 @@ mod tests {
             let got = rec.records().unwrap().len();
             assert!(got < total && got > 0, "flip at {pos}: {got} of {total}");
         }
+    }
+
+    #[test]
+    fn a_magic_inside_an_interrupted_block_is_not_a_block() {
+        let (mut file, records, ends) = build(3, false);
+        let n = ends.len();
+        // The last block is cut short, and its remaining bytes happen to hold a block magic.
+        file.truncate(ends[n - 1] - 100);
+        let at = ends[n - 2] + 200;
+        file[at..at + 4].copy_from_slice(&BLOCK_MAGIC);
+        let rec = Recording::from_bytes(file.clone()).unwrap();
+        assert!(rec.bad_blocks.is_empty(), "{:?}", rec.bad_blocks);
+        assert_eq!(rec.blocks.len(), n - 1);
+        assert_eq!(rec.data_end as usize, ends[n - 2]);
+        assert_eq!(rec.tail_bytes as usize, file.len() - ends[n - 2]);
+        let got = rec.records().unwrap();
+        assert_eq!(got[..], records[..got.len()]);
+    }
+
+    #[test]
+    fn a_hole_between_blocks_is_skipped() {
+        // Out-of-order writes interrupted by a crash can leave zeros where a block should be.
+        let (mut file, _, ends) = build(4, false);
+        let all = Recording::from_bytes(file.clone()).unwrap();
+        for b in &mut file[ends[1]..ends[2]] {
+            *b = 0;
+        }
+        let rec = Recording::from_bytes(file).unwrap();
+        assert_eq!(rec.bad_blocks.len(), 1);
+        assert_eq!(rec.bad_blocks[0].0 as usize, ends[1]);
+        assert_eq!(rec.blocks.len(), all.blocks.len() - 1);
+        assert_eq!(rec.tail_bytes, 0);
+        assert_eq!(rec.data_end, all.data_end);
+        assert!(!rec.is_intact());
+        let skipped = all.blocks[2].records as usize;
+        assert_eq!(
+            rec.records().unwrap().len(),
+            all.records().unwrap().len() - skipped
+        );
+    }
+
+    #[test]
+    fn damage_before_a_footer_is_reported() {
+        let (mut file, _, ends) = build(3, true);
+        let n = ends.len();
+        file[ends[n - 1] - 5] ^= 0x80;
+        let rec = Recording::from_bytes(file).unwrap();
+        assert!(rec.footer.is_some());
+        assert_eq!(rec.bad_blocks.len(), 1);
+        assert_eq!(rec.blocks.len(), n - 1);
+        assert!(!rec.is_intact());
+    }
+
+    #[test]
+    fn header_errors_make_the_file_unreadable() {
+        let (file, _, _) = build(1, true);
+        let mut v9 = file.clone();
+        v9[8] = 9;
+        assert!(matches!(
+            Recording::from_bytes(v9),
+            Err(ReadError::Format(FormatError::UnsupportedVersion(9)))
+        ));
+        assert!(matches!(
+            Recording::from_bytes(b"RIFF\0\0\0\0WAVE".to_vec()),
+            Err(ReadError::Format(FormatError::BadMagic))
+        ));
+        assert!(Recording::from_bytes(file[..20].to_vec()).is_err());
+        let dir = std::env::temp_dir().join(format!("lcr-reader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.lcr");
+        std::fs::write(&path, &file).unwrap();
+        assert!(Recording::open(&path).unwrap().is_intact());
+        assert!(matches!(
+            Recording::open(&dir.join("missing.lcr")),
+            Err(ReadError::Io(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn streams_follow_stream_events() {
+        let mut b = BlockBuilder::with_capacity(4096);
+        let mut changed = sample_header().streams[1].clone();
+        changed.source = "[2001:db8::99]:6000".into();
+        let mut added = sample_header().streams[0].clone();
+        added.id = 9;
+        for event in [
+            Event::StreamChanged(changed.clone()),
+            Event::StreamAdded(added.clone()),
+        ] {
+            b.push_event(&EventRecord { at_us: 5, event });
+        }
+        let mut file = Vec::new();
+        encode_header(&sample_header(), &mut file);
+        seal(&b, &mut file);
+        let rec = Recording::from_bytes(file).unwrap();
+        let s = rec.streams();
+        assert_eq!(s.len(), 5);
+        assert_eq!(s[1], changed);
+        assert_eq!(s[4], added);
+        assert_eq!(rec.completeness(), None);
+        assert!(!rec.is_intact());
+    }
+
+    #[test]
+    fn jitter_uses_the_stream_clock_rate() {
+        // A 16 kHz stream (dynamic PT 96, announced by an event) whose packets arrive
+        // alternately on time and 2 ms late: |D| = 2 ms = 32 clock units every packet.
+        let mut stream = sample_header().streams[0].clone();
+        stream.codecs = vec![crate::CodecInfo {
+            payload_type: 96,
+            name: "L16".into(),
+            clock_rate: 16_000,
+            channels: 1,
+        }];
+        let mut recs = vec![Record::Event(EventRecord {
+            at_us: 0,
+            event: Event::StreamChanged(stream),
+        })];
+        for i in 0..2000u64 {
+            recs.push(Record::Packet(crate::PacketRecord {
+                stream: 0,
+                arrival_us: i * 20_000 + if i % 2 == 0 { 0 } else { 2_000 },
+                rtp: Some(crate::RtpFields {
+                    marker: false,
+                    payload_type: 96,
+                    sequence: i as u16,
+                    timestamp: (i * 320) as u32,
+                    ssrc: 5,
+                }),
+                payload: vec![0; 640],
+            }));
+        }
+        let s = stats_from_records(&recs);
+        assert_eq!(s.len(), 1);
+        assert!((31..=32).contains(&s[0].jitter), "{}", s[0].jitter);
+        assert_eq!(s[0].lost, 0);
+        assert_eq!(s[0].packets, 2000);
+        assert_eq!(s[0].payload_bytes, 2000 * 640);
+        assert_eq!((s[0].first_us, s[0].last_us), (0, 1999 * 20_000 + 2_000));
+        // Without the event the 8 kHz default applies, and 320 timestamp units per 20 ms
+        // look like a 160-unit transit change every packet.
+        let s = stats_from_records(&recs[1..]);
+        assert!((150..=160).contains(&s[0].jitter), "{}", s[0].jitter);
     }
 
     #[test]
