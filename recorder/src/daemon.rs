@@ -205,7 +205,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             );
             let prog = Arc::new(Mutex::new(prog));
             workers.program = Some(Arc::clone(&prog));
-            program = Some((prog, plan.interface));
+            program = Some((prog, plan.ifindex));
         }
     }
 
@@ -265,10 +265,16 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 }
             }
         }
-        if let Some((_, interface)) = &program {
+        if let Some((_, ifindex)) = &program {
             if last_neigh.elapsed() >= NEIGH_REFRESH {
                 last_neigh = Instant::now();
-                let now = neigh::read(interface);
+                let now = match neigh::read(*ifindex) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read routes and neighbours; keeping the last ones");
+                        (*neighbours).clone()
+                    }
+                };
                 if *neighbours != now {
                     neighbours = Arc::new(now);
                     for w in &workers.handles {

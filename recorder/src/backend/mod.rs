@@ -3,6 +3,7 @@
 
 pub mod mmsg;
 pub mod neigh;
+pub mod netlink;
 pub mod udp;
 pub mod xdp;
 pub mod xdp_prog;
