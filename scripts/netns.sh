@@ -3,9 +3,11 @@
 # in their own network namespaces, joined by veth pairs to a bridge in a fourth namespace.
 # Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking range).
 #
-#   lc-a:   a0   198.18.0.10/24 ─┐
-#   lc-b:   b0   198.18.0.20/24 ─┼─ lc-net: br0 (bridge)
-#   lc-rec: rec0 198.18.0.1/24  ─┘   rec0 has N RX/TX queues (default 2) for multi-queue tests
+#   lc-a:   a0   198.18.0.10/24  2001:2::10/64 ─┐
+#   lc-b:   b0   198.18.0.20/24  2001:2::20/64 ─┼─ lc-net: br0 (bridge)
+#   lc-rec: rec0 198.18.0.1/24   2001:2::1/64  ─┘  rec0 has N RX/TX queues (default 2)
+#
+# IPv6 addresses come from 2001:2::/48 (RFC 5180, benchmarking).
 #
 # Usage: scripts/netns.sh up [QUEUES] | down | status
 # `up` first removes anything left by an earlier run; `down` removes everything `up` made and
@@ -15,6 +17,7 @@ set -euo pipefail
 P="${LC_NETNS_PREFIX:-lc}"
 NS_A="$P-a" NS_B="$P-b" NS_REC="$P-rec" NS_NET="$P-net"
 ADDR_A=198.18.0.10 ADDR_B=198.18.0.20 ADDR_REC=198.18.0.1
+ADDR6_A=2001:2::10 ADDR6_B=2001:2::20 ADDR6_REC=2001:2::1
 
 down() {
   for ns in "$NS_A" "$NS_B" "$NS_REC" "$NS_NET"; do
@@ -43,6 +46,10 @@ up() {
   ip -n "$NS_A" addr add "$ADDR_A/24" dev a0
   ip -n "$NS_B" addr add "$ADDR_B/24" dev b0
   ip -n "$NS_REC" addr add "$ADDR_REC/24" dev rec0
+  # nodad: usable at once (duplicate address detection would delay it ~1 s).
+  ip -n "$NS_A" addr add "$ADDR6_A/64" dev a0 nodad
+  ip -n "$NS_B" addr add "$ADDR6_B/64" dev b0 nodad
+  ip -n "$NS_REC" addr add "$ADDR6_REC/64" dev rec0 nodad
   ip -n "$NS_A" link set a0 up
   ip -n "$NS_B" link set b0 up
   ip -n "$NS_REC" link set rec0 up

@@ -147,6 +147,11 @@ const XDP: &[&str] = &["--backend", "xdp", "--interface-name", "rec0"];
 
 /// Starts the recorder in namespace `ns` with `backend` flags, NG on every address there.
 fn start_in(ns: &str, backend: &[&str], data: &std::path::Path) -> Daemon {
+    start_on(ns, "198.18.0.1", backend, data)
+}
+
+/// Like [`start_in`], with media on address `media`.
+fn start_on(ns: &str, media: &str, backend: &[&str], data: &std::path::Path) -> Daemon {
     Daemon(
         Command::new("ip")
             .args(["netns", "exec", ns])
@@ -154,7 +159,7 @@ fn start_in(ns: &str, backend: &[&str], data: &std::path::Path) -> Daemon {
             .args(backend)
             .args([
                 "--interface",
-                "198.18.0.1",
+                media,
                 "--listen-ng",
                 "0.0.0.0:2223",
                 "--port-min",
@@ -453,5 +458,74 @@ fn xdp_backend_reaches_a_party_behind_a_gateway_on_the_fast_path() {
         kernel, 0,
         "packets to an off-link party use the gateway's MAC"
     );
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// SDP of a party at an IPv6 address.
+fn party_sdp6(addr: std::net::SocketAddr) -> String {
+    party_sdp(addr).replace("IN IP4", "IN IP6")
+}
+
+#[test]
+fn xdp_backend_relays_and_records_over_ipv6() {
+    let topo = Topology::up(2);
+    let rec = topo.ns("rec");
+    let data = temp_dir("xdp-v6");
+    let _d = start_on(&rec, "2001:2::1", XDP, &data);
+    let ng = ng_local(&rec);
+    let mut a = Party::with_socket(udp_in_netns(&topo.ns("a"), "[2001:2::10]:0"));
+    let mut b = Party::with_socket(udp_in_netns(&topo.ns("b"), "[2001:2::20]:0"));
+    let mut offer = request(Ng::Offer, "v6-1", "tag-a", None);
+    offer.sdp = Some(party_sdp6(a.addr()).into_bytes());
+    offer.record_call = Some(true);
+    let r = ng.ok(&offer);
+    let b_to = sdp_media_addr(r.get("sdp").and_then(Value::as_bytes).unwrap());
+    assert_eq!(b_to.ip().to_string(), "2001:2::1");
+    let mut answer = request(Ng::Answer, "v6-1", "tag-a", Some("tag-b"));
+    answer.sdp = Some(party_sdp6(b.addr()).into_bytes());
+    let r = ng.ok(&answer);
+    let a_to = sdp_media_addr(r.get("sdp").and_then(Value::as_bytes).unwrap());
+    // 1 s each way at 50 packets/s: the first may use the kernel until neighbours resolve.
+    let (mut sent_a, mut sent_b) = (Vec::new(), Vec::new());
+    for _ in 0..50 {
+        sent_a.extend(a.send_rtp(a_to, 1));
+        sent_b.extend(b.send_rtp(b_to, 1));
+        std::thread::sleep(Duration::from_millis(18));
+    }
+    let got_b = b.recv_n(50);
+    let got_a = a.recv_n(50);
+    assert_eq!((got_b.len(), got_a.len()), (50, 50), "IPv6 both ways");
+    assert!(got_b
+        .iter()
+        .zip(&sent_a)
+        .all(|((p, src), s)| p == s && *src == b_to));
+    assert!(got_a
+        .iter()
+        .zip(&sent_b)
+        .all(|((p, src), s)| p == s && *src == a_to));
+    let stats = ng.ok(&Request::new(Ng::Statistics));
+    let x = stats
+        .get("statistics")
+        .and_then(|s| s.get("totalstatistics"))
+        .and_then(|t| t.get("xdp"))
+        .expect("xdp counters")
+        .clone();
+    let int = |k: &str| x.get(k).and_then(Value::as_int).unwrap_or(-1);
+    eprintln!(
+        "IPv6: redirected {} kernel path {}",
+        int("redirected"),
+        int("kernelpath")
+    );
+    assert!(int("redirected") >= 100, "{x:?}");
+    assert!(
+        int("kernelpath") < 50,
+        "IPv6 packets take the AF_XDP path once resolved: {x:?}"
+    );
+    let q = ng.ok(&request(Ng::Query, "v6-1", "tag-a", None));
+    let recorded = q
+        .get("recording")
+        .and_then(|r| r.get("packets"))
+        .and_then(Value::as_int);
+    assert_eq!(recorded, Some(100));
     let _ = std::fs::remove_dir_all(&data);
 }

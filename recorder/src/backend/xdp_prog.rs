@@ -96,9 +96,13 @@ impl XdpProgram {
             Some(IpAddr::V6(a)) => a.octets(),
             _ => [0; 16],
         };
+        // Two words in memory order, as the program reads the header.
+        let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
+        let (ip6_hi, ip6_lo) = (word(&ip6[..8]), word(&ip6[8..]));
         let mut bpf = EbpfLoader::new()
             .override_global("local_ip4", &ip4, true)
-            .override_global("local_ip6", &ip6, true)
+            .override_global("local_ip6_hi", &ip6_hi, true)
+            .override_global("local_ip6_lo", &ip6_lo, true)
             .load(&object)
             .map_err(|e| XdpProgError::Load(format!("{e:#}")))?;
         let prog: &mut Xdp = bpf
