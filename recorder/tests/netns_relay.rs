@@ -93,14 +93,10 @@ fn relay_and_record(backend: &[&str]) {
         .and_then(|r| r.get("packets"))
         .and_then(Value::as_int);
     assert_eq!(recorded, Some(200));
-    let stats = ng.ok(&Request::new(Ng::Statistics));
-    let xdp = stats
-        .get("statistics")
-        .and_then(|s| s.get("totalstatistics"))
-        .and_then(|t| t.get("xdp"));
+    let xdp = xdp_stats(&ng);
     if backend.contains(&"xdp") {
         let x = xdp.expect("xdp counters in statistics");
-        let int = |k: &str| x.get(k).and_then(Value::as_int).unwrap_or(-1);
+        let int = |k: &str| counter(&x, k);
         eprintln!(
             "xdp counters: redirected {} kernel path {}",
             int("redirected"),
@@ -117,20 +113,7 @@ fn relay_and_record(backend: &[&str]) {
     }
     ng.ok(&request(Ng::Delete, "netns-1", "tag-a", Some("tag-b")));
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let job = loop {
-        let found = std::fs::read_dir(data.join("spool/new"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path()).ok())
-            .find_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-        if let Some(j) = found {
-            break j;
-        }
-        assert!(Instant::now() < deadline, "no job spooled");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let job = wait_jobs_in(&data.join("spool/new"), 1).remove(0);
     assert_eq!(job["status"], "complete");
     assert_eq!(job["streams"][0]["source"], a.addr().to_string());
     let file = std::path::PathBuf::from(job["file"].as_str().unwrap());
@@ -288,14 +271,8 @@ fn xdp_backend_sends_through_the_kernel_until_the_neighbour_is_known() {
     let got = b.recv_n(50);
     assert_eq!(got.len(), 50, "every packet reached B");
     assert!(got.iter().zip(&sent).all(|((p, _), s)| p == s));
-    let stats = ng.ok(&Request::new(Ng::Statistics));
-    let x = stats
-        .get("statistics")
-        .and_then(|s| s.get("totalstatistics"))
-        .and_then(|t| t.get("xdp"))
-        .expect("xdp counters")
-        .clone();
-    let int = |k: &str| x.get(k).and_then(Value::as_int).unwrap_or(-1);
+    let x = xdp_stats(&ng).expect("xdp counters");
+    let int = |k: &str| counter(&x, k);
     eprintln!("kernel path {} of 50", int("kernelpath"));
     assert!(
         int("kernelpath") >= 1,
@@ -367,25 +344,8 @@ fn xdp_backend_spreads_calls_over_queues_and_relays_and_records_them_all() {
     assert_eq!(workers.iter().sum::<i64>(), (CALLS * 40) as i64);
     // Every call's recording is complete, with both directions, even when its two
     // directions were handled by different queues.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let jobs = loop {
-        let jobs: Vec<serde_json::Value> = std::fs::read_dir(data.join("spool/new"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path()).ok())
-            .filter_map(|b| serde_json::from_slice(&b).ok())
-            .collect();
-        if jobs.len() == CALLS {
-            break jobs;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {CALLS} jobs spooled",
-            jobs.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let jobs = wait_jobs_in(&data.join("spool/new"), CALLS);
+    assert_eq!(jobs.len(), CALLS);
     for j in &jobs {
         assert_eq!(j["status"], "complete", "{j}");
         let packets: u64 = j["streams"]
@@ -445,14 +405,7 @@ fn xdp_backend_reaches_a_party_behind_a_gateway_on_the_fast_path() {
     let got = b.recv_n(40);
     assert_eq!(got.len(), 40, "B behind the gateway got every packet");
     assert!(got.iter().zip(&sent).all(|((p, _), s)| p == s));
-    let stats = ng.ok(&Request::new(Ng::Statistics));
-    let kernel = stats
-        .get("statistics")
-        .and_then(|s| s.get("totalstatistics"))
-        .and_then(|t| t.get("xdp"))
-        .and_then(|x| x.get("kernelpath"))
-        .and_then(Value::as_int)
-        .expect("xdp counters");
+    let kernel = counter(&xdp_stats(&ng).expect("xdp counters"), "kernelpath");
     // The gateway's MAC was known from the topology's start-up pings: no kernel path at all.
     assert_eq!(
         kernel, 0,
@@ -503,14 +456,8 @@ fn xdp_backend_relays_and_records_over_ipv6() {
         .iter()
         .zip(&sent_b)
         .all(|((p, src), s)| p == s && *src == a_to));
-    let stats = ng.ok(&Request::new(Ng::Statistics));
-    let x = stats
-        .get("statistics")
-        .and_then(|s| s.get("totalstatistics"))
-        .and_then(|t| t.get("xdp"))
-        .expect("xdp counters")
-        .clone();
-    let int = |k: &str| x.get(k).and_then(Value::as_int).unwrap_or(-1);
+    let x = xdp_stats(&ng).expect("xdp counters");
+    let int = |k: &str| counter(&x, k);
     eprintln!(
         "IPv6: redirected {} kernel path {}",
         int("redirected"),
@@ -528,4 +475,18 @@ fn xdp_backend_relays_and_records_over_ipv6() {
         .and_then(Value::as_int);
     assert_eq!(recorded, Some(100));
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// The `xdp` counters of NG `statistics`, when the xdp backend runs.
+fn xdp_stats(ng: &NgClient) -> Option<Value> {
+    ng.ok(&Request::new(Ng::Statistics))
+        .get("statistics")
+        .and_then(|s| s.get("totalstatistics"))
+        .and_then(|t| t.get("xdp"))
+        .cloned()
+}
+
+/// One integer of a counters dictionary (-1 when missing).
+fn counter(x: &Value, key: &str) -> i64 {
+    x.get(key).and_then(Value::as_int).unwrap_or(-1)
 }

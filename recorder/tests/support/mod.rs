@@ -126,34 +126,12 @@ impl Recorder {
 
     /// Jobs in the spool's `new/` directory, parsed.
     pub fn jobs(&self) -> Vec<serde_json::Value> {
-        let dir = self.data.join("spool").join("new");
-        let mut out: Vec<serde_json::Value> = std::fs::read_dir(dir)
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| std::fs::read(e.path()).ok())
-                    .filter_map(|b| serde_json::from_slice(&b).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.sort_by_key(|j| j["start_unix_ms"].as_u64());
-        out
+        read_jobs(&self.data.join("spool").join("new"))
     }
 
     /// Waits (at most 10 s) until `n` jobs are spooled and returns them.
     pub fn wait_jobs(&self, n: usize) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let jobs = self.jobs();
-            if jobs.len() >= n {
-                return jobs;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "expected {n} spooled jobs, have {}",
-                jobs.len()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_jobs_in(&self.data.join("spool").join("new"), n)
     }
 
     fn wait_ready(&self) {
@@ -621,4 +599,35 @@ pub fn xdp_attached(ns: &str, dev: &str) -> bool {
         .expect("ip link");
     let text = String::from_utf8_lossy(&o.stdout);
     text.contains("prog/xdp") || text.contains(" xdp")
+}
+
+/// The jobs in a spool's `new/` directory, parsed, oldest first.
+pub fn read_jobs(dir: &Path) -> Vec<serde_json::Value> {
+    let mut out: Vec<serde_json::Value> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .filter_map(|b| serde_json::from_slice(&b).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by_key(|j| j["start_unix_ms"].as_u64());
+    out
+}
+
+/// Waits (at most 10 s) until `n` jobs are in `dir` and returns them.
+pub fn wait_jobs_in(dir: &Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let jobs = read_jobs(dir);
+        if jobs.len() >= n {
+            return jobs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} spooled jobs, have {}",
+            jobs.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
