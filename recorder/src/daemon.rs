@@ -16,7 +16,7 @@ use crate::backend::udp::{
     spawn_worker, PortWatcher, UdpPortPool, WorkerCmd, WorkerHandle, WorkerSpec,
 };
 use crate::backend::xdp::{self, XdpQueueSpec};
-use crate::backend::xdp_prog::XdpProgram;
+use crate::backend::xdp_prog::{RawFdRef, XdpProgram};
 use crate::config::{Backend, Config, BLOCK_CAPACITY};
 use crate::control::ng::{CounterSource, NgController, RecordingCounters, XdpStats};
 use crate::control::session::{FlowChange, Now, SessionTable, TableSettings};
@@ -321,15 +321,6 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// How often the `xdp` backend re-reads the neighbour table.
 const NEIGH_REFRESH: Duration = Duration::from_millis(200);
-
-/// A raw fd for `XdpProgram::set_socket` (the socket itself lives on its worker thread).
-struct RawFdRef(i32);
-
-impl std::os::fd::AsRawFd for RawFdRef {
-    fn as_raw_fd(&self) -> i32 {
-        self.0
-    }
-}
 
 /// Keeps the XDP program's `media_ports` map in step with the port pool.
 struct MediaPortMap(Arc<Mutex<XdpProgram>>);

@@ -41,6 +41,31 @@ enum Tool {
         #[arg(long, value_name = "OUT")]
         pcap: Option<PathBuf>,
     },
+    /// Measure the AF_XDP receive-and-drop ceiling of an interface (for the bench): steer
+    /// UDP to ADDRESS on the port range to AF_XDP sockets that drop every frame.
+    XdpSink {
+        /// Interface to attach to.
+        #[arg(long)]
+        interface_name: String,
+        /// Only UDP to this address is steered.
+        #[arg(long)]
+        address: std::net::IpAddr,
+        /// First steered port.
+        #[arg(long, default_value_t = 30000)]
+        port_min: u16,
+        /// Last steered port.
+        #[arg(long, default_value_t = 39999)]
+        port_max: u16,
+        /// RX queues to serve.
+        #[arg(long, default_value_t = 1)]
+        queues: u32,
+        /// Stop after this many seconds (or on SIGINT/SIGTERM).
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Write running totals here (JSON, every 100 ms).
+        #[arg(long)]
+        stats_file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +94,39 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("recorder export: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Some(Tool::XdpSink {
+            interface_name,
+            address,
+            port_min,
+            port_max,
+            queues,
+            seconds,
+            stats_file,
+        }) => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            let opts = recorder::backend::xdp_sink::SinkOptions {
+                interface: interface_name,
+                address,
+                port_min,
+                port_max,
+                queues,
+                duration: std::time::Duration::from_secs(seconds),
+                stats_file,
+            };
+            return match recorder::backend::xdp_sink::run(&opts) {
+                Ok(t) => {
+                    println!("{}", serde_json::to_string(&t).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("recorder xdp-sink: {e:#}");
                     ExitCode::from(2)
                 }
             };

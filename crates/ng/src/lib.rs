@@ -12,6 +12,9 @@
 //!   [`frame`]`(cookie, &req.to_value())` and reads the answer with
 //!   [`reply::inspect`].
 //!
+//! [`client`] is a sans-IO client (cookies, retransmissions, timeouts) for callers that
+//! drive a media server, such as a SIP server or a benchmark.
+//!
 //! Every decoding function returns a typed error instead of panicking, limits
 //! nesting depth and never preallocates from lengths declared by the peer, so
 //! arbitrary (hostile) datagrams are safe to feed in.
@@ -32,6 +35,7 @@
 //! ```
 
 pub mod bencode;
+pub mod client;
 pub mod message;
 pub mod reply;
 pub mod request;

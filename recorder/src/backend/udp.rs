@@ -22,11 +22,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use linecord_recfile::{StopReason, StreamId};
 
-use super::mmsg::{RecvBatch, SendBatch, BATCH};
 use crate::media::record::{BufferPool, RecordingShared, RecordingTable};
 use crate::media::{Action, CoreCounters, CoreEvent, EndpointConfig, MediaCore};
 use crate::ports::{PortError, PortPool, PortRange};
 use crate::recording::writer::WriterMsg;
+use linecord_mmsg::{RecvBatch, SendBatch, BATCH};
 
 /// Batches read from one socket before moving to the next ready socket (fairness bound:
 /// 8 × 32 datagrams ≈ 5 ms of a 50 kpps port).

@@ -81,6 +81,15 @@ fn aligned_object() -> Vec<u8> {
     OBJECT.to_vec()
 }
 
+/// A raw fd for [`XdpProgram::set_socket`] (the socket itself lives on its worker thread).
+pub struct RawFdRef(pub i32);
+
+impl AsRawFd for RawFdRef {
+    fn as_raw_fd(&self) -> i32 {
+        self.0
+    }
+}
+
 impl XdpProgram {
     /// Loads the program and attaches it to `interface`: native mode first, generic mode
     /// (with a warning naming the reason) if the driver refuses. Only UDP to `local` (when

@@ -1,5 +1,9 @@
 //! Batched datagram I/O with `recvmmsg(2)` and `sendmmsg(2)` over preallocated buffers.
 //!
+//! [`RecvBatch`] receives; [`SendBatch`] sends datagrams straight out of a `RecvBatch` (a
+//! relay forwarding without a copy); [`OutBatch`] owns its buffers for a sender that builds
+//! its own packets (a load generator).
+//!
 //! Written by hand because the crates that wrap these calls either allocate per call (nix's
 //! `recvmmsg` builds its header vectors each time) or are tied to their own socket types
 //! (quinn-udp). Here the message headers, iovecs, addresses and packet buffers are allocated
@@ -235,6 +239,68 @@ impl SendBatch {
     }
 }
 
+/// Send side with its own buffers: up to [`BATCH`] datagrams of at most [`BUF_SIZE`] bytes,
+/// written in place by the caller and sent with one `sendmmsg`.
+pub struct OutBatch {
+    bufs: Box<[[u8; BUF_SIZE]]>,
+    lens: Box<[usize]>,
+    tx: SendBatch,
+}
+
+impl Default for OutBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OutBatch {
+    /// Allocates the buffers (once per sender).
+    pub fn new() -> Self {
+        OutBatch {
+            bufs: vec![[0u8; BUF_SIZE]; BATCH].into_boxed_slice(),
+            lens: vec![0; BATCH].into_boxed_slice(),
+            tx: SendBatch::new(),
+        }
+    }
+
+    /// Queued datagrams.
+    pub fn len(&self) -> usize {
+        self.tx.len
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.tx.len == 0
+    }
+
+    /// Queues a datagram of `len` bytes to `to` and returns its buffer for the caller to
+    /// fill (it holds what the slot held last time: callers that rewrite only a few fields
+    /// of a fixed packet can rely on that). `None` when the batch is full; `len` is capped
+    /// at [`BUF_SIZE`].
+    pub fn push(&mut self, to: &SockAddr, len: usize) -> Option<&mut [u8]> {
+        let i = self.tx.len;
+        if i == BATCH {
+            return None;
+        }
+        let len = len.min(BUF_SIZE);
+        self.lens[i] = len;
+        self.tx.addrs[i] = to.clone();
+        self.tx.iovecs[i] = libc::iovec {
+            iov_base: self.bufs[i].as_mut_ptr().cast(),
+            iov_len: len,
+        };
+        self.tx.len += 1;
+        Some(&mut self.bufs[i][..len])
+    }
+
+    /// Sends everything queued from socket `fd` and empties the batch (never blocks; what
+    /// the socket cannot take is dropped and counted).
+    pub fn flush(&mut self, fd: RawFd) -> SendOutcome {
+        // The iovecs point into `self.bufs`, which stay in place until this returns.
+        self.tx.flush(fd)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +345,27 @@ mod tests {
         assert_eq!(c.recv(&mut buf).unwrap(), 1);
         assert_eq!(c.recv(&mut buf).unwrap(), 2);
         assert!(matches!(rx.recv(b.as_raw_fd()), Err(e) if e.kind() == io::ErrorKind::WouldBlock));
+    }
+
+    #[test]
+    fn out_batch_sends_what_was_written() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let to = SockAddr::from(b.local_addr().unwrap());
+        let mut out = OutBatch::new();
+        for i in 0..BATCH {
+            out.push(&to, 3 + i % 2).unwrap().fill(i as u8);
+        }
+        assert!(out.push(&to, 3).is_none(), "full");
+        assert_eq!(out.flush(a.as_raw_fd()).sent, BATCH);
+        assert!(out.is_empty());
+        let mut buf = [0u8; 16];
+        for i in 0..BATCH {
+            let n = b.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &vec![i as u8; 3 + i % 2][..]);
+        }
     }
 
     #[test]

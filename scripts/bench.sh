@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# The standard comparison (docs/benchmarks.md): the generator's own ceiling, the AF_XDP
+# receive-and-drop ceiling of the recorder's interface, then the same calls and load through
+# linecord (xdp backend, udp backend) and rtpengine (userspace forwarding), every relay
+# recording. Results go to results/<date>-<host>/: one JSON per target, run.json, summary.md,
+# plot.svg. Runs in the network-namespace topology of netns.sh (own prefix) and removes it,
+# and everything it started, on exit, also on failure. About 4 minutes on 2 cores.
+#
+# Environment: CALLS (default 500), TRIAL_SECONDS (2), STANDARD_SECONDS (5), QUEUES (2),
+# RELAY_CPU / GEN_CPU (cores for the relay and the generator: 1 and 0), TARGETS (default
+# "generator af_xdp-drop linecord-xdp linecord-udp rtpengine"), RESULTS (output folder).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bench.sh needs root (network namespaces, XDP)" >&2
+  exit 2
+fi
+
+CALLS="${CALLS:-500}"
+TRIAL_SECONDS="${TRIAL_SECONDS:-2}"
+STANDARD_SECONDS="${STANDARD_SECONDS:-5}"
+QUEUES="${QUEUES:-2}"
+RELAY_CPU="${RELAY_CPU:-1}"
+GEN_CPU="${GEN_CPU:-0}"
+TARGETS="${TARGETS:-generator af_xdp-drop linecord-xdp linecord-udp rtpengine}"
+export LC_NETNS_PREFIX="${LC_NETNS_PREFIX:-lcb}"
+P="$LC_NETNS_PREFIX"
+RESULTS="${RESULTS:-$ROOT/results/$(date -u +%Y%m%dT%H%M%SZ)-$(hostname -s)}"
+WORK="$(mktemp -d /tmp/linecord-bench.XXXXXX)"
+NG_PORT=22231
+A_IP=198.18.0.10 B_IP=198.18.0.20 REC_IP=198.18.0.1
+
+RELAY_PID=""
+stop_relay() {
+  if [ -n "$RELAY_PID" ]; then
+    kill "$RELAY_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$RELAY_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$RELAY_PID" 2>/dev/null || true
+    RELAY_PID=""
+  fi
+}
+cleanup() {
+  stop_relay
+  bash scripts/netns.sh down >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+echo "== set-up"
+bash scripts/setup.sh
+if ! command -v rtpengine >/dev/null 2>&1; then
+  echo "installing rtpengine-daemon (the baseline relay)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rtpengine-daemon >/dev/null ||
+    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rtpengine-daemon >/dev/null; }
+fi
+cargo build --release --locked -p recorder -p bench 2>&1 | tail -n 1
+BENCH="$ROOT/target/release/bench"
+RECORDER="$ROOT/target/release/recorder"
+bash scripts/netns.sh up "$QUEUES"
+mkdir -p "$RESULTS"
+echo "results: $RESULTS"
+
+COMMON=(--calls "$CALLS" --cpus "$GEN_CPU" --a-netns "$P-a" --a-ip "$A_IP" --b-netns "$P-b" --b-ip "$B_IP"
+  --standard-seconds "$STANDARD_SECONDS" --trial-seconds "$TRIAL_SECONDS")
+MAX_RATE=1000000
+
+# Starts a relay in the recorder's namespace on RELAY_CPU; sets RELAY_PID.
+start_relay() {
+  local log="$1"; shift
+  ip netns exec "$P-rec" taskset -c "$RELAY_CPU" "$@" >"$log" 2>&1 &
+  RELAY_PID=$!
+  sleep 1.5
+  if ! kill -0 "$RELAY_PID" 2>/dev/null; then
+    echo "the relay did not start:" >&2; cat "$log" >&2; RELAY_PID=""; return 1
+  fi
+}
+
+run_linecord() {
+  local name="$1" backend="$2"
+  local dir="$WORK/$name"
+  mkdir -p "$dir"
+  echo "== $name"
+  start_relay "$dir/log" "$RECORDER" --interface "$REC_IP" --listen-ng "127.0.0.1:$NG_PORT" \
+    --port-min 30000 --port-max 39999 --backend "$backend" --interface-name rec0 \
+    --recording-dir "$dir/recordings" --spool-dir "$dir/spool" --log-level warn
+  "$BENCH" relay --name "$name" --out "$RESULTS/$name.json" "${COMMON[@]}" --max-rate "$MAX_RATE" \
+    --description "linecord recorder $("$RECORDER" --version | cut -d' ' -f2), --backend $backend, $QUEUES queues, pinned to core $RELAY_CPU, recording on" \
+    --ng "127.0.0.1:$NG_PORT" --ng-netns "$P-rec" --relay-ip "$REC_IP" --relay-pid "$RELAY_PID" \
+    --record --recorded "spool:$dir/spool"
+  stop_relay
+}
+
+run_rtpengine() {
+  local dir="$WORK/rtpengine"
+  mkdir -p "$dir/rec"
+  echo "== rtpengine"
+  # --table=-1: no kernel forwarding (userspace relay, as the comparison intends).
+  # --log-level=2: at 3 and above it logs every packet it discards when overloaded, which
+  # keeps it overloaded long after the load is gone (seen here: 94 % loss at 50 kpps).
+  start_relay "$dir/log" rtpengine --foreground --log-stderr --table=-1 --interface="$REC_IP" \
+    --listen-ng="127.0.0.1:$NG_PORT" --port-min=30000 --port-max=39999 --num-threads=2 \
+    --recording-dir="$dir/rec" --recording-method=pcap --delete-delay=0 --log-level=2
+  "$BENCH" relay --name rtpengine --out "$RESULTS/rtpengine.json" "${COMMON[@]}" --max-rate "$MAX_RATE" \
+    --description "rtpengine $(rtpengine --version 2>&1 | awk '/Version/ {print $2}'), userspace (--table=-1), 2 threads, pinned to core $RELAY_CPU, recording (pcap) on" \
+    --ng "127.0.0.1:$NG_PORT" --ng-netns "$P-rec" --relay-ip "$REC_IP" --relay-pid "$RELAY_PID" \
+    --record --recorded "pcap:$dir/rec"
+  stop_relay
+}
+
+run_sink() {
+  echo "== af_xdp-drop"
+  local stats="$WORK/sink.json"
+  start_relay "$WORK/sink.log" "$RECORDER" xdp-sink --interface-name rec0 --address "$REC_IP" \
+    --port-min 30000 --port-max 39999 --queues "$QUEUES" --seconds 120 --stats-file "$stats"
+  "$BENCH" sink --name af_xdp-drop --out "$RESULTS/af_xdp-drop.json" "${COMMON[@]}" \
+    --description "recorder xdp-sink: the XDP program and AF_XDP sockets of the xdp backend, every frame dropped; $QUEUES queues on core $RELAY_CPU" \
+    --sink-ip "$REC_IP" --sink-stats "$stats"
+  stop_relay
+}
+
+for target in $TARGETS; do
+  case "$target" in
+    generator)
+      echo "== generator (A and B straight to each other)"
+      "$BENCH" direct --name generator --out "$RESULTS/generator.json" "${COMMON[@]}" --max-rate 4000000 \
+        --description "bench generator: 1 sendmmsg/recvmmsg thread per party on core $GEN_CPU, no relay"
+      # The relays' search goes up to what the generator itself can carry.
+      MAX_RATE=$(python3 -c "import json;print(int(json.load(open('$RESULTS/generator.json'))['max_received_pps']))")
+      ;;
+    af_xdp-drop) run_sink ;;
+    linecord-xdp) run_linecord linecord-xdp xdp ;;
+    linecord-udp) run_linecord linecord-udp udp ;;
+    rtpengine) run_rtpengine ;;
+    *) echo "unknown target $target" >&2; exit 2 ;;
+  esac
+done
+
+CPU_MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+"$BENCH" report "$RESULTS" --date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  --machine "$(nproc) cores ($CPU_MODEL), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r)"

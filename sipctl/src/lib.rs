@@ -1,0 +1,9 @@
+//! linecord's SIP server: a B2BUA that decides what to record and drives the recorder over NG.
+//!
+//! The SIP layers ([`sip`]), the directory, routing rules and configuration are sans-IO:
+//! they take input and `now` and return what to do; the daemon wraps them in sockets.
+
+pub mod config;
+pub mod directory;
+pub mod routing;
+pub mod sip;
