@@ -1,1 +1,1270 @@
 //! Configuration of sipctl (TOML).
+//!
+//! Two phases: [`RawConfig::parse`] reads the TOML text into plain serde types (unknown
+//! keys are errors), then [`RawConfig::resolve`] checks every value, applies the defaults
+//! and builds the resolved [`Config`] (listen addresses, the [`Directory`], the [`Router`]
+//! …). Errors name the key and the value. [`DEFAULT_CONFIG`] is the embedded configuration
+//! used when sipctl starts without `--config` (the demo); keys a file leaves out take the
+//! same defaults. Sans-IO: reading the file is the caller's job.
+//!
+//! ```toml
+//! [sip]
+//! listen = ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
+//! advertise = "198.18.0.1"          # address put in Via/Contact/SDP, host[:port]
+//! switch-name = "sipctl-1"          # names this instance in call events
+//! trusted-peers = ["198.18.0.0/15"] # may send X-Linecord-Call-Id
+//! max-expires = 3600                # longest REGISTER granted, seconds
+//!
+//! [recorder]
+//! ng = "127.0.0.1:2223"
+//! timeout-ms = 1000
+//! retries = 2
+//!
+//! [api]
+//! listen = "127.0.0.1:8080"
+//! token = "change-me"               # required unless listen is a loopback address
+//!
+//! [events]
+//! spool-dir = "/var/spool/linecord"
+//! enabled = true
+//!
+//! [routing]
+//! utc-offset = "+01:00"             # local time of route time windows
+//!
+//! [[dn]]
+//! number = "1001"
+//! name = "Alice"
+//! contact = "198.18.0.20:5060"      # or a sip: URI; absent = must REGISTER
+//! record = true
+//! record-critical = false
+//!
+//! [[trunk]]
+//! name = "pstn"
+//! address = "198.18.0.9:5060"       # or a sip: URI
+//! transport = "udp"
+//!
+//! [[route]]
+//! name = "sales-sampled"
+//! caller = "+49*"                   # glob, or a list of globs (any matches)
+//! callee = ["2[0-9][0-9][0-9]", "3*"]
+//! ruri = "sip:*@sales.example.com"
+//! headers = { "X-Queue" = "sales*" }
+//! days = ["mon-fri"]
+//! hours = "08:00-18:00"
+//! target = "dn"                     # dn | dn:NUMBER | trunk:NAME | reject | reject:STATUS
+//! record = true
+//! record-percent = 30
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::directory::{Directory, DirectoryError, DnConfig};
+use crate::routing::{parse_utc_offset, Patterns, Router, Rule, RuleTarget, TimeWindow};
+
+/// The embedded configuration: what sipctl runs with when no `--config` is given. It suits
+/// the demo topology of `scripts/netns.sh` (party B at 198.18.0.20 is DN 1001).
+pub const DEFAULT_CONFIG: &str = r#"# sipctl's embedded configuration (the demo). Keys a --config file leaves out
+# take these values too, except the [[dn]] entries.
+[sip]
+listen = ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
+switch-name = "sipctl"
+trusted-peers = ["127.0.0.0/8", "::1/128", "198.18.0.0/15"]
+max-expires = 3600
+
+[recorder]
+ng = "127.0.0.1:2223"
+timeout-ms = 1000
+retries = 2
+
+[api]
+listen = "127.0.0.1:8080"
+
+[events]
+spool-dir = "/var/spool/linecord"
+
+[routing]
+utc-offset = "+00:00"
+
+# Party B of scripts/netns.sh: every call to it is recorded.
+[[dn]]
+number = "1001"
+name = "Party B"
+contact = "198.18.0.20:5060"
+record = true
+
+# An agent phone that registers.
+[[dn]]
+number = "1002"
+name = "Agent 1002"
+record = true
+"#;
+
+const DEFAULT_LISTEN: [&str; 2] = ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"];
+const DEFAULT_SWITCH_NAME: &str = "sipctl";
+const DEFAULT_TRUSTED: [&str; 3] = ["127.0.0.0/8", "::1/128", "198.18.0.0/15"];
+const DEFAULT_MAX_EXPIRES: u32 = 3600;
+const DEFAULT_NG: &str = "127.0.0.1:2223";
+const DEFAULT_TIMEOUT_MS: u64 = 1000;
+const DEFAULT_RETRIES: u32 = 2;
+const DEFAULT_API_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_SPOOL_DIR: &str = "/var/spool/linecord";
+
+/// Why a configuration is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Not valid TOML, an unknown key, or a value of the wrong type (the message names the
+    /// line and the key).
+    #[error("configuration syntax: {0}")]
+    Syntax(String),
+    /// A value that is not acceptable.
+    #[error("configuration: {key} = {value}: {reason}")]
+    Invalid {
+        /// Where, e.g. `route[2].hours` (arrays count from 0).
+        key: String,
+        /// The value as written.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(
+    key: impl Into<String>,
+    value: impl std::fmt::Debug,
+    reason: impl ToString,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: format!("{value:?}"),
+        reason: reason.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Phase 1: the TOML as written
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One string.
+    One(String),
+    /// A list.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The strings.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            OneOrMany::One(s) => std::slice::from_ref(s),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// The configuration as written (phase 1). Every key is optional.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawConfig {
+    /// `[sip]`.
+    pub sip: RawSip,
+    /// `[recorder]`.
+    pub recorder: RawRecorder,
+    /// `[api]`.
+    pub api: RawApi,
+    /// `[events]`.
+    pub events: RawEvents,
+    /// `[routing]`.
+    pub routing: RawRouting,
+    /// `[[dn]]`.
+    pub dn: Vec<RawDn>,
+    /// `[[route]]`.
+    pub route: Vec<RawRoute>,
+    /// `[[trunk]]`.
+    pub trunk: Vec<RawTrunk>,
+}
+
+/// `[sip]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSip {
+    /// `listen`: `udp:ADDR:PORT` / `tcp:ADDR:PORT` (bare `ADDR:PORT` is UDP).
+    pub listen: Option<Vec<String>>,
+    /// `advertise`: `host` or `host:port`.
+    pub advertise: Option<String>,
+    /// `switch-name`.
+    pub switch_name: Option<String>,
+    /// `trusted-peers`: addresses or CIDR prefixes.
+    pub trusted_peers: Option<Vec<String>>,
+    /// `max-expires`, seconds.
+    pub max_expires: Option<u32>,
+}
+
+/// `[recorder]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawRecorder {
+    /// `ng`: the recorder's NG address.
+    pub ng: Option<String>,
+    /// `timeout-ms`.
+    pub timeout_ms: Option<u64>,
+    /// `retries`.
+    pub retries: Option<u32>,
+}
+
+/// `[api]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawApi {
+    /// `listen`.
+    pub listen: Option<String>,
+    /// `token`.
+    pub token: Option<String>,
+}
+
+/// `[events]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawEvents {
+    /// `spool-dir`.
+    pub spool_dir: Option<String>,
+    /// `enabled`.
+    pub enabled: Option<bool>,
+}
+
+/// `[routing]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawRouting {
+    /// `utc-offset`.
+    pub utc_offset: Option<String>,
+}
+
+/// One `[[dn]]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawDn {
+    /// `number` (required).
+    pub number: String,
+    /// `name`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `contact`.
+    #[serde(default)]
+    pub contact: Option<String>,
+    /// `record`.
+    #[serde(default)]
+    pub record: Option<bool>,
+    /// `record-critical`.
+    #[serde(default)]
+    pub record_critical: Option<bool>,
+}
+
+/// One `[[trunk]]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawTrunk {
+    /// `name` (required).
+    pub name: String,
+    /// `address` (required): `host[:port]` or a `sip:`/`sips:` URI.
+    pub address: String,
+    /// `transport`: `udp` or `tcp`.
+    #[serde(default)]
+    pub transport: Option<String>,
+}
+
+/// One `[[route]]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawRoute {
+    /// `name`.
+    pub name: Option<String>,
+    /// `caller` glob(s).
+    pub caller: Option<OneOrMany>,
+    /// `callee` glob(s).
+    pub callee: Option<OneOrMany>,
+    /// `ruri` glob(s).
+    pub ruri: Option<OneOrMany>,
+    /// `headers`: header name → value glob(s).
+    pub headers: Option<BTreeMap<String, OneOrMany>>,
+    /// `days`.
+    pub days: Option<OneOrMany>,
+    /// `hours`: `HH:MM-HH:MM`.
+    pub hours: Option<String>,
+    /// `target`.
+    pub target: Option<String>,
+    /// `record`.
+    pub record: Option<bool>,
+    /// `record-percent`: 0–100.
+    pub record_percent: Option<f64>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Phase 2: resolved
+
+/// A SIP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+/// A SIP listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Listen {
+    /// Transport.
+    pub transport: Transport,
+    /// Address and port.
+    pub addr: SocketAddr,
+}
+
+/// The address sipctl puts in Via, Contact and Record-Route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertise {
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Port, if not the listening port.
+    pub port: Option<u16>,
+}
+
+/// An IP prefix (`198.18.0.0/15`, `2001:db8::/32`; a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpNet {
+    /// The network address (host bits zero).
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `ADDR` or `ADDR/LEN`; refuses set host bits (a likely typo).
+    pub fn parse(s: &str) -> Result<IpNet, String> {
+        let (a, len) = match s.trim().split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match len {
+            None => max,
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(|| format!("prefix length {l:?} is not 0-{max}"))?,
+        };
+        let net = IpNet { addr, prefix };
+        if !net.contains(addr) || net.masked() != addr {
+            return Err(format!(
+                "host bits are set; did you mean {}/{prefix}?",
+                net.masked()
+            ));
+        }
+        Ok(net)
+    }
+
+    fn masked(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let m = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(a) & m).into())
+            }
+            IpAddr::V6(a) => {
+                let m = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(a) & m).into())
+            }
+        }
+    }
+
+    /// Whether `ip` is inside the prefix (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let m = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & m == u32::from(a) & m
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let m = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & m == u128::from(a) & m
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `[sip]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipConfig {
+    /// Listening sockets (at least one, no duplicates).
+    pub listen: Vec<Listen>,
+    /// The advertised address; `None`: the daemon uses the address a request came in on.
+    pub advertise: Option<Advertise>,
+    /// Name of this instance in call events (`[A-Za-z0-9._-]`, at most 64).
+    pub switch_name: String,
+    /// Peers whose `X-Linecord-Call-Id` is believed.
+    pub trusted_peers: Vec<IpNet>,
+    /// Longest REGISTER expiry granted, seconds.
+    pub max_expires: u32,
+}
+
+/// `[recorder]`, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecorderConfig {
+    /// The recorder's NG address.
+    pub ng: SocketAddr,
+    /// Time to wait for an NG reply before retrying, ms (1–60 000).
+    pub timeout_ms: u64,
+    /// Retries after the first attempt (0–10).
+    pub retries: u32,
+}
+
+/// `[api]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// HTTP listening address.
+    pub listen: SocketAddr,
+    /// Bearer token required on every request; `None` only on a loopback address.
+    pub token: Option<String>,
+}
+
+/// `[events]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsConfig {
+    /// The spool directory call events go to; `None` when events are disabled.
+    pub spool_dir: Option<PathBuf>,
+}
+
+/// A trunk: a SIP peer calls can be routed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trunk {
+    /// Its name (`[A-Za-z0-9._-]`).
+    pub name: String,
+    /// Its URI, `sip:host:port[;transport=tcp]`.
+    pub uri: String,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `[sip]`.
+    pub sip: SipConfig,
+    /// `[recorder]`.
+    pub recorder: RecorderConfig,
+    /// `[api]`.
+    pub api: ApiConfig,
+    /// `[events]`.
+    pub events: EventsConfig,
+    /// The DNs (`[[dn]]`), with no registrations yet.
+    pub directory: Directory,
+    /// The trunks (`[[trunk]]`).
+    pub trunks: Vec<Trunk>,
+    /// The routing rules (`[[route]]`) and `[routing]`.
+    pub router: Router,
+}
+
+impl Config {
+    /// Parses and resolves a TOML configuration.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        RawConfig::parse(text)?.resolve()
+    }
+
+    /// The embedded configuration ([`DEFAULT_CONFIG`]).
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::from_toml(DEFAULT_CONFIG)
+    }
+
+    /// Whether `ip` may send `X-Linecord-Call-Id`.
+    pub fn is_trusted_peer(&self, ip: IpAddr) -> bool {
+        self.sip.trusted_peers.iter().any(|n| n.contains(ip))
+    }
+
+    /// The trunk called `name`.
+    pub fn trunk(&self, name: &str) -> Option<&Trunk> {
+        self.trunks.iter().find(|t| t.name == name)
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn parse_listen(key: &str, s: &str) -> Result<Listen, ConfigError> {
+    let (transport, addr) = match s.split_once(':') {
+        Some((t, rest)) if t.eq_ignore_ascii_case("udp") => (Transport::Udp, rest),
+        Some((t, rest)) if t.eq_ignore_ascii_case("tcp") => (Transport::Tcp, rest),
+        _ => (Transport::Udp, s),
+    };
+    let addr: SocketAddr = addr.parse().map_err(|_| {
+        invalid(
+            key,
+            s,
+            "expected udp:ADDR:PORT or tcp:ADDR:PORT (IPv6 as [ADDR]:PORT)",
+        )
+    })?;
+    Ok(Listen { transport, addr })
+}
+
+fn parse_socket(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.trim()
+        .parse()
+        .map_err(|_| invalid(key, s, "expected IP:PORT (IPv6 as [ADDR]:PORT)"))
+}
+
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+fn parse_advertise(key: &str, s: &str) -> Result<Advertise, ConfigError> {
+    let t = s.trim();
+    if let Ok(sa) = t.parse::<SocketAddr>() {
+        return Ok(Advertise {
+            host: sa.ip().to_string(),
+            port: Some(sa.port()),
+        });
+    }
+    if let Ok(ip) = t
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(Advertise {
+            host: ip.to_string(),
+            port: None,
+        });
+    }
+    let (host, port) = match t.split_once(':') {
+        Some((h, p)) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => (h, Some(p)),
+            _ => return Err(invalid(key, s, "the port is not 1-65535")),
+        },
+        None => (t, None),
+    };
+    if !valid_host(host) {
+        return Err(invalid(key, s, "expected host, host:port, IP or IP:port"));
+    }
+    Ok(Advertise {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+fn trunk_uri(key: &str, address: &str, transport: Option<&str>) -> Result<String, ConfigError> {
+    let t = address.trim();
+    let lower = t.to_ascii_lowercase();
+    let mut uri = if lower.starts_with("sip:") || lower.starts_with("sips:") {
+        let scheme_len = if lower.starts_with("sip:") { 4 } else { 5 };
+        let rest = &t[scheme_len..];
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        if host.is_empty() || host.starts_with([':', ';']) || t.contains(char::is_whitespace) {
+            return Err(invalid(key, address, "the URI has no host"));
+        }
+        format!("{}{rest}", &lower[..scheme_len])
+    } else {
+        let host = if t.starts_with('[') {
+            t.to_owned()
+        } else {
+            let (h, p) = t.split_once(':').unwrap_or((t, ""));
+            if !valid_host(h) || (!p.is_empty() && !matches!(p.parse::<u16>(), Ok(x) if x > 0)) {
+                return Err(invalid(key, address, "expected host[:port] or a sip: URI"));
+            }
+            t.to_owned()
+        };
+        format!("sip:{host}")
+    };
+    match transport.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("udp") => {}
+        Some("tcp") => uri.push_str(";transport=tcp"),
+        Some(_) => {
+            let k = key.replace(".address", ".transport");
+            return Err(invalid(
+                k,
+                transport.unwrap_or_default(),
+                "expected udp or tcp",
+            ));
+        }
+    }
+    Ok(uri)
+}
+
+fn patterns(key: &str, p: &Option<OneOrMany>) -> Result<Option<Patterns>, ConfigError> {
+    p.as_ref()
+        .map(|p| Patterns::new(p.as_slice()).map_err(|e| invalid(key, p.as_slice(), e)))
+        .transpose()
+}
+
+impl RawConfig {
+    /// Phase 1: reads TOML text (unknown keys and wrong types are errors).
+    pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))
+    }
+
+    /// Phase 2: checks every value, applies defaults, builds the resolved [`Config`].
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let sip = self.resolve_sip()?;
+        let recorder = self.resolve_recorder()?;
+        let api = self.resolve_api()?;
+        let events = EventsConfig {
+            spool_dir: match self.events.enabled {
+                Some(false) => None,
+                _ => {
+                    let d = self
+                        .events
+                        .spool_dir
+                        .as_deref()
+                        .unwrap_or(DEFAULT_SPOOL_DIR);
+                    if d.trim().is_empty() {
+                        return Err(invalid("events.spool-dir", d, "empty path"));
+                    }
+                    Some(PathBuf::from(d))
+                }
+            },
+        };
+        let directory = self.resolve_directory(sip.max_expires)?;
+        let trunks = self.resolve_trunks()?;
+        let router = self.resolve_router(&directory, &trunks)?;
+        Ok(Config {
+            sip,
+            recorder,
+            api,
+            events,
+            directory,
+            trunks,
+            router,
+        })
+    }
+
+    fn resolve_sip(&self) -> Result<SipConfig, ConfigError> {
+        let raw = &self.sip;
+        let listen_src: Vec<String> = raw
+            .listen
+            .clone()
+            .unwrap_or_else(|| DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect());
+        if listen_src.is_empty() {
+            return Err(invalid(
+                "sip.listen",
+                listen_src,
+                "at least one address is needed",
+            ));
+        }
+        let mut listen = Vec::new();
+        for (i, s) in listen_src.iter().enumerate() {
+            let l = parse_listen(&format!("sip.listen[{i}]"), s)?;
+            if listen.contains(&l) {
+                return Err(invalid(format!("sip.listen[{i}]"), s, "listed twice"));
+            }
+            listen.push(l);
+        }
+        let advertise = raw
+            .advertise
+            .as_deref()
+            .map(|a| parse_advertise("sip.advertise", a))
+            .transpose()?;
+        let switch_name = raw
+            .switch_name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SWITCH_NAME.to_owned());
+        if !valid_name(&switch_name) {
+            return Err(invalid(
+                "sip.switch-name",
+                &switch_name,
+                "use 1-64 characters of A-Z a-z 0-9 . _ -",
+            ));
+        }
+        let trusted_src: Vec<String> = raw
+            .trusted_peers
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TRUSTED.iter().map(|s| s.to_string()).collect());
+        let trusted_peers = trusted_src
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                IpNet::parse(s).map_err(|e| invalid(format!("sip.trusted-peers[{i}]"), s, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_expires = raw.max_expires.unwrap_or(DEFAULT_MAX_EXPIRES);
+        if !(60..=86_400).contains(&max_expires) {
+            return Err(invalid(
+                "sip.max-expires",
+                max_expires,
+                "must be 60-86400 seconds",
+            ));
+        }
+        Ok(SipConfig {
+            listen,
+            advertise,
+            switch_name,
+            trusted_peers,
+            max_expires,
+        })
+    }
+
+    fn resolve_recorder(&self) -> Result<RecorderConfig, ConfigError> {
+        let raw = &self.recorder;
+        let ng = parse_socket("recorder.ng", raw.ng.as_deref().unwrap_or(DEFAULT_NG))?;
+        let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if !(1..=60_000).contains(&timeout_ms) {
+            return Err(invalid(
+                "recorder.timeout-ms",
+                timeout_ms,
+                "must be 1-60000",
+            ));
+        }
+        let retries = raw.retries.unwrap_or(DEFAULT_RETRIES);
+        if retries > 10 {
+            return Err(invalid("recorder.retries", retries, "must be 0-10"));
+        }
+        Ok(RecorderConfig {
+            ng,
+            timeout_ms,
+            retries,
+        })
+    }
+
+    fn resolve_api(&self) -> Result<ApiConfig, ConfigError> {
+        let raw = &self.api;
+        let listen = parse_socket(
+            "api.listen",
+            raw.listen.as_deref().unwrap_or(DEFAULT_API_LISTEN),
+        )?;
+        let token = raw.token.clone();
+        match &token {
+            Some(t) if t.trim().is_empty() || t.chars().any(char::is_whitespace) => {
+                return Err(invalid(
+                    "api.token",
+                    "…",
+                    "must be non-empty without spaces",
+                ));
+            }
+            None if !listen.ip().is_loopback() => {
+                return Err(invalid(
+                    "api.listen",
+                    listen.to_string(),
+                    "set api.token to listen beyond loopback",
+                ));
+            }
+            _ => {}
+        }
+        Ok(ApiConfig { listen, token })
+    }
+
+    fn resolve_directory(&self, max_expires: u32) -> Result<Directory, ConfigError> {
+        let mut dns = Vec::new();
+        for (i, d) in self.dn.iter().enumerate() {
+            let record = d.record.unwrap_or(false);
+            let record_critical = d.record_critical.unwrap_or(false);
+            if record_critical && !record {
+                return Err(invalid(
+                    format!("dn[{i}].record-critical"),
+                    true,
+                    "needs record = true",
+                ));
+            }
+            dns.push(DnConfig {
+                number: d.number.clone(),
+                name: d.name.clone(),
+                contact: d.contact.clone(),
+                record,
+                record_critical,
+            });
+        }
+        Directory::new(dns, max_expires).map_err(|e| {
+            let at = |n: &str| self.dn.iter().position(|d| d.number == n).unwrap_or(0);
+            match &e {
+                DirectoryError::InvalidNumber(n) => invalid(format!("dn[{}].number", at(n)), n, &e),
+                DirectoryError::Duplicate(n) => {
+                    let i = self.dn.iter().rposition(|d| d.number == *n).unwrap_or(0);
+                    invalid(format!("dn[{i}].number"), n, "listed twice")
+                }
+                DirectoryError::InvalidContact { contact, reason } => {
+                    let i = self
+                        .dn
+                        .iter()
+                        .position(|d| d.contact.as_deref() == Some(contact.as_str()))
+                        .unwrap_or(0);
+                    invalid(format!("dn[{i}].contact"), contact, reason)
+                }
+                DirectoryError::UnknownDn(n) => invalid("dn", n, &e),
+            }
+        })
+    }
+
+    fn resolve_trunks(&self) -> Result<Vec<Trunk>, ConfigError> {
+        let mut trunks: Vec<Trunk> = Vec::new();
+        for (i, t) in self.trunk.iter().enumerate() {
+            if !valid_name(&t.name) {
+                return Err(invalid(
+                    format!("trunk[{i}].name"),
+                    &t.name,
+                    "use 1-64 characters of A-Z a-z 0-9 . _ -",
+                ));
+            }
+            if trunks.iter().any(|x| x.name == t.name) {
+                return Err(invalid(format!("trunk[{i}].name"), &t.name, "listed twice"));
+            }
+            let uri = trunk_uri(
+                &format!("trunk[{i}].address"),
+                &t.address,
+                t.transport.as_deref(),
+            )?;
+            trunks.push(Trunk {
+                name: t.name.clone(),
+                uri,
+            });
+        }
+        Ok(trunks)
+    }
+
+    fn resolve_router(
+        &self,
+        directory: &Directory,
+        trunks: &[Trunk],
+    ) -> Result<Router, ConfigError> {
+        let utc_offset_min = match &self.routing.utc_offset {
+            None => 0,
+            Some(s) => parse_utc_offset(s).map_err(|e| invalid("routing.utc-offset", s, e))?,
+        };
+        let mut rules: Vec<Rule> = Vec::new();
+        for (i, r) in self.route.iter().enumerate() {
+            let k = |field: &str| format!("route[{i}].{field}");
+            let name = r.name.clone().unwrap_or_else(|| format!("route-{}", i + 1));
+            if name.trim().is_empty() {
+                return Err(invalid(k("name"), &name, "empty"));
+            }
+            if rules.iter().any(|x| x.name == name) {
+                return Err(invalid(k("name"), &name, "two routes have this name"));
+            }
+            let mut rule = Rule::new(name);
+            rule.caller = patterns(&k("caller"), &r.caller)?;
+            rule.callee = patterns(&k("callee"), &r.callee)?;
+            rule.ruri = patterns(&k("ruri"), &r.ruri)?;
+            for (h, p) in r.headers.iter().flatten() {
+                let hk = format!("route[{i}].headers.{h}");
+                if h.is_empty() || h.bytes().any(|b| b <= b' ' || b == b':' || b >= 0x7f) {
+                    return Err(invalid(hk, h, "not a header name"));
+                }
+                let pats =
+                    Patterns::new(p.as_slice()).map_err(|e| invalid(&hk, p.as_slice(), e))?;
+                rule.headers.push((h.clone(), pats));
+            }
+            if r.days.is_some() || r.hours.is_some() {
+                let days = r.days.as_ref().map(OneOrMany::as_slice);
+                let w = TimeWindow::parse(days, r.hours.as_deref()).map_err(|e| {
+                    // Tell which of the two keys is wrong.
+                    let bad_days = days.is_some_and(|d| TimeWindow::parse(Some(d), None).is_err());
+                    if bad_days {
+                        invalid(k("days"), days.unwrap_or_default(), e)
+                    } else {
+                        invalid(k("hours"), r.hours.as_deref().unwrap_or_default(), e)
+                    }
+                })?;
+                rule.window = Some(w);
+            }
+            rule.target = match r.target.as_deref().map(str::trim) {
+                None | Some("dn") => RuleTarget::CalledDn,
+                Some("reject") => RuleTarget::Reject { status: 403 },
+                Some(t) => match t.split_once(':') {
+                    Some(("dn", n)) => {
+                        if directory.get(n).is_none() {
+                            return Err(invalid(
+                                k("target"),
+                                t,
+                                format!("there is no [[dn]] {n:?}"),
+                            ));
+                        }
+                        RuleTarget::Dn(n.to_owned())
+                    }
+                    Some(("trunk", n)) => match trunks.iter().find(|x| x.name == n) {
+                        Some(x) => RuleTarget::Trunk {
+                            name: x.name.clone(),
+                            uri: x.uri.clone(),
+                        },
+                        None => {
+                            return Err(invalid(
+                                k("target"),
+                                t,
+                                format!("there is no [[trunk]] {n:?}"),
+                            ))
+                        }
+                    },
+                    Some(("reject", s)) => match s.parse::<u16>() {
+                        Ok(status) if (400..=699).contains(&status) => {
+                            RuleTarget::Reject { status }
+                        }
+                        _ => return Err(invalid(k("target"), t, "the status must be 400-699")),
+                    },
+                    _ => {
+                        return Err(invalid(
+                            k("target"),
+                            t,
+                            "expected dn, dn:NUMBER, trunk:NAME, reject or reject:STATUS",
+                        ))
+                    }
+                },
+            };
+            if let Some(p) = r.record_percent {
+                if !(0.0..=100.0).contains(&p) {
+                    return Err(invalid(k("record-percent"), p, "must be 0-100"));
+                }
+                if r.record == Some(false) {
+                    return Err(invalid(
+                        k("record-percent"),
+                        p,
+                        "conflicts with record = false",
+                    ));
+                }
+                rule.record_share = (p * 100.0).round() as u32;
+            }
+            rule.record = r.record.unwrap_or(r.record_percent.is_some());
+            if rule.record && matches!(rule.target, RuleTarget::Reject { .. }) {
+                return Err(invalid(
+                    k("record"),
+                    true,
+                    "a rejected call cannot be recorded",
+                ));
+            }
+            rules.push(rule);
+        }
+        Ok(Router {
+            rules,
+            utc_offset_min,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::Lookup;
+    use crate::routing::{CallFacts, Target};
+
+    fn err(text: &str) -> ConfigError {
+        match Config::from_toml(text) {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn key_of(e: &ConfigError) -> &str {
+        match e {
+            ConfigError::Invalid { key, .. } => key,
+            ConfigError::Syntax(_) => "<syntax>",
+        }
+    }
+
+    #[test]
+    fn embedded_and_empty_configs_resolve() {
+        let c = Config::embedded().expect("embedded config");
+        assert_eq!(c.sip.listen.len(), 2);
+        assert_eq!(c.sip.listen[0].transport, Transport::Udp);
+        assert_eq!(c.sip.listen[1].transport, Transport::Tcp);
+        assert_eq!(c.sip.listen[0].addr, "0.0.0.0:5060".parse().expect("addr"));
+        assert_eq!(c.recorder.ng, "127.0.0.1:2223".parse().expect("addr"));
+        assert_eq!(c.api.token, None);
+        assert_eq!(
+            c.events.spool_dir,
+            Some(PathBuf::from("/var/spool/linecord"))
+        );
+        assert!(matches!(
+            c.directory.lookup("1001", 0),
+            Lookup::Found {
+                contact: "sip:1001@198.18.0.20:5060",
+                ..
+            }
+        ));
+        assert!(c.directory.get("1001").is_some_and(|d| d.record));
+        assert!(c.is_trusted_peer("198.19.255.255".parse().expect("ip")));
+        assert!(!c.is_trusted_peer("198.20.0.1".parse().expect("ip")));
+        // An empty file gets the same settings, without DNs.
+        let e = Config::from_toml("").expect("empty config");
+        assert_eq!(e.sip, c.sip);
+        assert_eq!(e.recorder, c.recorder);
+        assert_eq!(e.api, c.api);
+        assert_eq!(e.events, c.events);
+        assert!(e.directory.is_empty());
+    }
+
+    const FULL: &str = r#"
+        [sip]
+        listen = ["udp:198.18.0.1:5060", "tcp:[2001:2::1]:5080", "198.18.0.1:5070"]
+        advertise = "pbx.example.com:5060"
+        switch-name = "sipctl-1"
+        trusted-peers = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]
+        max-expires = 600
+
+        [recorder]
+        ng = "[::1]:2223"
+        timeout-ms = 250
+        retries = 0
+
+        [api]
+        listen = "0.0.0.0:8080"
+        token = "s3cret-token"
+
+        [events]
+        spool-dir = "/tmp/spool"
+
+        [routing]
+        utc-offset = "+01:00"
+
+        [[dn]]
+        number = "1001"
+        name = "Alice"
+        contact = "sip:alice@198.18.0.20:5060"
+
+        [[dn]]
+        number = "1002"
+        record = true
+        record-critical = true
+
+        [[trunk]]
+        name = "pstn"
+        address = "198.18.0.9:5060"
+        transport = "tcp"
+
+        [[route]]
+        name = "blocked"
+        caller = ["+1900*", "anonymous"]
+        target = "reject:603"
+
+        [[route]]
+        name = "out"
+        callee = "0*"
+        target = "trunk:pstn"
+        record = true
+
+        [[route]]
+        name = "sales"
+        headers = { "X-Queue" = "sales*" }
+        days = ["mon-fri"]
+        hours = "08:00-18:00"
+        target = "dn:1001"
+        record-percent = 30
+
+        [[route]]
+        ruri = "sip:*@night.example.com"
+        days = "sat"
+        hours = "22:00-06:00"
+    "#;
+
+    #[test]
+    fn full_config_resolves() {
+        let c = Config::from_toml(FULL).expect("valid");
+        assert_eq!(c.sip.listen.len(), 3);
+        assert_eq!(c.sip.listen[1].transport, Transport::Tcp);
+        assert_eq!(c.sip.listen[2].transport, Transport::Udp);
+        assert_eq!(
+            c.sip.advertise,
+            Some(Advertise {
+                host: "pbx.example.com".into(),
+                port: Some(5060)
+            })
+        );
+        assert_eq!(c.sip.switch_name, "sipctl-1");
+        assert!(c.is_trusted_peer("10.1.2.3".parse().expect("ip")));
+        assert!(c.is_trusted_peer("192.0.2.7".parse().expect("ip")));
+        assert!(c.is_trusted_peer("::ffff:192.0.2.7".parse().expect("ip")));
+        assert!(!c.is_trusted_peer("192.0.2.8".parse().expect("ip")));
+        assert!(c.is_trusted_peer("2001:db8::5".parse().expect("ip")));
+        assert_eq!(c.sip.max_expires, 600);
+        assert_eq!(c.directory.max_expires(), 600);
+        assert_eq!(c.recorder.timeout_ms, 250);
+        assert_eq!(c.recorder.retries, 0);
+        assert_eq!(c.api.token.as_deref(), Some("s3cret-token"));
+        assert_eq!(c.events.spool_dir, Some(PathBuf::from("/tmp/spool")));
+        assert_eq!(
+            c.trunk("pstn").map(|t| t.uri.as_str()),
+            Some("sip:198.18.0.9:5060;transport=tcp")
+        );
+        assert_eq!(c.router.utc_offset_min, 60);
+        let names: Vec<&str> = c.router.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["blocked", "out", "sales", "route-4"]);
+        assert_eq!(c.router.rules[0].target, RuleTarget::Reject { status: 603 });
+        assert!(c.router.rules[1].record);
+        assert!(c.router.rules[2].record);
+        assert_eq!(c.router.rules[2].record_share, 3000);
+        assert!(!c.router.rules[3].record);
+
+        // End to end: Wednesday 2026-11-25 09:12 UTC (10:12 local), X-Queue: sales-eu.
+        let headers = [("x-queue", "sales-eu")];
+        let facts = CallFacts {
+            caller: "+4930123456",
+            callee: "2000",
+            ruri: "sip:2000@pbx.example.com",
+            headers: &headers,
+            unix_time: 1_795_597_923,
+            sample: 2999,
+        };
+        let d = c.router.decide(&facts, &c.directory);
+        assert_eq!(d.rule_name.as_deref(), Some("sales"));
+        assert_eq!(
+            d.target,
+            Target::Dn {
+                dn: "1001".into(),
+                contact: "sip:alice@198.18.0.20:5060".into()
+            }
+        );
+        assert!(d.record);
+        let d = c.router.decide(
+            &CallFacts {
+                sample: 3000,
+                ..facts
+            },
+            &c.directory,
+        );
+        assert!(!d.record);
+        let d = c.router.decide(
+            &CallFacts {
+                caller: "anonymous",
+                ..facts
+            },
+            &c.directory,
+        );
+        assert!(matches!(d.target, Target::Reject { status: 603, .. }));
+        let d = c.router.decide(
+            &CallFacts {
+                callee: "0301234",
+                ..facts
+            },
+            &c.directory,
+        );
+        assert!(matches!(d.target, Target::Trunk { .. }) && d.record);
+    }
+
+    #[test]
+    fn events_can_be_disabled() {
+        let c = Config::from_toml("[events]\nenabled = false").expect("valid");
+        assert_eq!(c.events.spool_dir, None);
+    }
+
+    #[test]
+    fn syntax_errors() {
+        for text in [
+            "[sip",
+            "[sip]\nlisten = 5060",
+            "[sip]\nlisen = [\"udp:0.0.0.0:5060\"]",
+            "[unknown]",
+            "[[dn]]\nname = \"no number\"",
+            "[[route]]\nrecord = \"yes\"",
+            "[recorder]\nretries = -1",
+        ] {
+            assert!(matches!(err(text), ConfigError::Syntax(_)), "{text}");
+        }
+        let e = err("[sip]\nlisen = [\"udp:0.0.0.0:5060\"]");
+        assert!(e.to_string().contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[sip]\nlisten = []", "sip.listen"),
+            ("[sip]\nlisten = [\"udp:0.0.0.0\"]", "sip.listen[0]"),
+            ("[sip]\nlisten = [\"sctp:0.0.0.0:5060\"]", "sip.listen[0]"),
+            ("[sip]\nlisten = [\"udp:0.0.0.0:5060\", \"0.0.0.0:5060\"]", "sip.listen[1]"),
+            ("[sip]\nadvertise = \"bad host!\"", "sip.advertise"),
+            ("[sip]\nadvertise = \"h:0\"", "sip.advertise"),
+            ("[sip]\nswitch-name = \"a b\"", "sip.switch-name"),
+            ("[sip]\ntrusted-peers = [\"10.0.0.1/8\"]", "sip.trusted-peers[0]"),
+            ("[sip]\ntrusted-peers = [\"10.0.0.0/33\"]", "sip.trusted-peers[0]"),
+            ("[sip]\ntrusted-peers = [\"ten\"]", "sip.trusted-peers[0]"),
+            ("[sip]\nmax-expires = 5", "sip.max-expires"),
+            ("[recorder]\nng = \"localhost:2223\"", "recorder.ng"),
+            ("[recorder]\ntimeout-ms = 0", "recorder.timeout-ms"),
+            ("[recorder]\nretries = 11", "recorder.retries"),
+            ("[api]\nlisten = \"0.0.0.0:8080\"", "api.listen"),
+            ("[api]\ntoken = \"\"", "api.token"),
+            ("[events]\nspool-dir = \"\"", "events.spool-dir"),
+            ("[routing]\nutc-offset = \"CET\"", "routing.utc-offset"),
+            ("[[dn]]\nnumber = \"10 01\"", "dn[0].number"),
+            ("[[dn]]\nnumber = \"1\"\n[[dn]]\nnumber = \"1\"", "dn[1].number"),
+            ("[[dn]]\nnumber = \"1\"\ncontact = \"x y\"", "dn[0].contact"),
+            ("[[dn]]\nnumber = \"1\"\nrecord-critical = true", "dn[0].record-critical"),
+            ("[[trunk]]\nname = \"t\"\naddress = \"h:0\"", "trunk[0].address"),
+            ("[[trunk]]\nname = \"t\"\naddress = \"h\"\ntransport = \"sctp\"", "trunk[0].transport"),
+            ("[[trunk]]\nname = \"t t\"\naddress = \"h\"", "trunk[0].name"),
+            ("[[trunk]]\nname = \"t\"\naddress = \"h\"\n[[trunk]]\nname = \"t\"\naddress = \"g\"", "trunk[1].name"),
+            ("[[route]]\ncallee = \"[0-9\"", "route[0].callee"),
+            ("[[route]]\ncaller = []", "route[0].caller"),
+            ("[[route]]\nheaders = { \"X Q\" = \"a\" }", "route[0].headers.X Q"),
+            ("[[route]]\nheaders = { \"X-Q\" = \"[\" }", "route[0].headers.X-Q"),
+            ("[[route]]\ndays = [\"someday\"]", "route[0].days"),
+            ("[[route]]\nhours = \"25:00-26:00\"", "route[0].hours"),
+            ("[[route]]\ndays = \"mon\"\nhours = \"9-17\"", "route[0].hours"),
+            ("[[route]]\ntarget = \"dn:1001\"", "route[0].target"),
+            ("[[route]]\ntarget = \"trunk:none\"", "route[0].target"),
+            ("[[route]]\ntarget = \"reject:200\"", "route[0].target"),
+            ("[[route]]\ntarget = \"somewhere\"", "route[0].target"),
+            ("[[route]]\nrecord-percent = 101", "route[0].record-percent"),
+            ("[[route]]\nrecord-percent = -1", "route[0].record-percent"),
+            ("[[route]]\nrecord = false\nrecord-percent = 10", "route[0].record-percent"),
+            ("[[route]]\ntarget = \"reject\"\nrecord = true", "route[0].record"),
+            ("[[route]]\nname = \"a\"\n[[route]]\nname = \"a\"", "route[1].name"),
+        ];
+        for (text, key) in cases {
+            let e = err(text);
+            assert_eq!(key_of(&e), *key, "{text}: {e}");
+            // The message carries key and value.
+            assert!(e.to_string().contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn record_percent_accepts_integers_and_fractions() {
+        let c = Config::from_toml("[[route]]\nrecord-percent = 30").expect("valid");
+        assert_eq!(c.router.rules[0].record_share, 3000);
+        assert!(c.router.rules[0].record);
+        let c = Config::from_toml("[[route]]\nrecord-percent = 0.5").expect("valid");
+        assert_eq!(c.router.rules[0].record_share, 50);
+    }
+
+    #[test]
+    fn ip_nets() {
+        let n = IpNet::parse("198.18.0.0/15").expect("valid");
+        assert!(n.contains("198.18.0.1".parse().expect("ip")));
+        assert!(n.contains("198.19.1.1".parse().expect("ip")));
+        assert!(!n.contains("198.20.0.0".parse().expect("ip")));
+        assert!(!n.contains("::1".parse().expect("ip")));
+        let all = IpNet::parse("0.0.0.0/0").expect("valid");
+        assert!(all.contains("8.8.8.8".parse().expect("ip")));
+        let v6 = IpNet::parse("::/0").expect("valid");
+        assert!(v6.contains("2001:db8::1".parse().expect("ip")));
+        assert!(IpNet::parse("198.18.0.1/15").is_err());
+        assert!(IpNet::parse("::1/129").is_err());
+    }
+
+    #[test]
+    fn advertise_forms() {
+        let a = |s| parse_advertise("k", s).expect("valid");
+        assert_eq!(a("198.18.0.1").port, None);
+        assert_eq!(a("198.18.0.1:5080").port, Some(5080));
+        assert_eq!(a("[2001:2::1]:5060").host, "2001:2::1");
+        assert_eq!(a("2001:2::1").host, "2001:2::1");
+        assert_eq!(a("pbx.example.com").host, "pbx.example.com");
+    }
+}

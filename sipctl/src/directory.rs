@@ -93,8 +93,7 @@ pub struct Directory {
 pub fn valid_number(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
-        && n
-            .bytes()
+        && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+*#._-".contains(&b))
 }
 
@@ -109,7 +108,9 @@ pub fn normalize_contact(number: &str, contact: &str) -> Result<String, Director
     if c.is_empty() {
         return Err(bad("empty"));
     }
-    if c.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'<' || b == b'>' || b == b'"') {
+    if c.bytes().any(|b| {
+        b.is_ascii_whitespace() || b.is_ascii_control() || b == b'<' || b == b'>' || b == b'"'
+    }) {
         return Err(bad("contains spaces, quotes or angle brackets"));
     }
     let lower = c.to_ascii_lowercase();
@@ -125,7 +126,7 @@ pub fn normalize_contact(number: &str, contact: &str) -> Result<String, Director
     }
     if c.contains(':') && !c.starts_with('[') && c.matches(':').count() == 1 {
         let (host, port) = c.split_once(':').unwrap_or((c, ""));
-        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        if host.is_empty() || !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
             return Err(bad("expected host:port with a port 1-65535"));
         }
     } else if c.contains(':') && !c.starts_with('[') {
@@ -286,7 +287,18 @@ mod tests {
         assert_eq!(ok("phone.example.com"), "sip:1001@phone.example.com");
         assert_eq!(ok("SIP:alice@h;transport=tcp"), "sip:alice@h;transport=tcp");
         assert_eq!(ok("sips:alice@h:5061"), "sips:alice@h:5061");
-        for bad in ["", "sip:", "sip:alice@", "h:0", "h:99999", "a b", "x@y", "2001:2::20", "<sip:a@b>", ":5060"] {
+        for bad in [
+            "",
+            "sip:",
+            "sip:alice@",
+            "h:0",
+            "h:99999",
+            "a b",
+            "x@y",
+            "2001:2::20",
+            "<sip:a@b>",
+            ":5060",
+        ] {
             assert!(normalize_contact("1001", bad).is_err(), "{bad:?}");
         }
     }
@@ -307,25 +319,41 @@ mod tests {
         ));
         let d = Directory::new(vec![dn("1001", None), dn("+4930", Some("h"))], 60).expect("ok");
         assert_eq!(d.len(), 2);
-        assert_eq!(d.get("+4930").and_then(|c| c.contact.as_deref()), Some("sip:+4930@h"));
+        assert_eq!(
+            d.get("+4930").and_then(|c| c.contact.as_deref()),
+            Some("sip:+4930@h")
+        );
     }
 
     #[test]
     fn static_and_registered_contacts() {
-        let mut d =
-            Directory::new(vec![dn("1001", Some("198.18.0.20:5060")), dn("1002", None)], 3600)
-                .expect("ok");
+        let mut d = Directory::new(
+            vec![dn("1001", Some("198.18.0.20:5060")), dn("1002", None)],
+            3600,
+        )
+        .expect("ok");
         assert_eq!(d.lookup("9999", 0), Lookup::Unknown);
         assert!(matches!(d.lookup("1002", 100), Lookup::Unavailable { .. }));
         assert!(matches!(
             d.lookup("1001", 100),
-            Lookup::Found { contact: "sip:1001@198.18.0.20:5060", registered: false, .. }
+            Lookup::Found {
+                contact: "sip:1001@198.18.0.20:5060",
+                registered: false,
+                ..
+            }
         ));
         // Register 1002 for 60 s at t=100: found until 159, gone at 160.
-        assert_eq!(d.register("1002", "sip:1002@198.18.0.30:5062", 60, 100), Ok(60));
+        assert_eq!(
+            d.register("1002", "sip:1002@198.18.0.30:5062", 60, 100),
+            Ok(60)
+        );
         assert!(matches!(
             d.lookup("1002", 159),
-            Lookup::Found { contact: "sip:1002@198.18.0.30:5062", registered: true, .. }
+            Lookup::Found {
+                contact: "sip:1002@198.18.0.30:5062",
+                registered: true,
+                ..
+            }
         ));
         assert!(matches!(d.lookup("1002", 160), Lookup::Unavailable { .. }));
         assert!(d.registration("1002", 160).is_none());
@@ -333,9 +361,19 @@ mod tests {
         assert_eq!(d.register("1001", "198.18.0.40", 30, 0), Ok(30));
         assert!(matches!(
             d.lookup("1001", 10),
-            Lookup::Found { contact: "sip:1001@198.18.0.40", registered: true, .. }
+            Lookup::Found {
+                contact: "sip:1001@198.18.0.40",
+                registered: true,
+                ..
+            }
         ));
-        assert!(matches!(d.lookup("1001", 30), Lookup::Found { registered: false, .. }));
+        assert!(matches!(
+            d.lookup("1001", 30),
+            Lookup::Found {
+                registered: false,
+                ..
+            }
+        ));
         // Expires are capped; 0 unregisters.
         assert_eq!(d.register("1002", "h", 100_000, 0), Ok(3600));
         assert!(d.registration("1002", 3599).is_some());

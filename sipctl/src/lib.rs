@@ -3,7 +3,11 @@
 //! The SIP layers ([`sip`]), the directory, routing rules and configuration are sans-IO:
 //! they take input and `now` and return what to do; the daemon wraps them in sockets.
 
+pub mod api;
+pub mod b2bua;
 pub mod config;
+pub mod daemon;
 pub mod directory;
+pub mod media;
 pub mod routing;
 pub mod sip;

@@ -29,7 +29,10 @@ enum Token {
     Lit(char),
     Any,
     Star,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 impl Token {
@@ -172,7 +175,9 @@ impl Patterns {
     /// Compiles each pattern.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Patterns, PatternError> {
         if patterns.is_empty() {
-            return Err(PatternError("an empty list of patterns never matches".into()));
+            return Err(PatternError(
+                "an empty list of patterns never matches".into(),
+            ));
         }
         patterns
             .iter()
@@ -527,8 +532,8 @@ pub fn reason_phrase(status: u16) -> &'static str {
         500 => "Server Internal Error",
         503 => "Service Unavailable",
         603 => "Decline",
-        400..=499 => "Request Failure",
-        500..=599 => "Server Failure",
+        s if s < 500 => "Request Failure",
+        s if s < 600 => "Server Failure",
         _ => "Global Failure",
     }
 }
@@ -748,7 +753,10 @@ mod tests {
         assert!(w.contains(fri + 24 * HOUR, 60), "sat 00:00");
         assert!(w.contains(fri + 29 * HOUR + 59 * 60, 60), "sat 05:59");
         assert!(!w.contains(fri + 30 * HOUR, 60), "sat 06:00");
-        assert!(!w.contains(fri + 5 * HOUR, 60), "fri 05:00 belongs to thursday");
+        assert!(
+            !w.contains(fri + 5 * HOUR, 60),
+            "fri 05:00 belongs to thursday"
+        );
         assert!(!w.contains(fri + 46 * HOUR, 60), "sat 22:00");
         // Without days: every night.
         let w = TimeWindow::parse(None::<&[&str]>, Some("22:00-06:00")).expect("valid");
@@ -823,9 +831,27 @@ mod tests {
         };
         let f = facts("1001");
         assert_eq!(status(&caller, &f), 403);
-        assert_eq!(status(&caller, &CallFacts { caller: "+4940", ..f }), 0);
+        assert_eq!(
+            status(
+                &caller,
+                &CallFacts {
+                    caller: "+4940",
+                    ..f
+                }
+            ),
+            0
+        );
         assert_eq!(status(&callee, &f), 486);
-        assert_eq!(status(&callee, &CallFacts { callee: "1002", ..f }), 0);
+        assert_eq!(
+            status(
+                &callee,
+                &CallFacts {
+                    callee: "1002",
+                    ..f
+                }
+            ),
+            0
+        );
         assert_eq!(status(&ruri, &f), 0);
         let sales = CallFacts {
             ruri: "sip:1001@SALES.example.com",
@@ -916,7 +942,17 @@ mod tests {
                 utc_offset_min: 0,
             };
             (0..SAMPLE_SCALE)
-                .filter(|&s| router.decide(&CallFacts { sample: s, ..facts("1001") }, &dir).record)
+                .filter(|&s| {
+                    router
+                        .decide(
+                            &CallFacts {
+                                sample: s,
+                                ..facts("1001")
+                            },
+                            &dir,
+                        )
+                        .record
+                })
                 .count()
         };
         assert_eq!(recorded(0), 0);

@@ -101,10 +101,7 @@ impl EventJob {
             ));
         }
         if self.kind.is_recording() && self.recording.is_none() {
-            return Err(format!(
-                "a {} event needs a recording",
-                self.kind.as_str()
-            ));
+            return Err(format!("a {} event needs a recording", self.kind.as_str()));
         }
         Ok(())
     }

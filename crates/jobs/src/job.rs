@@ -41,6 +41,9 @@ pub enum JobError {
 
 /// Any job of the processor queue. Serializes as the job's own JSON object (no wrapper);
 /// deserializes by dispatching on `schema` (see [`parse_value`]).
+// Jobs are few and short-lived: the size difference does not matter, plain variants keep
+// matching simple.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Job {
@@ -120,9 +123,7 @@ pub fn parse_value(v: Value) -> Result<Job, JobError> {
         detail: e.to_string(),
     };
     if schema == RECORDING_SCHEMA {
-        Ok(Job::Recording(
-            serde_json::from_value(v).map_err(invalid)?,
-        ))
+        Ok(Job::Recording(serde_json::from_value(v).map_err(invalid)?))
     } else {
         let e: EventJob = serde_json::from_value(v).map_err(invalid)?;
         e.validate()
@@ -270,7 +271,10 @@ pub(crate) mod tests {
             next_seq: 0,
         };
         let seqs: Vec<u64> = (0..3)
-            .map(|i| ctx.event(EventKind::Ringing, crate::uuid_v7(i, [0; 10]), i).seq)
+            .map(|i| {
+                ctx.event(EventKind::Ringing, crate::uuid_v7(i, [0; 10]), i)
+                    .seq
+            })
             .collect();
         assert_eq!(seqs, [0, 1, 2]);
         e.kind = EventKind::RecordingStarted;
@@ -303,7 +307,10 @@ pub(crate) mod tests {
 
     #[test]
     fn invalid_json_is_rejected() {
-        assert!(matches!(parse(b"{\"schema\":"), Err(JobError::InvalidJson(_))));
+        assert!(matches!(
+            parse(b"{\"schema\":"),
+            Err(JobError::InvalidJson(_))
+        ));
         assert!(matches!(parse(b""), Err(JobError::InvalidJson(_))));
         assert!(matches!(parse(b"[1,2]"), Err(JobError::NotAnObject)));
     }

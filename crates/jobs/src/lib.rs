@@ -14,13 +14,13 @@ mod spool;
 mod time;
 
 pub use event::{
-    CallContext, EventJob, EventKind, EventParties, EventRecording, EventSchema, EventType,
-    Party, RecordingInitiator, SwitchInfo, EVENT_SCHEMA,
+    CallContext, EventJob, EventKind, EventParties, EventRecording, EventSchema, EventType, Party,
+    RecordingInitiator, SwitchInfo, EVENT_SCHEMA,
 };
 pub use job::{parse, parse_value, Job, JobError};
 pub use recording::{
-    Codec, Component, RecorderInfo, RecordingJob, RecordingParty, RecordingSchema,
-    RecordingStatus, RecordingStream, RecordingType, RECORDING_SCHEMA,
+    Codec, Component, RecorderInfo, RecordingJob, RecordingParty, RecordingSchema, RecordingStatus,
+    RecordingStream, RecordingType, RECORDING_SCHEMA,
 };
 pub use spool::{job_file_name, Claimed, Spool, SpoolError};
 pub use time::{civil_from_days, rfc3339};

@@ -149,7 +149,12 @@ impl Spool {
     }
 
     /// Writes `bytes` as `dst_dir/name` atomically through `tmp/`.
-    fn write_atomic(&self, dst_dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, SpoolError> {
+    fn write_atomic(
+        &self,
+        dst_dir: &Path,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<PathBuf, SpoolError> {
         let tmp = self.sub("tmp").join(format!("{name}.tmp"));
         let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
         f.write_all(bytes)
@@ -243,7 +248,11 @@ impl Spool {
     /// atomically), then moves the job into `failed/`. Returns the job's new path.
     pub fn fail(&self, claimed: Claimed, reason: &str) -> Result<PathBuf, SpoolError> {
         let failed = self.sub("failed");
-        self.write_atomic(&failed, &format!("{}.reason", claimed.name), reason.as_bytes())?;
+        self.write_atomic(
+            &failed,
+            &format!("{}.reason", claimed.name),
+            reason.as_bytes(),
+        )?;
         let dst = failed.join(&claimed.name);
         fs::rename(&claimed.path, &dst).map_err(io_err("renaming into", &dst))?;
         fsync_dir(&failed)?;
@@ -288,7 +297,10 @@ impl Spool {
     pub fn remove_stale_tmp(&self, before: SystemTime) -> Result<usize, SpoolError> {
         let tmp = self.sub("tmp");
         let mut n = 0;
-        for e in fs::read_dir(&tmp).map_err(io_err("listing", &tmp))?.flatten() {
+        for e in fs::read_dir(&tmp)
+            .map_err(io_err("listing", &tmp))?
+            .flatten()
+        {
             let stale = e
                 .metadata()
                 .and_then(|m| m.modified())
@@ -379,10 +391,7 @@ mod tests {
         let p = s
             .push_bytes(RECORDING_EXAMPLE.as_bytes(), id, 1_795_598_141_010)
             .expect("push");
-        assert_eq!(
-            p,
-            t.0.join("new").join(format!("1795598141010-{id}.json"))
-        );
+        assert_eq!(p, t.0.join("new").join(format!("1795598141010-{id}.json")));
         // A file dropped into new/ the way recorder's store.rs does it is taken as well.
         fs::write(
             t.0.join("new").join(format!("1795598141011-{id}.json")),
@@ -402,7 +411,10 @@ mod tests {
         let s = Spool::open(&t.0).expect("open");
         for bad in ["", "../x", "a/b", ".hidden", "sp ace"] {
             assert!(
-                matches!(s.push_bytes(RECORDING_EXAMPLE.as_bytes(), bad, 1), Err(SpoolError::InvalidName(_))),
+                matches!(
+                    s.push_bytes(RECORDING_EXAMPLE.as_bytes(), bad, 1),
+                    Err(SpoolError::InvalidName(_))
+                ),
                 "{bad:?}"
             );
         }
@@ -446,7 +458,10 @@ mod tests {
         let unique: HashSet<&String> = all.iter().collect();
         assert_eq!(all.len(), n as usize, "every job taken exactly once");
         assert_eq!(unique.len(), n as usize);
-        assert_eq!(fs::read_dir(t.0.join("done")).expect("done").count(), n as usize);
+        assert_eq!(
+            fs::read_dir(t.0.join("done")).expect("done").count(),
+            n as usize
+        );
     }
 
     #[test]
@@ -458,10 +473,13 @@ mod tests {
         let c = s.take_next().expect("take").expect("job");
         let name = c.name().to_owned();
         drop(c); // the consumer dies: neither completed nor failed
-        assert_eq!(s.claimed().expect("claimed"), [name.clone()]);
+        assert_eq!(s.claimed().expect("claimed"), std::slice::from_ref(&name));
         // A new consumer starts.
         let s2 = Spool::open(&t.0).expect("reopen");
-        assert_eq!(s2.recover_claimed().expect("recover"), [name.clone()]);
+        assert_eq!(
+            s2.recover_claimed().expect("recover"),
+            std::slice::from_ref(&name)
+        );
         assert!(s2.claimed().expect("claimed").is_empty());
         // It is the oldest again, so it is taken first.
         let c = s2.take_next().expect("take").expect("job");
@@ -473,7 +491,11 @@ mod tests {
     fn failed_jobs_carry_their_reason() {
         let t = TempDir::new("fail");
         let s = Spool::open(&t.0).expect("open");
-        fs::write(t.0.join("new").join("5-garbage.json"), b"{\"schema\":\"x\"}").expect("write");
+        fs::write(
+            t.0.join("new").join("5-garbage.json"),
+            b"{\"schema\":\"x\"}",
+        )
+        .expect("write");
         let c = s.take_next().expect("take").expect("job");
         let err = c.parse().expect_err("unknown schema");
         assert!(matches!(err, JobError::UnknownSchema(_)));
@@ -481,7 +503,9 @@ mod tests {
         assert_eq!(path, t.0.join("failed").join("5-garbage.json"));
         assert!(path.is_file());
         assert_eq!(
-            s.failure_reason("5-garbage.json").expect("reason").as_deref(),
+            s.failure_reason("5-garbage.json")
+                .expect("reason")
+                .as_deref(),
             Some("unknown job schema \"x\"")
         );
         assert_eq!(s.failure_reason("6-other.json").expect("reason"), None);
@@ -497,7 +521,10 @@ mod tests {
         fs::write(t.0.join("new").join(".hidden.json"), b"{").expect("write");
         fs::write(t.0.join("new").join("7-notes.txt"), b"{").expect("write");
         assert!(s.take_next().expect("take").is_none());
-        assert_eq!(s.remove_stale_tmp(SystemTime::UNIX_EPOCH).expect("clean"), 0);
+        assert_eq!(
+            s.remove_stale_tmp(SystemTime::UNIX_EPOCH).expect("clean"),
+            0
+        );
         let later = SystemTime::now() + std::time::Duration::from_secs(60);
         assert_eq!(s.remove_stale_tmp(later).expect("clean"), 1);
     }

@@ -205,7 +205,10 @@ mod tests {
                 panic!("expected message")
             };
             let msg = Message::parse(&m).expect("parse");
-            assert_eq!(msg.as_request().map(|r| r.body.as_slice()), Some(&b"v=0\n"[..]));
+            assert_eq!(
+                msg.as_request().map(|r| r.body.as_slice()),
+                Some(&b"v=0\n"[..])
+            );
         }
         assert_eq!(f.buffered(), 0);
     }
@@ -230,6 +233,12 @@ mod tests {
         assert_eq!(frames(&mut f), vec![Frame::Ping]);
         f.push(b"\n");
         assert_eq!(frames(&mut f), vec![]);
+        f.push(INVITE.as_bytes());
+        assert_eq!(
+            frames(&mut f),
+            vec![Frame::Message(INVITE.as_bytes().to_vec())]
+        );
+        // a single CRLF between messages is skipped silently
         f.push(b"\r\n");
         f.push(INVITE.as_bytes());
         assert_eq!(
@@ -270,17 +279,28 @@ mod tests {
         assert!(f.poll_frame().is_err());
 
         let mut f = StreamFramer::new(1000);
-        f.push(INVITE.replace("Content-Length: 4", "Content-Length: 5000").as_bytes());
+        f.push(
+            INVITE
+                .replace("Content-Length: 4", "Content-Length: 5000")
+                .as_bytes(),
+        );
         assert_eq!(f.poll_frame(), Err(FramingError::TooLarge { limit: 1000 }));
 
         let mut f = StreamFramer::default();
-        f.push(INVITE.replace("Content-Length: 4", "Content-Length: x4").as_bytes());
+        f.push(
+            INVITE
+                .replace("Content-Length: 4", "Content-Length: x4")
+                .as_bytes(),
+        );
         assert_eq!(f.poll_frame(), Err(FramingError::BadContentLength));
 
         let mut f = StreamFramer::default();
         f.push(
             INVITE
-                .replace("Content-Length: 4", "Content-Length: 99999999999999999999999")
+                .replace(
+                    "Content-Length: 4",
+                    "Content-Length: 99999999999999999999999",
+                )
                 .as_bytes(),
         );
         assert_eq!(f.poll_frame(), Err(FramingError::BadContentLength));

@@ -1,4 +1,64 @@
-//! SIP messages, transactions and dialogs, sans-IO.
+//! SIP messages, transactions and dialogs, sans-IO (RFC 3261).
+//!
+//! Nothing in this module opens a socket, starts a thread or reads a clock. The daemon owns
+//! the sockets and the timer; these types take input plus `now: Instant` and hand back bytes
+//! to send, events and the next deadline (the quinn-proto model).
+//!
+//! # Layers
+//! * [`message`]: parse one datagram / framed message with [`Message::parse`] into a
+//!   [`Request`] or [`Response`]; typed header views through [`HeaderAccess`] (`top_via()`,
+//!   `from_addr()`, `to_tag()`, `cseq()`, `contacts()`, `record_routes()` …); builders
+//!   ([`Response::for_request`], [`Request::cancel`], [`Headers`] editing) and `to_bytes()`.
+//!   On a parse error, [`bad_request_response`] gives the stateless 400 when one is allowed.
+//! * [`framing`]: [`StreamFramer`] cuts a TCP byte stream into messages (RFC 3261 §18.3).
+//! * [`transaction`]: [`TransactionLayer`] runs the four RFC 3261 §17 state machines
+//!   (plus RFC 6026): retransmissions, timers A–M, matching, ACK for non-2xx, 100 Trying.
+//! * [`dialog`]: [`Dialog`] holds RFC 3261 §12 dialog state and builds in-dialog requests;
+//!   [`DialogId`] maps incoming messages to dialogs.
+//!
+//! # Driving it (one event loop)
+//! ```text
+//! on datagram (bytes, from):                     on TCP bytes (conn, bytes):
+//!   match Message::parse(bytes)                    framer.push(bytes)
+//!     Err(e) => if let Some(r) =                   while let Some(f) = framer.poll_frame()? {
+//!         bad_request_response(bytes, &e)            Frame::Message(m) => same as datagram
+//!       { layer.send_stateless(from, r.to_bytes()) } Frame::Ping => write "\r\n" }
+//!     Ok(msg) => match layer.handle_incoming(now, msg, from) {
+//!       Incoming::Request { tx, request }  => TU: dialog lookup via DialogId, answer with
+//!                                             layer.send_response(now, tx, resp)
+//!       Incoming::Cancel { tx, invite, .. } => 200 on tx, 487 on invite
+//!       Incoming::Response { tx, response } => TU: Dialog::uac / handle_response; for a 2xx
+//!                                             to INVITE send dialog.ack_for_2xx() stateless
+//!       Incoming::Ack { request, .. }       => dialog.handle_request(&request)
+//!       Incoming::StrayResponse(r)          => 2xx: re-send the ACK; else drop
+//!       Incoming::Absorbed | Discarded(_)   => nothing
+//!     }
+//! after every input and timer:
+//!   while let Some(t) = layer.poll_transmit() { send t.bytes to t.dest;
+//!                                               on failure layer.handle_transport_error(tx) }
+//!   while let Some(e) = layer.poll_event() { Timeout → 408 / BYE, TransportError → 503,
+//!                                            Terminated → forget the TxId }
+//!   arm the timer at layer.poll_timeout(); when it fires: layer.handle_timeout(now)
+//! ```
+//!
+//! Requests the TU sends need a top Via with a fresh branch: [`new_via`] or
+//! [`Via::new`] + [`generate_branch`]; tags and Call-IDs come from [`generate_tag`] and
+//! [`generate_call_id`].
 
+pub mod dialog;
 pub mod framing;
 pub mod message;
+pub mod transaction;
+
+pub use dialog::{Dialog, DialogError, DialogId, DialogState, Role};
+pub use framing::{Frame, FramingError, StreamFramer};
+pub use message::{
+    bad_request_response, generate_branch, generate_call_id, generate_tag, header_name_eq,
+    reason_phrase, split_list, CSeq, Header, HeaderAccess, Headers, Message, Method, NameAddr,
+    Param, ParseError, Request, Response, Uri, Via, BRANCH_MAGIC_COOKIE, MAX_HEADERS,
+    MAX_MESSAGE_SIZE,
+};
+pub use transaction::{
+    new_via, Incoming, Peer, TimerConfig, TransactionLayer, Transmit, Transport, TxError, TxEvent,
+    TxId, TxKind, TxState,
+};

@@ -1,0 +1,1952 @@
+//! The B2BUA: every call is an A leg (sipctl is the UAS towards the caller) and a B leg
+//! (sipctl is the UAC towards the callee), plus the media control of the call through the
+//! recorder over NG. Sans-IO, like the layers under it.
+//!
+//! How the shell drives it:
+//!
+//! * SIP datagrams/stream messages in: [`B2bua::handle_sip`]; SIP bytes out:
+//!   [`B2bua::poll_transmit`];
+//! * NG datagrams from the recorder in: [`B2bua::handle_ng`]; NG datagrams out:
+//!   [`B2bua::poll_ng_transmit`];
+//! * agent-desktop commands in: [`B2bua::api_command`] (returns a [`Ticket`]); their outcome:
+//!   [`B2bua::poll_api_result`] (start and stop finish after two re-INVITEs);
+//! * call events for the processor queue: [`B2bua::poll_event`];
+//! * timers: [`B2bua::poll_timeout`] / [`B2bua::handle_timeout`].
+//!
+//! Media modes of a call: *direct* (each party's SDP is passed to the other: media flows
+//! between them) or *recorded* (each party gets the recorder's SDP from NG `offer`/`answer`,
+//! so the media flows through the recorder, which records it). A recording starts from the
+//! first INVITE (routing rule or DN `record = true`) or mid-call (agent request: re-INVITE B
+//! then A with SDP from NG); it stops with NG `stop recording`, re-INVITEs back to direct
+//! media and NG `delete` (RFC 3725-style third-party call control, flow I).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use linecord_jobs::{
+    CallContext, EventJob, EventKind, EventParties, EventRecording, Party, RecordingInitiator,
+};
+use linecord_ng::client::{Client as NgClient, ClientConfig, ClientEvent, RequestId};
+use linecord_ng::Value;
+
+use crate::config::IpNet;
+use crate::directory::Directory;
+use crate::media::{self, MediaCall, Origin};
+use crate::routing::{sample_from_call_id, CallFacts, Router, Target};
+use crate::sip::{
+    bad_request_response, generate_call_id, generate_tag, new_via, reason_phrase, CSeq,
+    HeaderAccess, Incoming, Message, Method, NameAddr, Peer, Request, Response, TimerConfig,
+    TransactionLayer, Transmit, Transport, TxEvent, TxId, Uri,
+};
+
+/// Header carrying the global call id between switches.
+pub const GLOBAL_CALL_ID_HEADER: &str = "X-Linecord-Call-Id";
+
+/// The clock, passed in: monotonic for timers, wall-clock milliseconds for events, routing
+/// time windows and registrations.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic time.
+    pub mono: Instant,
+    /// Unix time, milliseconds.
+    pub unix_ms: u64,
+}
+
+/// What the B2BUA needs to know about its own deployment.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Host (address) sipctl puts in Via and Contact.
+    pub host: String,
+    /// Port sipctl puts in Via and Contact.
+    pub port: u16,
+    /// This switch's name in events.
+    pub switch: String,
+    /// Peers whose `X-Linecord-Call-Id` is trusted.
+    pub trusted_peers: Vec<IpNet>,
+    /// NG retransmission policy towards the recorder (its timeout decides when recording
+    /// has failed).
+    pub ng: ClientConfig,
+    /// SIP timers.
+    pub timers: TimerConfig,
+    /// Version string for events.
+    pub version: String,
+}
+
+/// A pending agent-desktop command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket(pub u64);
+
+/// What the agent desktop asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordingAction {
+    /// Start recording (re-INVITEs put the recorder into the media path).
+    Start,
+    /// Stop recording (re-INVITEs give the parties direct media back).
+    Stop,
+    /// Pause (nothing is written; media keeps flowing).
+    Pause,
+    /// Resume after a pause.
+    Resume,
+}
+
+impl RecordingAction {
+    /// Parses `start|stop|pause|resume`.
+    pub fn parse(s: &str) -> Option<RecordingAction> {
+        match s {
+            "start" => Some(RecordingAction::Start),
+            "stop" => Some(RecordingAction::Stop),
+            "pause" => Some(RecordingAction::Pause),
+            "resume" => Some(RecordingAction::Resume),
+            _ => None,
+        }
+    }
+}
+
+/// Why an agent command was refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// No call with that id.
+    #[error("no call {0}")]
+    UnknownCall(String),
+    /// The call is not in a state that allows the action.
+    #[error("{0}")]
+    Conflict(String),
+    /// The recorder or a party refused; the call goes on.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Recording state of a call, as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingState {
+    /// Not recorded (media flows directly between the parties).
+    Off,
+    /// Being set up (NG and re-INVITEs in progress).
+    Starting,
+    /// Recording.
+    On,
+    /// Paused.
+    Paused,
+    /// Being stopped.
+    Stopping,
+}
+
+/// One active call, as `GET /v1/calls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CallInfo {
+    /// sipctl's id of the call (use it in `POST /v1/calls/{id}/recording`).
+    pub id: String,
+    /// The global call id (`X-Linecord-Call-Id`).
+    pub global_call_id: String,
+    /// Caller number (From user).
+    pub caller: Option<String>,
+    /// Callee number (request-URI user).
+    pub callee: Option<String>,
+    /// The agent DN the call terminates at, if any.
+    pub dn: Option<String>,
+    /// `routing`, `calling`, `ringing`, `answered`, `confirmed`, `ending`.
+    pub state: &'static str,
+    /// Recording state.
+    pub recording: RecordingState,
+    /// Call-ID of the caller's leg.
+    pub a_call_id: String,
+    /// Call-ID of the callee's leg.
+    pub b_call_id: Option<String>,
+}
+
+/// Counters for operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Calls created.
+    pub calls: u64,
+    /// Calls answered.
+    pub answered: u64,
+    /// Recordings started (from the start or mid-call).
+    pub recordings_started: u64,
+    /// Recordings that could not start or broke.
+    pub recordings_failed: u64,
+    /// Calls refused with 500 because recording was critical and failed.
+    pub refused_record_critical: u64,
+    /// Messages answered 400 or dropped as malformed.
+    pub bad_messages: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+/// One side of a call, as a dialog sipctl is a party of (RFC 3261 §12).
+#[derive(Debug, Clone)]
+struct Leg {
+    call_id: String,
+    local_tag: String,
+    remote_tag: Option<String>,
+    /// Our address-of-record on this leg (From as UAC, To as UAS), without tag.
+    local: NameAddr,
+    /// The party's, without tag.
+    remote: NameAddr,
+    local_cseq: u32,
+    /// Contact of the party (RFC 3261 §12.1.1, §12.1.2).
+    remote_target: Uri,
+    /// Route set, in the order to put in Route headers.
+    route_set: Vec<String>,
+    /// Where in-dialog requests go.
+    peer: Peer,
+    /// The `o=` line of SDP sent on this leg.
+    origin: Origin,
+}
+
+impl Leg {
+    /// A request inside this dialog (RFC 3261 §12.2.1.1); loose routing only.
+    fn request(&mut self, method: Method, me: &Me) -> Request {
+        self.local_cseq += 1;
+        let seq = self.local_cseq;
+        self.request_with_cseq(method, seq, me)
+    }
+
+    fn request_with_cseq(&self, method: Method, seq: u32, me: &Me) -> Request {
+        let mut r = Request::new(method.clone(), self.remote_target.clone());
+        r.headers
+            .push("Via", new_via(self.peer.transport, &me.host, Some(me.port)));
+        r.headers.push("Max-Forwards", 70);
+        for route in &self.route_set {
+            r.headers.push("Route", route);
+        }
+        let mut from = self.local.clone();
+        from.set_tag(&self.local_tag);
+        r.headers.push("From", from);
+        let mut to = self.remote.clone();
+        if let Some(t) = &self.remote_tag {
+            to.set_tag(t);
+        }
+        r.headers.push("To", to);
+        r.headers.push("Call-ID", &self.call_id);
+        r.headers.push("CSeq", CSeq { seq, method });
+        r.headers.push("Contact", me.contact(self.peer.transport));
+        r
+    }
+}
+
+/// Where sipctl is, for Via and Contact.
+#[derive(Debug, Clone)]
+struct Me {
+    host: String,
+    port: u16,
+}
+
+impl Me {
+    fn contact(&self, transport: Transport) -> String {
+        match transport {
+            Transport::Udp => format!("<sip:sipctl@{}:{}>", self.host, self.port),
+            Transport::Tcp => format!("<sip:sipctl@{}:{};transport=tcp>", self.host, self.port),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the recorder's offer reply before the INVITE goes to B.
+    Routing,
+    /// INVITE sent to B.
+    Calling,
+    /// B sent a provisional response.
+    Early,
+    /// B answered; waiting for the recorder's answer reply before answering A.
+    Answering,
+    /// 200 sent to A, waiting for A's ACK.
+    Answered,
+    /// Both dialogs confirmed.
+    Confirmed,
+    /// Being torn down.
+    Ending,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Routing => "routing",
+            Phase::Calling => "calling",
+            Phase::Early => "ringing",
+            Phase::Answering | Phase::Answered => "answered",
+            Phase::Confirmed => "confirmed",
+            Phase::Ending => "ending",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    Direct,
+    Recorded { paused: bool },
+}
+
+/// A mid-call operation in progress (one at a time per call).
+#[derive(Debug, Clone)]
+enum Op {
+    /// Agent start: NG offer, re-INVITE B, NG answer, re-INVITE A.
+    Start { ticket: Option<Ticket> },
+    /// Agent stop (or recovery to direct media): NG stop, re-INVITE B, re-INVITE A, NG delete.
+    Stop {
+        ticket: Option<Ticket>,
+        reason: Option<String>,
+    },
+    /// Pause or resume: one NG request.
+    PauseResume { ticket: Option<Ticket>, pause: bool },
+    /// A party's re-INVITE relayed to the other party (through NG when recorded).
+    Relay {
+        from: Side,
+        server_tx: TxId,
+        /// The SDP the party offered.
+        offer: Vec<u8>,
+    },
+    /// Another in-dialog request relayed as is (INFO, UPDATE, OPTIONS, MESSAGE...).
+    Passthrough { server_tx: TxId },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NgPurpose {
+    InitialOffer,
+    InitialAnswer,
+    StartOffer,
+    StartAnswer,
+    Stop,
+    PauseResume,
+    RelayOffer,
+    RelayAnswer,
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxPurpose {
+    /// The first INVITE to B.
+    BInvite,
+    /// A re-INVITE sent to `side` for the call's current op.
+    Reinvite(Side),
+    /// BYE (responses are not awaited).
+    Bye,
+    /// The relayed request of a passthrough op.
+    Passthrough,
+}
+
+struct Call {
+    id: u64,
+    ctx: CallContext,
+    media_call: MediaCall,
+    a: Leg,
+    b: Option<Leg>,
+    /// The caller's INVITE and its server transaction, until it has a final response.
+    a_invite: Option<(TxId, Request)>,
+    /// The INVITE to B and its client transaction, until it has a final response.
+    b_invite: Option<(TxId, Request)>,
+    phase: Phase,
+    media: Media,
+    /// The recorder holds a session for this call (it needs `delete` at the end).
+    at_recorder: bool,
+    /// Latest SDP each party sent.
+    sdp_a: Vec<u8>,
+    sdp_b: Vec<u8>,
+    record_critical: bool,
+    initiator: Option<RecordingInitiator>,
+    op: Option<Op>,
+    caller: Option<String>,
+    callee: Option<String>,
+    dn: Option<String>,
+    /// CANCEL from A arrived before B sent a provisional response.
+    cancel_pending: bool,
+    b_provisional: bool,
+    rang: bool,
+}
+
+impl Call {
+    fn leg(&mut self, side: Side) -> Option<&mut Leg> {
+        match side {
+            Side::A => Some(&mut self.a),
+            Side::B => self.b.as_mut(),
+        }
+    }
+
+    fn recording_state(&self) -> RecordingState {
+        match (&self.op, self.media) {
+            (Some(Op::Start { .. }), _) => RecordingState::Starting,
+            (Some(Op::Stop { .. }), _) => RecordingState::Stopping,
+            (_, Media::Direct) => RecordingState::Off,
+            (_, Media::Recorded { paused: true }) => RecordingState::Paused,
+            (_, Media::Recorded { paused: false }) => RecordingState::On,
+        }
+    }
+
+    fn info(&self) -> CallInfo {
+        CallInfo {
+            id: self.id.to_string(),
+            global_call_id: self.ctx.global_call_id.clone(),
+            caller: self.caller.clone(),
+            callee: self.callee.clone(),
+            dn: self.dn.clone(),
+            state: self.phase.name(),
+            recording: self.recording_state(),
+            a_call_id: self.a.call_id.clone(),
+            b_call_id: self.b.as_ref().map(|b| b.call_id.clone()),
+        }
+    }
+}
+
+/// The SIP server's core: transactions, calls, routing and media control.
+pub struct B2bua {
+    me: Me,
+    config: CoreConfig,
+    router: Router,
+    directory: Directory,
+    txl: TransactionLayer,
+    ng: NgClient,
+    calls: HashMap<u64, Call>,
+    next_call: u64,
+    /// (Call-ID, our tag) → call and side, for in-dialog requests.
+    dialogs: HashMap<(String, String), (u64, Side)>,
+    /// Server transactions of initial INVITEs → call (CANCEL matching).
+    invites: HashMap<TxId, u64>,
+    client_txs: HashMap<TxId, (u64, TxPurpose)>,
+    ng_pending: HashMap<RequestId, (u64, NgPurpose)>,
+    events: VecDeque<EventJob>,
+    api_results: VecDeque<(Ticket, Result<CallInfo, ApiError>)>,
+    next_ticket: u64,
+    counters: Counters,
+    /// Random bytes for UUIDs, refreshed per use.
+    rng: fastrand::Rng,
+}
+
+impl B2bua {
+    /// A core with its routing rules and DN directory.
+    pub fn new(config: CoreConfig, router: Router, directory: Directory) -> B2bua {
+        B2bua {
+            me: Me {
+                host: config.host.clone(),
+                port: config.port,
+            },
+            txl: TransactionLayer::new(config.timers),
+            ng: NgClient::new(&format!("sipctl{}", std::process::id()), config.ng),
+            config,
+            router,
+            directory,
+            calls: HashMap::new(),
+            next_call: 1,
+            dialogs: HashMap::new(),
+            invites: HashMap::new(),
+            client_txs: HashMap::new(),
+            ng_pending: HashMap::new(),
+            events: VecDeque::new(),
+            api_results: VecDeque::new(),
+            next_ticket: 1,
+            counters: Counters::default(),
+            rng: fastrand::Rng::new(),
+        }
+    }
+
+    /// Operator counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The active calls.
+    pub fn calls(&self) -> Vec<CallInfo> {
+        let mut v: Vec<CallInfo> = self.calls.values().map(Call::info).collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// The DN directory (registrations included).
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Shell interface
+
+    /// Next SIP message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.txl.poll_transmit()
+    }
+
+    /// Next NG datagram to send to the recorder.
+    pub fn poll_ng_transmit(&mut self) -> Option<Vec<u8>> {
+        self.ng.poll_transmit()
+    }
+
+    /// Next call event for the processor queue.
+    pub fn poll_event(&mut self) -> Option<EventJob> {
+        self.events.pop_front()
+    }
+
+    /// Next finished agent command.
+    pub fn poll_api_result(&mut self) -> Option<(Ticket, Result<CallInfo, ApiError>)> {
+        self.api_results.pop_front()
+    }
+
+    /// When [`B2bua::handle_timeout`] must next run.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        match (self.txl.poll_timeout(), self.ng.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs SIP and NG timers.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.txl.handle_timeout(now.mono);
+        self.ng.handle_timeout(now.mono);
+        self.drain(now);
+    }
+
+    /// A SIP message received from `source`.
+    pub fn handle_sip(&mut self, now: Now, bytes: &[u8], source: Peer) {
+        match Message::parse(bytes) {
+            Ok(msg) => {
+                let incoming = self.txl.handle_incoming(now.mono, msg, source);
+                self.on_incoming(now, incoming, source);
+            }
+            Err(e) => {
+                self.counters.bad_messages += 1;
+                if let Some(resp) = bad_request_response(bytes, &e) {
+                    self.txl.send_stateless(source, resp.to_bytes());
+                }
+            }
+        }
+        self.drain(now);
+    }
+
+    /// A transport failure sending a message of transaction `tx`.
+    pub fn handle_transport_error(&mut self, now: Now, tx: TxId) {
+        self.txl.handle_transport_error(tx);
+        self.drain(now);
+    }
+
+    /// A datagram from the recorder's NG address.
+    pub fn handle_ng(&mut self, now: Now, bytes: &[u8]) {
+        self.ng.handle_datagram(bytes);
+        self.drain(now);
+    }
+
+    /// An agent-desktop command on call `id`. Errors that are known at once come back
+    /// here; otherwise the outcome arrives through [`B2bua::poll_api_result`].
+    pub fn api_command(
+        &mut self,
+        now: Now,
+        id: &str,
+        action: RecordingAction,
+    ) -> Result<Ticket, ApiError> {
+        let key = id
+            .parse::<u64>()
+            .ok()
+            .filter(|k| self.calls.contains_key(k))
+            .ok_or_else(|| ApiError::UnknownCall(id.to_owned()))?;
+        let ticket = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        let call = self.calls.get_mut(&key).expect("checked above");
+        if call.phase != Phase::Confirmed {
+            return Err(ApiError::Conflict(format!(
+                "call {id} is {}, not established",
+                call.phase.name()
+            )));
+        }
+        if call.op.is_some() {
+            return Err(ApiError::Conflict(format!(
+                "call {id} has another change in progress"
+            )));
+        }
+        let ng_call = call.media_call.clone();
+        match (action, call.media) {
+            (RecordingAction::Start, Media::Direct) => {
+                call.op = Some(Op::Start {
+                    ticket: Some(ticket),
+                });
+                call.initiator = Some(RecordingInitiator::Agent);
+                let sdp = call.sdp_a.clone();
+                self.ng_request(
+                    now,
+                    key,
+                    NgPurpose::StartOffer,
+                    &ng_call.offer(&sdp, true, true),
+                );
+            }
+            (RecordingAction::Stop, Media::Recorded { .. }) => {
+                call.op = Some(Op::Stop {
+                    ticket: Some(ticket),
+                    reason: None,
+                });
+                self.ng_request(now, key, NgPurpose::Stop, &ng_call.stop_recording());
+            }
+            (RecordingAction::Pause, Media::Recorded { paused: false }) => {
+                call.op = Some(Op::PauseResume {
+                    ticket: Some(ticket),
+                    pause: true,
+                });
+                self.ng_request(now, key, NgPurpose::PauseResume, &ng_call.pause_recording());
+            }
+            (RecordingAction::Resume, Media::Recorded { paused: true }) => {
+                call.op = Some(Op::PauseResume {
+                    ticket: Some(ticket),
+                    pause: false,
+                });
+                self.ng_request(now, key, NgPurpose::PauseResume, &ng_call.start_recording());
+            }
+            (action, _) => {
+                return Err(ApiError::Conflict(format!(
+                    "cannot {} the recording of call {id}: it is {}",
+                    match action {
+                        RecordingAction::Start => "start",
+                        RecordingAction::Stop => "stop",
+                        RecordingAction::Pause => "pause",
+                        RecordingAction::Resume => "resume",
+                    },
+                    match call.recording_state() {
+                        RecordingState::Off => "off",
+                        RecordingState::On => "on",
+                        RecordingState::Paused => "paused",
+                        RecordingState::Starting => "starting",
+                        RecordingState::Stopping => "stopping",
+                    }
+                )))
+            }
+        }
+        self.drain(now);
+        Ok(ticket)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Plumbing
+
+    fn ng_request(&mut self, now: Now, call: u64, purpose: NgPurpose, body: &Value) {
+        let id = self.ng.request(now.mono, body);
+        self.ng_pending.insert(id, (call, purpose));
+    }
+
+    /// Handles everything the layers below produced.
+    fn drain(&mut self, now: Now) {
+        loop {
+            let mut progressed = false;
+            while let Some(ev) = self.txl.poll_event() {
+                progressed = true;
+                self.on_tx_event(now, ev);
+            }
+            while let Some(ev) = self.ng.poll_event() {
+                progressed = true;
+                let (id, reply) = match ev {
+                    ClientEvent::Reply { id, body } => (id, Ok(body)),
+                    ClientEvent::TimedOut { id } => {
+                        (id, Err("the recorder did not answer".to_owned()))
+                    }
+                };
+                if let Some((call, purpose)) = self.ng_pending.remove(&id) {
+                    self.on_ng_reply(now, call, purpose, reply);
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn event(
+        &mut self,
+        now: Now,
+        call: u64,
+        kind: EventKind,
+        reason: Option<String>,
+        status: Option<u16>,
+    ) {
+        let mut random = [0u8; 10];
+        self.rng.fill(&mut random);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if kind.is_recording() {
+            c.ctx.recording = Some(EventRecording {
+                ng_call_id: c.media_call.ng_call_id.clone(),
+                recording_id: None,
+                recorder: None,
+                initiator: c.initiator,
+            });
+        }
+        let mut ev = c.ctx.event(
+            kind,
+            linecord_jobs::uuid_v7(now.unix_ms, random),
+            now.unix_ms,
+        );
+        ev.reason = reason;
+        ev.status_code = status;
+        if !kind.is_recording() {
+            ev.recording = None;
+        }
+        match kind {
+            EventKind::RecordingStarted => self.counters.recordings_started += 1,
+            EventKind::RecordingFailed => self.counters.recordings_failed += 1,
+            EventKind::Answered => self.counters.answered += 1,
+            _ => {}
+        }
+        self.events.push_back(ev);
+    }
+
+    fn send_response(&mut self, now: Now, tx: TxId, resp: Response) {
+        if let Err(e) = self.txl.send_response(now.mono, tx, resp) {
+            tracing::debug!(error = %e, "response not sent");
+        }
+    }
+
+    fn respond(&mut self, now: Now, tx: TxId, req: &Request, status: u16, to_tag: Option<&str>) {
+        let mut resp = Response::for_request(req, status, reason_phrase(status));
+        if let Some(t) = to_tag {
+            resp.set_to_tag(t);
+        }
+        self.send_response(now, tx, resp);
+    }
+
+    fn send_request(
+        &mut self,
+        now: Now,
+        call: u64,
+        purpose: TxPurpose,
+        req: Request,
+        dest: Peer,
+    ) -> Option<TxId> {
+        match self.txl.send_request(now.mono, req, dest) {
+            Ok(tx) => {
+                self.client_txs.insert(tx, (call, purpose));
+                Some(tx)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "request not sent");
+                None
+            }
+        }
+    }
+
+    fn ack(&mut self, leg: &Leg, seq: u32) {
+        let ack = leg.request_with_cseq(Method::Ack, seq, &self.me);
+        self.txl.send_stateless(leg.peer, ack.to_bytes());
+    }
+
+    // ----------------------------------------------------------------------------------
+    // SIP in
+
+    fn on_incoming(&mut self, now: Now, incoming: Incoming, source: Peer) {
+        match incoming {
+            Incoming::Absorbed | Incoming::Discarded(_) | Incoming::StrayResponse(_) => {}
+            Incoming::Request { tx, request } => self.on_request(now, tx, request, source),
+            Incoming::Cancel {
+                tx,
+                request,
+                invite,
+            } => self.on_cancel(now, tx, request, invite),
+            Incoming::Response { tx, response } => self.on_response(now, tx, response),
+            Incoming::Ack { request, .. } => self.on_ack(now, &request),
+        }
+    }
+
+    fn on_request(&mut self, now: Now, tx: TxId, req: Request, source: Peer) {
+        let to_tag = req.to_tag();
+        if let Some(tag) = to_tag {
+            let key = (req.call_id().unwrap_or_default().to_owned(), tag);
+            match self.dialogs.get(&key).copied() {
+                Some((call, side)) => self.on_in_dialog(now, call, side, tx, req),
+                None => self.respond(now, tx, &req, 481, None),
+            }
+            return;
+        }
+        match req.method {
+            Method::Invite => self.on_invite(now, tx, req, source),
+            Method::Register => self.on_register(now, tx, &req),
+            Method::Options => {
+                let mut resp = Response::for_request(&req, 200, "OK");
+                resp.set_to_tag(&generate_tag());
+                resp.headers.push(
+                    "Allow",
+                    "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE",
+                );
+                self.send_response(now, tx, resp);
+            }
+            Method::Bye => self.respond(now, tx, &req, 481, None),
+            _ => self.respond(now, tx, &req, 405, None),
+        }
+    }
+
+    fn on_register(&mut self, now: Now, tx: TxId, req: &Request) {
+        let Some(to) = req.to_addr() else {
+            return self.respond(now, tx, req, 400, None);
+        };
+        let Some(number) = to.uri.user.clone() else {
+            return self.respond(now, tx, req, 404, None);
+        };
+        let expires_header = req
+            .headers
+            .get("Expires")
+            .and_then(|e| e.trim().parse::<u32>().ok());
+        let contact = req.contact();
+        let expires = contact
+            .as_ref()
+            .and_then(|c| {
+                c.param("expires")
+                    .and_then(|p| p.value.as_deref())
+                    .and_then(|v| v.parse().ok())
+            })
+            .or(expires_header)
+            .unwrap_or(3600);
+        let Some(contact) = contact else {
+            // A query: answer with the current binding.
+            let mut resp = Response::for_request(req, 200, "OK");
+            resp.set_to_tag(&generate_tag());
+            if let Some(r) = self.directory.registration(&number, now.unix_ms / 1000) {
+                resp.headers.push("Contact", format!("<{}>", r.contact));
+            }
+            return self.send_response(now, tx, resp);
+        };
+        match self.directory.register(
+            &number,
+            &contact.uri.to_string(),
+            expires,
+            now.unix_ms / 1000,
+        ) {
+            Ok(granted) => {
+                let mut resp = Response::for_request(req, 200, "OK");
+                resp.set_to_tag(&generate_tag());
+                if granted > 0 {
+                    resp.headers
+                        .push("Contact", format!("<{}>;expires={granted}", contact.uri));
+                }
+                self.send_response(now, tx, resp);
+            }
+            Err(crate::directory::DirectoryError::UnknownDn(_)) => {
+                self.respond(now, tx, req, 404, None)
+            }
+            Err(_) => self.respond(now, tx, req, 400, None),
+        }
+    }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        self.config.trusted_peers.iter().any(|n| n.contains(ip))
+    }
+
+    fn on_invite(&mut self, now: Now, tx: TxId, req: Request, source: Peer) {
+        // RFC 3261 §8.2.2.1-3 checks done by the parser; what a B2BUA needs on top:
+        let (Some(from), Some(to), Some(call_id), Some(cseq)) = (
+            req.from_addr(),
+            req.to_addr(),
+            req.call_id().map(str::to_owned),
+            req.cseq(),
+        ) else {
+            return self.respond(now, tx, &req, 400, None);
+        };
+        if req.max_forwards() == Some(0) {
+            return self.respond(now, tx, &req, 483, None);
+        }
+        let Some(remote_tag) = from.tag().map(str::to_owned) else {
+            return self.respond(now, tx, &req, 400, None);
+        };
+        if req.body.is_empty()
+            || !req
+                .content_type()
+                .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
+        {
+            // Offerless INVITE: the offer would come in our 200 and the answer in A's ACK,
+            // which the media control below does not do.
+            let mut resp = Response::for_request(&req, 488, "Not Acceptable Here");
+            resp.headers.push(
+                "Warning",
+                "399 sipctl \"INVITE without SDP offer is not supported\"",
+            );
+            return self.send_response(now, tx, resp);
+        }
+        let local_tag = generate_tag();
+        let id = self.next_call;
+        self.next_call += 1;
+        self.counters.calls += 1;
+
+        let global = req
+            .headers
+            .get(GLOBAL_CALL_ID_HEADER)
+            .map(str::trim)
+            .filter(|g| linecord_jobs::is_uuid(g) && self.trusted(source.addr.ip()))
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                let mut random = [0u8; 10];
+                self.rng.fill(&mut random);
+                linecord_jobs::uuid_v7(now.unix_ms, random)
+            });
+        let caller = from.uri.user.clone();
+        let callee = req.uri.user.clone().or_else(|| to.uri.user.clone());
+        let headers: Vec<(&str, &str)> = req
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect();
+        let ruri = req.uri.to_string();
+        let facts = CallFacts {
+            caller: caller.as_deref().unwrap_or(""),
+            callee: callee.as_deref().unwrap_or(""),
+            ruri: &ruri,
+            headers: &headers,
+            unix_time: now.unix_ms / 1000,
+            sample: sample_from_call_id(&call_id),
+        };
+        let decision = self.router.decide(&facts, &self.directory);
+        drop(headers);
+
+        let remote_target = req
+            .contact()
+            .map(|c| c.uri)
+            .unwrap_or_else(|| from.uri.clone());
+        let mut a = Leg {
+            call_id: call_id.clone(),
+            local_tag: local_tag.clone(),
+            remote_tag: Some(remote_tag),
+            local: strip_tag(&to),
+            remote: strip_tag(&from),
+            local_cseq: 0,
+            remote_target,
+            // RFC 3261 §12.1.1: the UAS's route set is the Record-Route list in order.
+            route_set: req
+                .headers
+                .get_all("Record-Route")
+                .map(str::to_owned)
+                .collect(),
+            peer: source,
+            origin: Origin::new(),
+        };
+        a.local_cseq = self.rng.u32(1..1 << 20);
+        let _ = cseq;
+        let party = |n: &NameAddr| Party {
+            number: n.uri.user.clone(),
+            uri: n.uri.to_string(),
+            display_name: n.display.clone(),
+        };
+        let dn = match &decision.target {
+            Target::Dn { dn, .. } => Some(dn.clone()),
+            _ => None,
+        };
+        let metadata = format!(
+            "caller={};callee={};dn={};switch={}{}",
+            caller.as_deref().unwrap_or(""),
+            callee.as_deref().unwrap_or(""),
+            dn.as_deref().unwrap_or(""),
+            self.config.switch,
+            decision
+                .rule_name
+                .as_ref()
+                .map(|r| format!(";rule={r}"))
+                .unwrap_or_default()
+        );
+        let call = Call {
+            id,
+            ctx: CallContext {
+                global_call_id: global.clone(),
+                switch: self.config.switch.clone(),
+                switch_call_id: id.to_string(),
+                a_leg_call_id: call_id.clone(),
+                b_leg_call_id: None,
+                parties: EventParties {
+                    caller: party(&from),
+                    callee: Party {
+                        number: callee.clone(),
+                        uri: ruri.clone(),
+                        display_name: to.display.clone(),
+                    },
+                    agent_dn: dn.clone(),
+                },
+                recording: None,
+                version: self.config.version.clone(),
+                next_seq: 0,
+            },
+            media_call: MediaCall {
+                ng_call_id: global,
+                metadata,
+            },
+            a,
+            b: None,
+            a_invite: Some((tx, req.clone())),
+            b_invite: None,
+            phase: Phase::Routing,
+            media: Media::Direct,
+            at_recorder: false,
+            sdp_a: req.body.clone(),
+            sdp_b: Vec::new(),
+            record_critical: decision.record && decision.record_critical,
+            initiator: decision.record_by.map(|r| match r {
+                crate::routing::RecordBy::Rule => RecordingInitiator::Routing,
+                crate::routing::RecordBy::Dn => RecordingInitiator::Dn,
+            }),
+            op: None,
+            caller,
+            callee,
+            dn,
+            cancel_pending: false,
+            b_provisional: false,
+            rang: false,
+        };
+        self.calls.insert(id, call);
+        self.dialogs
+            .insert((call_id, local_tag.clone()), (id, Side::A));
+        self.invites.insert(tx, id);
+        self.event(
+            now,
+            id,
+            EventKind::Created,
+            decision.rule_name.clone(),
+            None,
+        );
+
+        let (target_uri, transport_hint) = match &decision.target {
+            Target::Reject { status, reason } => {
+                let (status, reason) = (*status, reason.clone());
+                return self.fail_call(now, id, status, &reason);
+            }
+            Target::Dn { contact, .. } => (contact.clone(), None),
+            Target::Trunk { uri, .. } => (uri.clone(), None::<Transport>),
+        };
+        let _ = transport_hint;
+        let Some((uri, dest)) = resolve(&target_uri) else {
+            return self.fail_call(now, id, 502, &format!("cannot reach {target_uri}"));
+        };
+        let call = self.calls.get_mut(&id).expect("inserted above");
+        let b_to = NameAddr::new(Uri {
+            params: Vec::new(),
+            ..req.uri.clone()
+        });
+        call.b = Some(Leg {
+            call_id: generate_call_id(&self.me.host),
+            local_tag: generate_tag(),
+            remote_tag: None,
+            local: strip_tag(&from),
+            remote: b_to,
+            local_cseq: self.rng.u32(1..1 << 20),
+            remote_target: uri,
+            route_set: Vec::new(),
+            peer: dest,
+            origin: Origin::new(),
+        });
+        if let Some(b) = &call.b {
+            call.ctx.b_leg_call_id = Some(b.call_id.clone());
+            self.dialogs
+                .insert((b.call_id.clone(), b.local_tag.clone()), (id, Side::B));
+        }
+        if decision.record {
+            let body = call.media_call.offer(&call.sdp_a, true, true);
+            call.at_recorder = true;
+            self.ng_request(now, id, NgPurpose::InitialOffer, &body);
+        } else {
+            let sdp = call.sdp_a.clone();
+            self.invite_b(now, id, sdp);
+        }
+    }
+
+    /// Sends the first INVITE to B with `sdp`.
+    fn invite_b(&mut self, now: Now, id: u64, sdp: Vec<u8>) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some((_, a_req)) = &call.a_invite else {
+            return;
+        };
+        let a_req = a_req.clone();
+        let Some(b) = call.b.as_mut() else { return };
+        let sdp = b.origin.stamp(&sdp);
+        let mut req = b.request(Method::Invite, &self.me);
+        let mf = a_req.max_forwards().unwrap_or(70).saturating_sub(1);
+        req.headers.set("Max-Forwards", mf);
+        req.headers
+            .push(GLOBAL_CALL_ID_HEADER, &call.ctx.global_call_id);
+        for name in ["Allow", "Supported", "User-Agent", "Subject", "Priority"] {
+            if let Some(v) = a_req.headers.get(name) {
+                req.headers.push(name, v);
+            }
+        }
+        req.set_body("application/sdp", sdp);
+        let dest = b.peer;
+        call.phase = Phase::Calling;
+        if let Some(tx) = self.send_request(now, id, TxPurpose::BInvite, req.clone(), dest) {
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.b_invite = Some((tx, req));
+            }
+        } else {
+            self.fail_call(now, id, 500, "cannot send the INVITE to the callee");
+        }
+    }
+
+    fn on_cancel(&mut self, now: Now, tx: TxId, req: Request, invite: Option<TxId>) {
+        let call = invite.and_then(|i| self.invites.get(&i).copied());
+        let Some(id) = call else {
+            return self.respond(now, tx, &req, 481, None);
+        };
+        self.respond(now, tx, &req, 200, None);
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if let Some((itx, ireq)) = c.a_invite.take() {
+            let tag = c.a.local_tag.clone();
+            self.respond(now, itx, &ireq, 487, Some(&tag));
+        }
+        let c = self.calls.get_mut(&id).expect("present");
+        if let Some((btx, _)) = c.b_invite {
+            if c.b_provisional {
+                let _ = self.txl.send_cancel(now.mono, btx);
+            } else {
+                c.cancel_pending = true;
+            }
+        }
+        self.end_call(now, id, "cancelled by the caller", Some(487), false);
+    }
+
+    fn on_ack(&mut self, now: Now, req: &Request) {
+        let key = (
+            req.call_id().unwrap_or_default().to_owned(),
+            req.to_tag().unwrap_or_default(),
+        );
+        let Some((id, Side::A)) = self.dialogs.get(&key).copied() else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if c.phase == Phase::Answered {
+            c.phase = Phase::Confirmed;
+        }
+        let _ = now;
+    }
+
+    fn on_in_dialog(&mut self, now: Now, id: u64, side: Side, tx: TxId, req: Request) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return self.respond(now, tx, &req, 481, None);
+        };
+        match req.method {
+            Method::Bye => {
+                self.respond(now, tx, &req, 200, None);
+                let who = if side == Side::A { "caller" } else { "callee" };
+                self.end_call(now, id, &format!("{who} hung up"), None, true);
+            }
+            Method::Invite => {
+                if c.op.is_some() || c.phase != Phase::Confirmed {
+                    // RFC 3261 §14.2: a re-INVITE while one of ours is pending.
+                    let mut resp = Response::for_request(&req, 491, "Request Pending");
+                    resp.headers.push("Retry-After", 2);
+                    return self.send_response(now, tx, resp);
+                }
+                if let Some(contact) = req.contact() {
+                    if let Some(leg) = c.leg(side) {
+                        leg.remote_target = contact.uri;
+                    }
+                }
+                if req.body.is_empty() {
+                    // Offerless re-INVITE (session refresh): answer with what this party
+                    // last got.
+                    return self.answer_refresh(now, id, side, tx, &req);
+                }
+                c.op = Some(Op::Relay {
+                    from: side,
+                    server_tx: tx,
+                    offer: req.body.clone(),
+                });
+                match c.media {
+                    Media::Recorded { .. } => {
+                        let body = c.media_call.offer(&req.body, side == Side::A, false);
+                        self.ng_request(now, id, NgPurpose::RelayOffer, &body);
+                    }
+                    Media::Direct => {
+                        let sdp = req.body.clone();
+                        self.reinvite(now, id, side.other(), sdp);
+                    }
+                }
+            }
+            Method::Ack => {}
+            _ => {
+                // INFO, UPDATE, OPTIONS, MESSAGE, NOTIFY...: relayed as they are.
+                if c.op.is_some() || c.b.is_none() {
+                    let mut resp = Response::for_request(&req, 491, "Request Pending");
+                    resp.headers.push("Retry-After", 1);
+                    return self.send_response(now, tx, resp);
+                }
+                let Some(other) = c.leg(side.other()) else {
+                    return;
+                };
+                let mut out = other.request(req.method.clone(), &self.me);
+                if let Some(ct) = req.content_type() {
+                    out.set_body(ct, req.body.clone());
+                }
+                let dest = other.peer;
+                c.op = Some(Op::Passthrough { server_tx: tx });
+                if self
+                    .send_request(now, id, TxPurpose::Passthrough, out, dest)
+                    .is_none()
+                {
+                    if let Some(c) = self.calls.get_mut(&id) {
+                        c.op = None;
+                    }
+                    self.respond(now, tx, &req, 500, None);
+                }
+            }
+        }
+    }
+
+    fn answer_refresh(&mut self, now: Now, id: u64, side: Side, tx: TxId, req: &Request) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let last = match side {
+            Side::A => c.sdp_b.clone(),
+            Side::B => c.sdp_a.clone(),
+        };
+        let Some(leg) = c.leg(side) else { return };
+        let sdp = leg.origin.stamp(&last);
+        let mut resp = Response::for_request(req, 200, "OK");
+        resp.headers
+            .push("Contact", self.me.contact(leg.peer.transport));
+        resp.set_body("application/sdp", sdp);
+        self.send_response(now, tx, resp);
+    }
+
+    /// Sends a re-INVITE with `sdp` to `side` for the call's current op.
+    fn reinvite(&mut self, now: Now, id: u64, side: Side, sdp: Vec<u8>) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(leg) = c.leg(side) else { return };
+        let sdp = leg.origin.stamp(&sdp);
+        let mut req = leg.request(Method::Invite, &self.me);
+        req.set_body("application/sdp", sdp);
+        let dest = leg.peer;
+        if self
+            .send_request(now, id, TxPurpose::Reinvite(side), req, dest)
+            .is_none()
+        {
+            self.op_failed(
+                now,
+                id,
+                format!("cannot send a re-INVITE to the {}", party_name(side)),
+                None,
+            );
+        }
+    }
+
+    fn on_response(&mut self, now: Now, tx: TxId, resp: Response) {
+        let Some((id, purpose)) = self.client_txs.get(&tx).copied() else {
+            return;
+        };
+        if resp.is_final() {
+            self.client_txs.remove(&tx);
+        }
+        match purpose {
+            TxPurpose::BInvite => self.on_b_invite_response(now, id, tx, resp),
+            TxPurpose::Reinvite(side) => {
+                if resp.is_provisional() {
+                    return;
+                }
+                if resp.is_success() {
+                    // ACK the 2xx ourselves (RFC 3261 §13.2.2.4).
+                    let seq = resp.cseq().map(|c| c.seq).unwrap_or(0);
+                    if let Some(c) = self.calls.get_mut(&id) {
+                        if let Some(leg) = c.leg(side) {
+                            if let Some(contact) = resp.contact() {
+                                leg.remote_target = contact.uri;
+                            }
+                            let leg = leg.clone();
+                            self.ack(&leg, seq);
+                        }
+                    }
+                    self.on_reinvite_answered(now, id, side, resp.body);
+                } else {
+                    let why = format!(
+                        "the {} answered the re-INVITE with {} {}",
+                        party_name(side),
+                        resp.status,
+                        resp.reason
+                    );
+                    self.on_reinvite_failed(now, id, side, resp.status, why);
+                }
+            }
+            TxPurpose::Passthrough => {
+                if resp.is_provisional() {
+                    return;
+                }
+                let Some(c) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                if let Some(Op::Passthrough { server_tx }) = c.op.take() {
+                    if let Some(req) = self.txl.request(server_tx).cloned() {
+                        let mut out = Response::for_request(&req, resp.status, &resp.reason);
+                        if let Some(ct) = resp.content_type() {
+                            out.set_body(ct, resp.body.clone());
+                        }
+                        self.send_response(now, server_tx, out);
+                    }
+                }
+            }
+            TxPurpose::Bye => {}
+        }
+    }
+
+    fn on_b_invite_response(&mut self, now: Now, id: u64, tx: TxId, resp: Response) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            // The call is gone (cancelled): a late 2xx still needs ACK and BYE.
+            return;
+        };
+        if resp.status == 100 {
+            return;
+        }
+        if resp.is_provisional() {
+            c.b_provisional = true;
+            if c.cancel_pending {
+                c.cancel_pending = false;
+                let _ = self.txl.send_cancel(now.mono, tx);
+                return;
+            }
+            if let (Some(b), Some(tag)) = (c.b.as_mut(), resp.to_tag()) {
+                b.remote_tag = Some(tag);
+            }
+            if c.phase == Phase::Calling {
+                c.phase = Phase::Early;
+            }
+            if let Some((atx, areq)) = c.a_invite.clone() {
+                let mut out = Response::for_request(&areq, resp.status, &resp.reason);
+                out.set_to_tag(&c.a.local_tag);
+                out.headers
+                    .push("Contact", self.me.contact(c.a.peer.transport));
+                // Early media is relayed only when the media is direct: with the recorder in
+                // the path the callee's early SDP would need its own NG answer.
+                if c.media == Media::Direct && !resp.body.is_empty() {
+                    let sdp = c.a.origin.stamp(&resp.body);
+                    out.set_body("application/sdp", sdp);
+                }
+                let first_ring = !c.rang;
+                c.rang = true;
+                self.send_response(now, atx, out);
+                if first_ring {
+                    self.event(now, id, EventKind::Ringing, None, Some(resp.status));
+                }
+            }
+            return;
+        }
+        c.b_invite = None;
+        if resp.is_success() {
+            let Some(b) = c.b.as_mut() else { return };
+            b.remote_tag = resp.to_tag();
+            if let Some(contact) = resp.contact() {
+                b.remote_target = contact.uri;
+            }
+            // RFC 3261 §12.1.2: the UAC's route set is the Record-Route list reversed.
+            b.route_set = resp
+                .headers
+                .get_all("Record-Route")
+                .map(str::to_owned)
+                .collect();
+            b.route_set.reverse();
+            let seq = resp.cseq().map(|c| c.seq).unwrap_or(b.local_cseq);
+            let leg = b.clone();
+            self.ack(&leg, seq);
+            let c = self.calls.get_mut(&id).expect("present");
+            if c.phase == Phase::Ending || c.a_invite.is_none() {
+                // Cancelled meanwhile: hang up the callee at once.
+                let mut b = leg;
+                let bye = b.request(Method::Bye, &self.me);
+                self.send_request(now, id, TxPurpose::Bye, bye, b.peer);
+                return;
+            }
+            c.sdp_b = resp.body.clone();
+            c.phase = Phase::Answering;
+            if c.at_recorder {
+                let body = c.media_call.answer(&resp.body, true);
+                self.ng_request(now, id, NgPurpose::InitialAnswer, &body);
+            } else {
+                let sdp = resp.body;
+                self.answer_a(now, id, sdp);
+            }
+            return;
+        }
+        // A final failure from the callee goes back to the caller as it is.
+        let reason = format!("callee answered {} {}", resp.status, resp.reason);
+        if let Some((atx, areq)) = c.a_invite.take() {
+            let mut out = Response::for_request(&areq, resp.status, &resp.reason);
+            out.set_to_tag(&c.a.local_tag);
+            self.send_response(now, atx, out);
+        }
+        self.end_call(now, id, &reason, Some(resp.status), false);
+    }
+
+    /// Answers A's INVITE with `sdp` (B's, or the recorder's).
+    fn answer_a(&mut self, now: Now, id: u64, sdp: Vec<u8>) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some((atx, areq)) = c.a_invite.take() else {
+            return;
+        };
+        let sdp = c.a.origin.stamp(&sdp);
+        let mut out = Response::for_request(&areq, 200, "OK");
+        out.set_to_tag(&c.a.local_tag);
+        out.headers
+            .push("Contact", self.me.contact(c.a.peer.transport));
+        out.set_body("application/sdp", sdp);
+        c.phase = Phase::Answered;
+        let recorded = matches!(c.media, Media::Recorded { .. });
+        self.invites.remove(&atx);
+        self.send_response(now, atx, out);
+        self.event(now, id, EventKind::Answered, None, Some(200));
+        if recorded {
+            self.event(now, id, EventKind::RecordingStarted, None, None);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // NG replies
+
+    fn on_ng_reply(&mut self, now: Now, id: u64, purpose: NgPurpose, reply: Result<Value, String>) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let sdp = reply
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(media::reply_sdp);
+        let ok = reply
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(media::reply_ok);
+        match purpose {
+            NgPurpose::InitialOffer => match sdp {
+                Ok(sdp) => {
+                    c.media = Media::Recorded { paused: false };
+                    self.invite_b(now, id, sdp);
+                }
+                Err(why) => {
+                    c.at_recorder = false;
+                    let critical = c.record_critical;
+                    let why = format!("recorder: {why}");
+                    self.event(now, id, EventKind::RecordingFailed, Some(why.clone()), None);
+                    if critical {
+                        self.counters.refused_record_critical += 1;
+                        self.fail_call(
+                            now,
+                            id,
+                            500,
+                            &format!("recording is critical and failed ({why})"),
+                        );
+                    } else {
+                        let sdp = self
+                            .calls
+                            .get(&id)
+                            .map(|c| c.sdp_a.clone())
+                            .unwrap_or_default();
+                        self.invite_b(now, id, sdp);
+                    }
+                }
+            },
+            NgPurpose::InitialAnswer => match sdp {
+                Ok(sdp) => self.answer_a(now, id, sdp),
+                Err(why) => {
+                    // B already sends its media to the recorder: answer A with B's own SDP and
+                    // give B direct media back with a re-INVITE.
+                    let why = format!("recorder: {why}");
+                    c.media = Media::Direct;
+                    c.at_recorder = false;
+                    let critical = c.record_critical;
+                    let sdp_b = c.sdp_b.clone();
+                    self.event(now, id, EventKind::RecordingFailed, Some(why.clone()), None);
+                    if critical {
+                        self.counters.refused_record_critical += 1;
+                        self.fail_call(now, id, 500, &why);
+                        return;
+                    }
+                    self.answer_a(now, id, sdp_b);
+                    if let Some(c) = self.calls.get_mut(&id) {
+                        c.op = Some(Op::Stop {
+                            ticket: None,
+                            reason: Some(why),
+                        });
+                        let sdp_a = c.sdp_a.clone();
+                        self.reinvite(now, id, Side::B, sdp_a);
+                    }
+                }
+            },
+            NgPurpose::StartOffer => match sdp {
+                Ok(sdp) => {
+                    c.at_recorder = true;
+                    self.reinvite(now, id, Side::B, sdp);
+                }
+                Err(why) => self.op_failed(now, id, format!("recorder: {why}"), None),
+            },
+            NgPurpose::StartAnswer => match sdp {
+                Ok(sdp) => self.reinvite(now, id, Side::A, sdp),
+                Err(why) => {
+                    // B already sends to the recorder: move it back.
+                    let why = format!("recorder: {why}");
+                    c.op = Some(Op::Stop {
+                        ticket: take_ticket(&mut c.op),
+                        reason: Some(why),
+                    });
+                    let sdp_a = c.sdp_a.clone();
+                    self.reinvite(now, id, Side::B, sdp_a);
+                }
+            },
+            NgPurpose::Stop => {
+                if let Err(why) = ok {
+                    tracing::warn!(call = id, %why, "stop recording refused; moving media back anyway");
+                }
+                let sdp_a = c.sdp_a.clone();
+                self.reinvite(now, id, Side::B, sdp_a);
+            }
+            NgPurpose::PauseResume => {
+                let Some(Op::PauseResume { ticket, pause }) = c.op.take() else {
+                    return;
+                };
+                match ok {
+                    Ok(()) => {
+                        c.media = Media::Recorded { paused: pause };
+                        let info = c.info();
+                        let kind = if pause {
+                            EventKind::RecordingPaused
+                        } else {
+                            EventKind::RecordingResumed
+                        };
+                        self.event(now, id, kind, None, None);
+                        if let Some(t) = ticket {
+                            self.api_results.push_back((t, Ok(info)));
+                        }
+                    }
+                    Err(why) => {
+                        if let Some(t) = ticket {
+                            self.api_results
+                                .push_back((t, Err(ApiError::Failed(format!("recorder: {why}")))));
+                        }
+                    }
+                }
+            }
+            NgPurpose::RelayOffer => match sdp {
+                Ok(sdp) => {
+                    let Some(Op::Relay { from, .. }) = c.op else {
+                        return;
+                    };
+                    self.reinvite(now, id, from.other(), sdp);
+                }
+                Err(why) => self.relay_failed(now, id, 500, &format!("recorder: {why}")),
+            },
+            NgPurpose::RelayAnswer => match sdp {
+                Ok(sdp) => self.relay_done(now, id, sdp),
+                Err(why) => self.relay_failed(now, id, 500, &format!("recorder: {why}")),
+            },
+            NgPurpose::Delete => {}
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Mid-call operations
+
+    fn on_reinvite_answered(&mut self, now: Now, id: u64, side: Side, sdp: Vec<u8>) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        match c.op.clone() {
+            Some(Op::Start { .. }) => match side {
+                Side::B => {
+                    c.sdp_b = sdp.clone();
+                    let body = c.media_call.answer(&sdp, true);
+                    self.ng_request(now, id, NgPurpose::StartAnswer, &body);
+                }
+                Side::A => {
+                    if !sdp.is_empty() {
+                        c.sdp_a = sdp;
+                    }
+                    c.media = Media::Recorded { paused: false };
+                    let ticket = take_ticket(&mut c.op);
+                    c.op = None;
+                    let info = c.info();
+                    self.event(now, id, EventKind::RecordingStarted, None, None);
+                    if let Some(t) = ticket {
+                        self.api_results.push_back((t, Ok(info)));
+                    }
+                }
+            },
+            Some(Op::Stop { reason, .. }) => match side {
+                Side::B => {
+                    if !sdp.is_empty() {
+                        c.sdp_b = sdp.clone();
+                    }
+                    let sdp_b = c.sdp_b.clone();
+                    self.reinvite(now, id, Side::A, sdp_b);
+                }
+                Side::A => {
+                    if !sdp.is_empty() {
+                        c.sdp_a = sdp;
+                    }
+                    let was_recorded =
+                        matches!(c.media, Media::Recorded { .. }) || reason.is_none();
+                    c.media = Media::Direct;
+                    let ticket = take_ticket(&mut c.op);
+                    c.op = None;
+                    let info = c.info();
+                    if c.at_recorder {
+                        c.at_recorder = false;
+                        let body = c.media_call.delete();
+                        self.ng_request(now, id, NgPurpose::Delete, &body);
+                    }
+                    match reason {
+                        // A start that failed half-way: the media is direct again.
+                        Some(why) => {
+                            self.event(
+                                now,
+                                id,
+                                EventKind::RecordingFailed,
+                                Some(why.clone()),
+                                None,
+                            );
+                            if let Some(t) = ticket {
+                                self.api_results.push_back((t, Err(ApiError::Failed(why))));
+                            }
+                        }
+                        None => {
+                            if was_recorded {
+                                self.event(
+                                    now,
+                                    id,
+                                    EventKind::RecordingStopped,
+                                    Some("agent request".into()),
+                                    None,
+                                );
+                            }
+                            if let Some(t) = ticket {
+                                self.api_results.push_back((t, Ok(info)));
+                            }
+                        }
+                    }
+                }
+            },
+            Some(Op::Relay { .. }) => {
+                // The other party answered the relayed offer.
+                let answerer = side;
+                match answerer {
+                    Side::A => c.sdp_a = sdp.clone(),
+                    Side::B => c.sdp_b = sdp.clone(),
+                }
+                if matches!(c.media, Media::Recorded { .. }) {
+                    let Some(Op::Relay { from, .. }) = c.op else {
+                        return;
+                    };
+                    let body = c.media_call.answer(&sdp, from == Side::A);
+                    self.ng_request(now, id, NgPurpose::RelayAnswer, &body);
+                } else {
+                    self.relay_done(now, id, sdp);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_reinvite_failed(&mut self, now: Now, id: u64, side: Side, status: u16, why: String) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let why = if status == 491 {
+            format!("{why} (glare)")
+        } else {
+            why
+        };
+        match c.op.clone() {
+            Some(Op::Start { .. }) => match side {
+                // B refused: nothing moved; the recorder session goes.
+                Side::B => self.op_failed(now, id, why, None),
+                // A refused: B already sends to the recorder; move B back.
+                Side::A => {
+                    c.op = Some(Op::Stop {
+                        ticket: take_ticket(&mut c.op),
+                        reason: Some(why),
+                    });
+                    let sdp_a = c.sdp_a.clone();
+                    self.reinvite(now, id, Side::B, sdp_a);
+                }
+            },
+            Some(Op::Stop { ticket, reason }) => {
+                // The media stays where it is (through the recorder, which keeps relaying but
+                // has stopped recording); the call goes on.
+                c.op = None;
+                let why = match reason {
+                    Some(r) => format!("{r}; then {why}"),
+                    None => why,
+                };
+                self.event(now, id, EventKind::RecordingFailed, Some(why.clone()), None);
+                if let Some(t) = ticket {
+                    self.api_results.push_back((t, Err(ApiError::Failed(why))));
+                }
+            }
+            Some(Op::Relay { .. }) => self.relay_failed(now, id, status, &why),
+            _ => {}
+        }
+    }
+
+    /// A mid-call op failed before any party's media moved.
+    fn op_failed(&mut self, now: Now, id: u64, why: String, status: Option<u16>) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let ticket = take_ticket(&mut c.op);
+        let was_start = matches!(c.op, Some(Op::Start { .. }));
+        c.op = None;
+        if was_start && c.at_recorder {
+            c.at_recorder = false;
+            let body = c.media_call.delete();
+            self.ng_request(now, id, NgPurpose::Delete, &body);
+        }
+        self.event(
+            now,
+            id,
+            EventKind::RecordingFailed,
+            Some(why.clone()),
+            status,
+        );
+        if let Some(t) = ticket {
+            self.api_results.push_back((t, Err(ApiError::Failed(why))));
+        }
+    }
+
+    fn relay_done(&mut self, now: Now, id: u64, sdp: Vec<u8>) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(Op::Relay {
+            from,
+            server_tx,
+            offer,
+        }) = c.op.take()
+        else {
+            return;
+        };
+        match from {
+            Side::A => c.sdp_a = offer,
+            Side::B => c.sdp_b = offer,
+        }
+        let Some(leg) = c.leg(from) else { return };
+        let sdp = leg.origin.stamp(&sdp);
+        let transport = leg.peer.transport;
+        if let Some(req) = self.txl.request(server_tx).cloned() {
+            let mut resp = Response::for_request(&req, 200, "OK");
+            resp.headers.push("Contact", self.me.contact(transport));
+            resp.set_body("application/sdp", sdp);
+            self.send_response(now, server_tx, resp);
+        }
+    }
+
+    fn relay_failed(&mut self, now: Now, id: u64, status: u16, why: &str) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(Op::Relay { server_tx, .. }) = c.op.take() else {
+            return;
+        };
+        tracing::info!(call = id, why, "re-INVITE relay failed");
+        let status = if (400..700).contains(&status) {
+            status
+        } else {
+            500
+        };
+        if let Some(req) = self.txl.request(server_tx).cloned() {
+            self.respond(now, server_tx, &req, status, None);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Endings
+
+    /// Refuses the caller's INVITE with `status` and ends the call.
+    fn fail_call(&mut self, now: Now, id: u64, status: u16, why: &str) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let a_invite = c.a_invite.take();
+        let b_invite = c.b_invite.take();
+        let tag = c.a.local_tag.clone();
+        if let Some((tx, req)) = a_invite {
+            let mut resp = Response::for_request(&req, status, reason_phrase(status));
+            resp.set_to_tag(&tag);
+            resp.headers.push(
+                "Warning",
+                format!("399 sipctl \"{}\"", why.replace('"', "'")),
+            );
+            self.send_response(now, tx, resp);
+        }
+        // A B leg still being called is cancelled.
+        if let Some((btx, _)) = b_invite {
+            let _ = self.txl.send_cancel(now.mono, btx);
+        }
+        self.end_call(now, id, why, Some(status), false);
+    }
+
+    /// Ends a call: BYE to whichever confirmed leg did not hang up (when `bye_other`),
+    /// NG delete, `recording_stopped` and `released` events, and forgets the call.
+    fn end_call(&mut self, now: Now, id: u64, why: &str, status: Option<u16>, hangup: bool) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if c.phase == Phase::Ending {
+            return;
+        }
+        let was_confirmed = matches!(
+            c.phase,
+            Phase::Confirmed | Phase::Answered | Phase::Answering
+        );
+        c.phase = Phase::Ending;
+        // Pending agent commands fail.
+        if let Some(t) = take_ticket(&mut c.op) {
+            self.api_results
+                .push_back((t, Err(ApiError::Failed(format!("the call ended: {why}")))));
+        }
+        let c = self.calls.get_mut(&id).expect("present");
+        c.op = None;
+        if hangup && was_confirmed {
+            // BYE the leg that did not hang up. A BYE from A: BYE B; from B: BYE A. Both
+            // legs get one if we are the ones ending it (timeouts).
+            let a_hung_up = why.starts_with("caller");
+            let b_hung_up = why.starts_with("callee");
+            let mut byes = Vec::new();
+            if !a_hung_up {
+                let mut a = c.a.clone();
+                byes.push((a.request(Method::Bye, &self.me), a.peer));
+            }
+            if !b_hung_up {
+                if let Some(b) = c.b.as_mut() {
+                    let bye = b.request(Method::Bye, &self.me);
+                    byes.push((bye, b.peer));
+                }
+            }
+            for (bye, peer) in byes {
+                self.send_request(now, id, TxPurpose::Bye, bye, peer);
+            }
+        }
+        let c = self.calls.get_mut(&id).expect("present");
+        let recorded = matches!(c.media, Media::Recorded { .. });
+        if c.at_recorder {
+            c.at_recorder = false;
+            let body = c.media_call.delete();
+            self.ng_request(now, id, NgPurpose::Delete, &body);
+        }
+        if recorded {
+            self.event(
+                now,
+                id,
+                EventKind::RecordingStopped,
+                Some(why.to_owned()),
+                None,
+            );
+        }
+        self.event(now, id, EventKind::Released, Some(why.to_owned()), status);
+        self.forget(id);
+    }
+
+    fn forget(&mut self, id: u64) {
+        if let Some(c) = self.calls.remove(&id) {
+            self.dialogs
+                .remove(&(c.a.call_id.clone(), c.a.local_tag.clone()));
+            if let Some(b) = &c.b {
+                self.dialogs
+                    .remove(&(b.call_id.clone(), b.local_tag.clone()));
+            }
+            self.invites.retain(|_, v| *v != id);
+            // Client transactions keep running (BYE, CANCEL); their responses find no call.
+            self.client_txs
+                .retain(|_, (v, p)| *v != id || *p == TxPurpose::BInvite);
+        }
+    }
+
+    fn on_tx_event(&mut self, now: Now, ev: TxEvent) {
+        let (tx, why) = match ev {
+            TxEvent::Timeout { tx } => (tx, "timeout"),
+            TxEvent::TransportError { tx } => (tx, "transport error"),
+            TxEvent::Terminated { tx } => {
+                self.client_txs.remove(&tx);
+                return;
+            }
+        };
+        if let Some(id) = self.invites.get(&tx).copied() {
+            // The caller never ACKed our 2xx (RFC 3261 §13.3.1.4): end the call.
+            return self.end_call(
+                now,
+                id,
+                &format!("no ACK from the caller ({why})"),
+                Some(408),
+                true,
+            );
+        }
+        let Some((id, purpose)) = self.client_txs.remove(&tx) else {
+            return;
+        };
+        match purpose {
+            TxPurpose::BInvite => {
+                let status = if why == "timeout" { 408 } else { 503 };
+                self.fail_call(
+                    now,
+                    id,
+                    status,
+                    &format!("the callee did not answer ({why})"),
+                );
+            }
+            TxPurpose::Reinvite(side) => {
+                let status = if why == "timeout" { 408 } else { 503 };
+                self.on_reinvite_failed(
+                    now,
+                    id,
+                    side,
+                    status,
+                    format!("re-INVITE to the {}: {why}", party_name(side)),
+                );
+            }
+            TxPurpose::Passthrough | TxPurpose::Bye => {}
+        }
+    }
+}
+
+fn take_ticket(op: &mut Option<Op>) -> Option<Ticket> {
+    match op {
+        Some(Op::Start { ticket })
+        | Some(Op::Stop { ticket, .. })
+        | Some(Op::PauseResume { ticket, .. }) => ticket.take(),
+        _ => None,
+    }
+}
+
+fn party_name(side: Side) -> &'static str {
+    match side {
+        Side::A => "caller",
+        Side::B => "callee",
+    }
+}
+
+fn strip_tag(n: &NameAddr) -> NameAddr {
+    let mut n = n.clone();
+    n.params.retain(|p| !p.name.eq_ignore_ascii_case("tag"));
+    n
+}
+
+/// The URI to put in the request line and where to send it, for a contact or trunk URI
+/// whose host is an IP address (sipctl does not resolve names: DNS/NAPTR is a proxy's job).
+pub fn resolve(uri: &str) -> Option<(Uri, Peer)> {
+    let parsed = Uri::parse(uri.trim().trim_start_matches('<').trim_end_matches('>')).ok()?;
+    let host = parsed.host.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = host.parse().ok()?;
+    let port = parsed.port.unwrap_or(5060);
+    let tcp = parsed
+        .param("transport")
+        .and_then(|p| p.value.as_deref())
+        .is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
+    let addr = SocketAddr::new(ip, port);
+    let peer = if tcp {
+        Peer::tcp(addr)
+    } else {
+        Peer::udp(addr)
+    };
+    Some((parsed, peer))
+}

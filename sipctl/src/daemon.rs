@@ -1,0 +1,367 @@
+//! The I/O shell around [`B2bua`]: SIP over UDP and TCP, NG over UDP, the agent-desktop
+//! HTTP API, the event spool and the clock. One tokio task owns the core; sockets and
+//! connections feed it through channels; the spool is written by its own thread so an
+//! fsync never holds up signalling.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::{self, ApiMsg};
+use crate::b2bua::{B2bua, CoreConfig, Now, Ticket};
+use crate::config::{Config, Transport as ConfigTransport};
+use crate::sip::{Frame, Peer, StreamFramer, TimerConfig, Transport, MAX_MESSAGE_SIZE};
+
+/// Messages to the core task.
+enum CoreMsg {
+    /// A SIP message from a TCP connection.
+    Tcp(Vec<u8>, SocketAddr),
+    /// A TCP connection was accepted; the core sends to it through this writer.
+    TcpOpened(SocketAddr, mpsc::Sender<Vec<u8>>),
+    /// A TCP connection closed or failed.
+    TcpClosed(SocketAddr),
+}
+
+fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    }
+}
+
+/// The address to advertise when the config names none: the listening address, or the
+/// first non-loopback IPv4 address of the host when listening on all addresses.
+fn advertise_host(cfg: &Config) -> String {
+    if let Some(a) = &cfg.sip.advertise {
+        return a.host.clone();
+    }
+    let ip = cfg.sip.listen.first().map(|l| l.addr.ip());
+    match ip {
+        Some(ip) if !ip.is_unspecified() => ip.to_string(),
+        _ => first_host_ipv4().unwrap_or_else(|| "127.0.0.1".into()),
+    }
+}
+
+fn first_host_ipv4() -> Option<String> {
+    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we free below; we only read it in between.
+    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = addrs;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr whose family we check first.
+            let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+            if family == libc::AF_INET {
+                // SAFETY: AF_INET means the address is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if !ip.is_loopback() {
+                    found = Some(ip.to_string());
+                    break;
+                }
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: the list from getifaddrs, freed once.
+    unsafe { libc::freeifaddrs(addrs) };
+    found
+}
+
+/// Runs sipctl until SIGINT/SIGTERM.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let host = advertise_host(&cfg);
+    let udp_listen = cfg
+        .sip
+        .listen
+        .iter()
+        .find(|l| l.transport == ConfigTransport::Udp)
+        .map(|l| l.addr);
+    let tcp_listen: Vec<SocketAddr> = cfg
+        .sip
+        .listen
+        .iter()
+        .filter(|l| l.transport == ConfigTransport::Tcp)
+        .map(|l| l.addr)
+        .collect();
+    let port = cfg
+        .sip
+        .advertise
+        .as_ref()
+        .and_then(|a| a.port)
+        .or(udp_listen.map(|a| a.port()))
+        .or(tcp_listen.first().map(|a| a.port()))
+        .unwrap_or(5060);
+    let core_cfg = CoreConfig {
+        host: host.clone(),
+        port,
+        switch: cfg.sip.switch_name.clone(),
+        trusted_peers: cfg.sip.trusted_peers.clone(),
+        ng: linecord_ng::client::ClientConfig {
+            initial_timeout: Duration::from_millis(cfg.recorder.timeout_ms),
+            retries: cfg.recorder.retries,
+        },
+        timers: TimerConfig::default(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let mut core = B2bua::new(core_cfg, cfg.router.clone(), cfg.directory.clone());
+
+    let udp = match udp_listen {
+        Some(a) => Some(Arc::new(
+            UdpSocket::bind(a)
+                .await
+                .with_context(|| format!("SIP UDP socket on {a}"))?,
+        )),
+        None => None,
+    };
+    let (core_tx, mut core_rx) = mpsc::channel::<CoreMsg>(4096);
+    let mut tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    for a in &tcp_listen {
+        let listener = TcpListener::bind(a)
+            .await
+            .with_context(|| format!("SIP TCP socket on {a}"))?;
+        tokio::spawn(accept_loop(listener, core_tx.clone()));
+    }
+    let ng_bind: SocketAddr = if cfg.recorder.ng.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let ng = UdpSocket::bind(ng_bind).await.context("NG socket")?;
+    ng.connect(cfg.recorder.ng)
+        .await
+        .with_context(|| format!("NG address {}", cfg.recorder.ng))?;
+
+    // Events: a thread writes them to the spool (fsync per job) off the signalling path.
+    let events = match &cfg.events.spool_dir {
+        Some(dir) => {
+            let spool = linecord_jobs::Spool::open(dir)
+                .with_context(|| format!("event spool {}", dir.display()))?;
+            let (tx, rx) = std::sync::mpsc::sync_channel::<linecord_jobs::EventJob>(65_536);
+            std::thread::Builder::new()
+                .name("event-spool".into())
+                .spawn(move || {
+                    for ev in rx {
+                        let ms = ev.time_unix_ms;
+                        if let Err(e) = spool.push(&linecord_jobs::Job::Event(ev), ms) {
+                            tracing::error!(error = %e, "call event not written to the spool");
+                        }
+                    }
+                })?;
+            Some(tx)
+        }
+        None => None,
+    };
+
+    let (api_tx, mut api_rx) = mpsc::channel::<ApiMsg>(256);
+    let api_listener = tokio::net::TcpListener::bind(cfg.api.listen)
+        .await
+        .with_context(|| format!("API socket on {}", cfg.api.listen))?;
+    tokio::spawn(api::serve(api_listener, cfg.api.token.clone(), api_tx));
+
+    tracing::info!(
+        sip_udp = ?udp_listen, sip_tcp = ?tcp_listen, advertise = %host, port,
+        recorder = %cfg.recorder.ng, api = %cfg.api.listen,
+        "sipctl running"
+    );
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut waiting: HashMap<
+        Ticket,
+        oneshot::Sender<Result<crate::b2bua::CallInfo, crate::b2bua::ApiError>>,
+    > = HashMap::new();
+    let mut udp_buf = vec![0u8; MAX_MESSAGE_SIZE + 1];
+    let mut ng_buf = vec![0u8; 65_536];
+    loop {
+        let deadline = core.poll_timeout().map(tokio::time::Instant::from_std);
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let udp_recv = async {
+            match &udp {
+                Some(s) => s.recv_from(&mut udp_buf).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = udp_recv => match r {
+                Ok((n, from)) => {
+                    let data = udp_buf[..n].to_vec();
+                    if n > MAX_MESSAGE_SIZE {
+                        tracing::debug!(%from, n, "oversized SIP datagram dropped");
+                    } else if data.iter().all(|b| b.is_ascii_whitespace()) {
+                        // Keep-alive.
+                    } else {
+                        core.handle_sip(now(), &data, Peer::udp(from));
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "SIP UDP receive"),
+            },
+            Some(msg) = core_rx.recv() => match msg {
+                CoreMsg::Tcp(bytes, from) => core.handle_sip(now(), &bytes, Peer::tcp(from)),
+                CoreMsg::TcpOpened(from, w) => { tcp_writers.insert(from, w); }
+                CoreMsg::TcpClosed(from) => { tcp_writers.remove(&from); }
+            },
+            r = ng.recv(&mut ng_buf) => match r {
+                Ok(n) => core.handle_ng(now(), &ng_buf[..n]),
+                // ICMP port unreachable while the recorder is down: retransmissions decide.
+                Err(e) => tracing::debug!(error = %e, "NG receive"),
+            },
+            Some(msg) = api_rx.recv() => match msg {
+                ApiMsg::List(reply) => { let _ = reply.send(core.calls()); }
+                ApiMsg::Status(reply) => { let _ = reply.send(core.counters()); }
+                ApiMsg::Record { id, action, reply } => match core.api_command(now(), &id, action) {
+                    Ok(ticket) => { waiting.insert(ticket, reply); }
+                    Err(e) => { let _ = reply.send(Err(e)); }
+                },
+            },
+            _ = sleep => core.handle_timeout(now()),
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+        // Everything the core wants done.
+        while let Some(t) = core.poll_transmit() {
+            match t.dest.transport {
+                Transport::Udp => {
+                    if let Some(s) = &udp {
+                        if let Err(e) = s.send_to(&t.bytes, t.dest.addr).await {
+                            tracing::debug!(error = %e, to = %t.dest.addr, "SIP UDP send");
+                            if let Some(tx) = t.tx {
+                                core.handle_transport_error(now(), tx);
+                            }
+                        }
+                    }
+                }
+                Transport::Tcp => {
+                    let writer = match tcp_writers.get(&t.dest.addr) {
+                        Some(w) if !w.is_closed() => w.clone(),
+                        _ => {
+                            let w = connect(t.dest.addr, core_tx.clone());
+                            tcp_writers.insert(t.dest.addr, w.clone());
+                            w
+                        }
+                    };
+                    if writer.try_send(t.bytes).is_err() {
+                        if let Some(tx) = t.tx {
+                            core.handle_transport_error(now(), tx);
+                        }
+                    }
+                }
+            }
+        }
+        while let Some(d) = core.poll_ng_transmit() {
+            if let Err(e) = ng.send(&d).await {
+                tracing::debug!(error = %e, "NG send");
+            }
+        }
+        while let Some(ev) = core.poll_event() {
+            tracing::info!(call = %ev.global_call_id, kind = ev.kind.as_str(), reason = ?ev.reason, "call event");
+            if let Some(tx) = &events {
+                if tx.try_send(ev).is_err() {
+                    tracing::error!("event spool queue full: call event dropped");
+                }
+            }
+        }
+        while let Some((ticket, result)) = core.poll_api_result() {
+            if let Some(reply) = waiting.remove(&ticket) {
+                let _ = reply.send(result);
+            }
+        }
+    }
+    tracing::info!(calls = core.calls().len(), "sipctl stopping");
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, core: mpsc::Sender<CoreMsg>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, from)) => {
+                let (w_tx, w_rx) = mpsc::channel(256);
+                if core.send(CoreMsg::TcpOpened(from, w_tx)).await.is_err() {
+                    return;
+                }
+                tokio::spawn(connection(stream, from, core.clone(), w_rx));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SIP TCP accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Opens a TCP connection to `to` for sending (and receiving on it).
+fn connect(to: SocketAddr, core: mpsc::Sender<CoreMsg>) -> mpsc::Sender<Vec<u8>> {
+    let (w_tx, w_rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(to)).await {
+            Ok(Ok(stream)) => connection(stream, to, core, w_rx).await,
+            _ => {
+                tracing::warn!(%to, "SIP TCP connect failed");
+                let _ = core.send(CoreMsg::TcpClosed(to)).await;
+            }
+        }
+    });
+    w_tx
+}
+
+/// Reads framed SIP messages from a TCP connection into the core and writes what the core
+/// sends to this peer.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    core: mpsc::Sender<CoreMsg>,
+    mut out: mpsc::Receiver<Vec<u8>>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = out.recv().await {
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut framer = StreamFramer::new(MAX_MESSAGE_SIZE);
+    let mut buf = vec![0u8; 16 * 1024];
+    'read: loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        framer.push(&buf[..n]);
+        loop {
+            match framer.poll_frame() {
+                Ok(Some(Frame::Message(m))) => {
+                    if core.send(CoreMsg::Tcp(m, peer)).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Ok(Some(Frame::Ping)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::info!(%peer, error = %e, "closing SIP TCP connection");
+                    break 'read;
+                }
+            }
+        }
+    }
+    writer.abort();
+    let _ = core.send(CoreMsg::TcpClosed(peer)).await;
+}
