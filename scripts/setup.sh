@@ -15,6 +15,11 @@ APT_PACKAGES=(
   llvm         # llvm-objdump/llvm-strip for the BPF object
   libbpf-dev   # bpf_helpers.h for xdp-prog/
   linux-libc-dev # kernel UAPI headers (linux/bpf.h, asm/types.h)
+  sip-tester   # sipp: the SIP caller and callee of the sipctl end-to-end tests and demo
+  nats-server  # the scale-out processor queue (NATS JetStream) in the processor tests
+  postgresql   # the scale-out index in the processor tests
+  chromium     # headless browser for the web UI test
+  nodejs       # runs the browser test (playwright-core from npm; this nodejs brings npm)
 )
 
 missing=()

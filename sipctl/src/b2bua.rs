@@ -368,6 +368,8 @@ struct Call {
     cancel_pending: bool,
     b_provisional: bool,
     rang: bool,
+    /// `recording_started` was sent (so `recording_stopped` is due at the end).
+    recording_announced: bool,
 }
 
 impl Call {
@@ -690,7 +692,11 @@ impl B2bua {
             ev.recording = None;
         }
         match kind {
-            EventKind::RecordingStarted => self.counters.recordings_started += 1,
+            EventKind::RecordingStarted => {
+                c.recording_announced = true;
+                self.counters.recordings_started += 1
+            }
+            EventKind::RecordingStopped => c.recording_announced = false,
             EventKind::RecordingFailed => self.counters.recordings_failed += 1,
             EventKind::Answered => self.counters.answered += 1,
             _ => {}
@@ -992,6 +998,7 @@ impl B2bua {
             cancel_pending: false,
             b_provisional: false,
             rang: false,
+            recording_announced: false,
         };
         self.calls.insert(id, call);
         self.dialogs
@@ -1828,7 +1835,7 @@ impl B2bua {
             }
         }
         let c = self.calls.get_mut(&id).expect("present");
-        let recorded = matches!(c.media, Media::Recorded { .. });
+        let recorded = c.recording_announced;
         if c.at_recorder {
             c.at_recorder = false;
             let body = c.media_call.delete();

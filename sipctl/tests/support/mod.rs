@@ -363,6 +363,20 @@ spool-dir = "{spool}"
             .collect()
     }
 
+    /// Call events, ordered per call by `seq` (calls in order of their first event).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let mut evs = self.jobs("event");
+        let first: Vec<String> = evs
+            .iter()
+            .map(|e| e["global_call_id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        evs.sort_by_key(|e| {
+            let g = e["global_call_id"].as_str().unwrap_or("");
+            (first.iter().position(|x| x == g), e["seq"].as_u64())
+        });
+        evs
+    }
+
     /// Waits until `n` recording jobs are spooled.
     pub fn wait_recordings(&self, n: usize) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + Duration::from_secs(15);
