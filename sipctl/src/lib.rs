@@ -4,6 +4,7 @@
 //! they take input and `now` and return what to do; the daemon wraps them in sockets.
 
 pub mod api;
+pub mod audio;
 pub mod b2bua;
 pub mod config;
 pub mod daemon;

@@ -19,6 +19,9 @@ struct Cli {
     /// Log filter (error, warn, info, debug, or a tracing filter).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Spool directory for call events (overrides `[events] spool-dir`).
+    #[arg(long, global = true)]
+    spool_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Tool>,
 }
@@ -36,6 +39,14 @@ enum Tool {
     },
     /// Print the configuration sipctl would run with, resolved, and exit.
     CheckConfig,
+    /// Write the demo's audio for sipp: caller.pcap and callee.pcap (two voices, PCMU).
+    DemoAudio {
+        /// Folder to write them to.
+        dir: PathBuf,
+        /// Seconds of audio.
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+    },
 }
 
 fn load(path: &Option<PathBuf>) -> anyhow::Result<Config> {
@@ -77,10 +88,27 @@ fn api_call(
     Ok(ok)
 }
 
+fn demo_audio(dir: &std::path::Path, seconds: f64) -> anyhow::Result<bool> {
+    use sipctl::audio::{voice, write_pcap};
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, f0) in [("caller.pcap", 115.0), ("callee.pcap", 205.0)] {
+        let path = dir.join(name);
+        write_pcap(&path, &voice(f0, seconds))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cfg = match load(&cli.config) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            if let Some(dir) = &cli.spool_dir {
+                c.events.spool_dir = Some(dir.clone());
+            }
+            c
+        }
         Err(e) => {
             eprintln!("sipctl: {e:#}");
             return ExitCode::from(2);
@@ -94,6 +122,7 @@ fn main() -> ExitCode {
             &format!("/v1/calls/{id}/recording"),
             Some(serde_json::json!({ "action": action })),
         ),
+        Some(Tool::DemoAudio { dir, seconds }) => demo_audio(&dir, seconds),
         Some(Tool::CheckConfig) => {
             println!("{cfg:#?}");
             Ok(true)

@@ -80,8 +80,10 @@ impl Lab {
             "netns.sh up failed (these tests need root, as CI runs): {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        write_pcap(&dir.join("caller.pcap"), TONE_A, 30.0);
-        write_pcap(&dir.join("callee.pcap"), TONE_B, 30.0);
+        sipctl::audio::write_pcap(&dir.join("caller.pcap"), &sipctl::audio::tone(TONE_A, 30.0))
+            .unwrap();
+        sipctl::audio::write_pcap(&dir.join("callee.pcap"), &sipctl::audio::tone(TONE_B, 30.0))
+            .unwrap();
         let ng_port = 22300 + (n as u16 % 100);
         let api_port = 18080 + (n as u16 % 100);
         let config = dir.join("sipctl.toml");
@@ -488,61 +490,6 @@ pub fn assert_sipp_ok(child: Child, what: &str, lab: &Lab) {
         "{what} failed: {err}\nsipctl log:\n{}",
         lab.sipctl_log()
     );
-}
-
-/// Writes `seconds` of a PCMU tone as 20 ms RTP packets in a pcap (Ethernet/IPv4/UDP), the
-/// format sipp's `play_pcap_audio` replays.
-pub fn write_pcap(path: &Path, hz: f64, seconds: f64) {
-    let mut f = Vec::new();
-    f.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
-    f.extend_from_slice(&2u16.to_le_bytes());
-    f.extend_from_slice(&4u16.to_le_bytes());
-    f.extend_from_slice(&[0; 8]);
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
-    let packets = (seconds * 50.0) as usize;
-    for i in 0..packets {
-        let mut rtp = vec![0x80u8, 0];
-        rtp.extend_from_slice(&(i as u16).to_be_bytes());
-        rtp.extend_from_slice(&((i * 160) as u32).to_be_bytes());
-        rtp.extend_from_slice(&0x5151_0000u32.to_be_bytes());
-        for s in 0..160 {
-            let t = (i * 160 + s) as f64 / 8000.0;
-            let v = (2.0 * std::f64::consts::PI * hz * t).sin() * 8000.0;
-            rtp.push(linecord_recfile::g711::linear_to_ulaw(v as i16));
-        }
-        let udp_len = 8 + rtp.len();
-        let ip_len = 20 + udp_len;
-        let mut frame = vec![0u8; 12];
-        frame.extend_from_slice(&[0x08, 0x00]);
-        frame.extend_from_slice(&[
-            0x45,
-            0,
-            (ip_len >> 8) as u8,
-            ip_len as u8,
-            0,
-            0,
-            0,
-            0,
-            64,
-            17,
-            0,
-            0,
-        ]);
-        frame.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
-        frame.extend_from_slice(&6000u16.to_be_bytes());
-        frame.extend_from_slice(&6000u16.to_be_bytes());
-        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
-        frame.extend_from_slice(&[0, 0]);
-        frame.extend_from_slice(&rtp);
-        let us = i as u64 * 20_000;
-        f.extend_from_slice(&((us / 1_000_000) as u32).to_le_bytes());
-        f.extend_from_slice(&((us % 1_000_000) as u32).to_le_bytes());
-        f.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        f.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        f.extend_from_slice(&frame);
-    }
-    std::fs::write(path, f).unwrap();
 }
 
 /// Reads a 16-bit stereo WAV written by `recorder export`.
