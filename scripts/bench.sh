@@ -6,7 +6,8 @@
 # plot.svg. Runs in the network-namespace topology of netns.sh (own prefix) and removes it,
 # and everything it started, on exit, also on failure. About 4 minutes on 2 cores.
 #
-# Environment: CALLS (default 500), TRIAL_SECONDS (2), STANDARD_SECONDS (5), QUEUES (2),
+# Environment: CALLS (default 500), TRIAL_SECONDS (2), STANDARD_SECONDS (5), QUEUES (1: one
+# queue, one worker on the relay's one core),
 # RELAY_CPU / GEN_CPU (cores for the relay and the generator: 1 and 0), TARGETS (default
 # "generator af_xdp-drop linecord-xdp linecord-udp rtpengine"), RESULTS (output folder).
 set -euo pipefail
@@ -21,7 +22,7 @@ fi
 CALLS="${CALLS:-500}"
 TRIAL_SECONDS="${TRIAL_SECONDS:-2}"
 STANDARD_SECONDS="${STANDARD_SECONDS:-5}"
-QUEUES="${QUEUES:-2}"
+QUEUES="${QUEUES:-1}"
 RELAY_CPU="${RELAY_CPU:-1}"
 GEN_CPU="${GEN_CPU:-0}"
 TARGETS="${TARGETS:-generator af_xdp-drop linecord-xdp linecord-udp rtpengine}"

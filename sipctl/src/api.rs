@@ -46,61 +46,63 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// `None` when the request may go on, else the 401 to answer.
+fn refused(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &state.token else {
-        return Ok(());
+        return None;
     };
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(token.as_str()) {
-        Ok(())
-    } else {
-        Err(error(
+    (given != Some(token.as_str())).then(|| {
+        error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong token (Authorization: Bearer TOKEN)",
-        ))
-    }
+        )
+    })
 }
 
 async fn ask<T>(
     state: &AppState,
     msg: impl FnOnce(oneshot::Sender<T>) -> ApiMsg,
-) -> Result<T, Response> {
+) -> Result<T, Box<Response>> {
     let (tx, rx) = oneshot::channel();
     state
         .core
         .send(msg(tx))
         .await
-        .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "sipctl is stopping"))?;
+        .map_err(|_| Box::new(error(StatusCode::SERVICE_UNAVAILABLE, "sipctl is stopping")))?;
     match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(_)) => Err(error(StatusCode::SERVICE_UNAVAILABLE, "sipctl is stopping")),
-        Err(_) => Err(error(
+        Ok(Err(_)) => Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sipctl is stopping",
+        ))),
+        Err(_) => Err(Box::new(error(
             StatusCode::GATEWAY_TIMEOUT,
             "the change did not finish in time",
-        )),
+        ))),
     }
 }
 
 async fn list_calls(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
+    if let Some(r) = refused(&state, &headers) {
         return r;
     }
     match ask(&state, ApiMsg::List).await {
         Ok(calls) => Json(json!({ "calls": calls })).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 async fn status(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
+    if let Some(r) = refused(&state, &headers) {
         return r;
     }
     match ask(&state, ApiMsg::Status).await {
         Ok(c) => Json(json!({ "counters": c })).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -110,7 +112,7 @@ async fn record(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
+    if let Some(r) = refused(&state, &headers) {
         return r;
     }
     let parsed: serde_json::Value = match serde_json::from_slice(&body) {
@@ -139,7 +141,7 @@ async fn record(
         Ok(Err(e @ ApiError::UnknownCall(_))) => error(StatusCode::NOT_FOUND, e.to_string()),
         Ok(Err(e @ ApiError::Conflict(_))) => error(StatusCode::CONFLICT, e.to_string()),
         Ok(Err(e @ ApiError::Failed(_))) => error(StatusCode::BAD_GATEWAY, e.to_string()),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 

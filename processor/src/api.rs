@@ -1,0 +1,796 @@
+//! The web services API (`/v1/…`, JSON, bearer tokens) and the UI's static files.
+//! The contract is documented in `docs/openapi.yaml`; this module implements it.
+//!
+//! Handlers authenticate ([`authenticate`]), check the role ([`crate::access`]) and run
+//! index and storage calls on blocking threads. Audio and original files are streamed in
+//! chunks with single-range `Range` support ([`crate::range`]). Every playback, download,
+//! delete and legal-hold change is written to the audit trail before the response; if the
+//! audit cannot be written the request fails (500) and nothing is served.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use linecord_recfile::export::{write_wav, ExportError};
+use linecord_recfile::reader::Recording;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::access::Access;
+use crate::config::Token;
+use crate::consolidate::segment_parties;
+use crate::ingest::Counters;
+use crate::model::{
+    AuditEntry, EventRow, InteractionRow, RecordingRow, SearchQuery, Sort, DEFAULT_LIMIT, MAX_LIMIT,
+};
+use crate::queue::QueueStats;
+use crate::range::{resolve, RangeReply};
+use crate::repo::Repository;
+use crate::retention::remove_recording;
+use crate::storage::{wav_cache_key, Storage};
+use crate::time::{format_ms, parse_rfc3339};
+
+/// Bytes read from storage per chunk of a streamed body.
+pub const STREAM_CHUNK: u64 = 256 * 1024;
+
+const INDEX_HTML: &str = include_str!("../ui/index.html");
+const APP_JS: &str = include_str!("../ui/app.js");
+const STYLE_CSS: &str = include_str!("../ui/style.css");
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The index.
+    pub repo: Arc<dyn Repository>,
+    /// The recordings.
+    pub storage: Arc<dyn Storage>,
+    /// Accepted tokens.
+    pub tokens: Arc<Vec<Token>>,
+    /// The consumer's counters.
+    pub counters: Arc<Counters>,
+    /// The queue's sizes, if it can tell.
+    pub queue_stats: Arc<dyn Fn() -> Option<QueueStats> + Send + Sync>,
+    /// The clock (Unix ms), a parameter so tests can fix it.
+    pub now_ms: fn() -> u64,
+}
+
+/// An error answer: `{"error": "..."}` with a status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    headers: Vec<(header::HeaderName, String)>,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, m)
+    }
+
+    fn not_found(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, m)
+    }
+
+    fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "this needs the admin role")
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+
+    fn with_header(mut self, name: header::HeaderName, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({ "error": self.message }))).into_response();
+        for (k, v) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                r.headers_mut().insert(k, v);
+            }
+        }
+        r
+    }
+}
+
+/// Runs blocking work (index, storage) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// Compares two byte strings in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The caller, from `Authorization: Bearer TOKEN` or (for media elements, which cannot send
+/// headers) the `access_token` query parameter (RFC 6750 §2.3). 401 without a valid token.
+pub fn authenticate(
+    tokens: &[Token],
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Access, ApiError> {
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| rest.trim().to_owned())
+        });
+    let unauthorized = |m: &str| {
+        ApiError::new(StatusCode::UNAUTHORIZED, m)
+            .with_header(header::WWW_AUTHENTICATE, "Bearer".into())
+    };
+    let Some(given) = from_header.or_else(|| query_token.map(str::to_owned)) else {
+        return Err(unauthorized("missing bearer token"));
+    };
+    tokens
+        .iter()
+        .find(|t| same_secret(t.secret.as_bytes(), given.as_bytes()))
+        .map(|t| t.access.clone())
+        .ok_or_else(|| unauthorized("invalid token"))
+}
+
+type QueryMap = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+fn query_map(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(m)| m)
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))
+}
+
+fn auth(
+    st: &AppState,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Result<Access, ApiError> {
+    authenticate(
+        &st.tokens,
+        headers,
+        q.get("access_token").map(String::as_str),
+    )
+}
+
+/// A query parameter, absent when missing or empty.
+fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    q.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+fn parse_param<T: std::str::FromStr>(
+    q: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    param(q, name)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| ApiError::bad_request(format!("{name}: invalid value {v:?}")))
+        })
+        .transpose()
+}
+
+fn parse_time(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+    param(q, name)
+        .map(|v| {
+            parse_rfc3339(v).ok_or_else(|| {
+                ApiError::bad_request(format!("{name}: {v:?} is not an RFC 3339 date-time"))
+            })
+        })
+        .transpose()
+}
+
+fn parse_mos(q: &HashMap<String, String>, name: &str) -> Result<Option<f64>, ApiError> {
+    match parse_param::<f64>(q, name)? {
+        Some(v) if !v.is_finite() => Err(ApiError::bad_request(format!("{name}: not a number"))),
+        other => Ok(other),
+    }
+}
+
+fn page(q: &HashMap<String, String>) -> Result<(u32, u64), ApiError> {
+    let limit = parse_param::<u32>(q, "limit")?.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 {
+        return Err(ApiError::bad_request("limit: must be at least 1"));
+    }
+    Ok((
+        limit.min(MAX_LIMIT),
+        parse_param::<u64>(q, "offset")?.unwrap_or(0),
+    ))
+}
+
+/// The search of `GET /v1/interactions` from its query parameters.
+pub fn search_query(q: &HashMap<String, String>) -> Result<SearchQuery, ApiError> {
+    let sort = match param(q, "sort") {
+        None => Sort::default(),
+        Some(s) => Sort::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "sort: {s:?} is not one of start, -start, duration, -duration, mos, -mos"
+            ))
+        })?,
+    };
+    let (limit, offset) = page(q)?;
+    let text = |n: &str| param(q, n).map(str::to_owned);
+    Ok(SearchQuery {
+        from_ms: parse_time(q, "from")?,
+        to_ms: parse_time(q, "to")?,
+        dn: text("dn"),
+        caller: text("caller"),
+        callee: text("callee"),
+        min_duration_ms: parse_param(q, "min_duration_ms")?,
+        max_duration_ms: parse_param(q, "max_duration_ms")?,
+        min_mos: parse_mos(q, "min_mos")?,
+        max_mos: parse_mos(q, "max_mos")?,
+        q: text("q"),
+        sort,
+        limit,
+        offset,
+    })
+}
+
+/// One interaction in a list (`items[]`) and in the detail view (`interaction`).
+#[derive(Debug, Serialize)]
+pub struct InteractionJson {
+    id: String,
+    start: String,
+    end: Option<String>,
+    duration_ms: u64,
+    caller: Option<String>,
+    callee: Option<String>,
+    dns: Vec<String>,
+    segments: u32,
+    recorded_ms: u64,
+    mos: Option<f64>,
+    packet_loss: Option<f64>,
+    legal_hold: bool,
+}
+
+impl From<&InteractionRow> for InteractionJson {
+    fn from(i: &InteractionRow) -> Self {
+        InteractionJson {
+            id: i.id.clone(),
+            start: format_ms(i.start_ms),
+            end: i.end_ms.map(format_ms),
+            duration_ms: i.duration_ms,
+            caller: i.caller.clone(),
+            callee: i.callee.clone(),
+            dns: i.dns.clone(),
+            segments: i.segments,
+            recorded_ms: i.recorded_ms,
+            mos: i.mos,
+            packet_loss: i.packet_loss,
+            legal_hold: i.legal_hold,
+        }
+    }
+}
+
+fn segment_json(r: &RecordingRow, events: &[EventRow]) -> serde_json::Value {
+    let p = segment_parties(r, events);
+    let a = &r.analysis;
+    let rid = &r.recording_id;
+    json!({
+        "recording_id": rid,
+        "start": format_ms(r.start_ms),
+        "end": format_ms(r.end_ms),
+        "duration_ms": r.duration_ms,
+        "status": r.status,
+        "status_note": r.status_note,
+        "switch": p.switch,
+        "parties": { "caller": p.caller, "callee": p.callee, "dn": p.dn },
+        "analysis": {
+            "talk_ms": a.talk_ms,
+            "silence_ms": a.silence_ms,
+            "overtalk_ms": a.overtalk_ms,
+            "packet_loss": a.packet_loss,
+            "jitter_ms": a.jitter_ms,
+            "mos": a.mos,
+        },
+        "legal_hold": r.legal_hold,
+        "metadata": r.metadata,
+        "size_bytes": r.size_bytes,
+        "audio_url": format!("/v1/recordings/{rid}/audio.wav"),
+        "download_url": format!("/v1/recordings/{rid}/original.lcr"),
+    })
+}
+
+fn event_json(e: &EventRow) -> serde_json::Value {
+    json!({
+        "time": format_ms(e.time_ms),
+        "kind": e.kind,
+        "switch": e.switch,
+        "switch_call_id": e.switch_call_id,
+        "seq": e.seq,
+        "reason": e.reason,
+        "status_code": e.status_code,
+        "recording_id": e.recording_id,
+    })
+}
+
+async fn list_interactions(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    q: QueryMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = query_map(q)?;
+    let who = auth(&st, &headers, &q)?;
+    let search = search_query(&q)?;
+    let repo = st.repo.clone();
+    let page = blocking(move || {
+        repo.search(&search, who.dn_limit())
+            .map_err(ApiError::internal)
+    })
+    .await?;
+    let items: Vec<InteractionJson> = page.items.iter().map(InteractionJson::from).collect();
+    Ok(Json(json!({ "total": page.total, "items": items })))
+}
+
+async fn get_interaction(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    q: QueryMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = query_map(q)?;
+    let who = auth(&st, &headers, &q)?;
+    let repo = st.repo.clone();
+    let detail = blocking(move || repo.interaction(&id).map_err(ApiError::internal)).await?;
+    let Some(d) = detail.filter(|d| who.can_see(&d.interaction.dns)) else {
+        return Err(ApiError::not_found("no such interaction"));
+    };
+    let segments: Vec<_> = d
+        .recordings
+        .iter()
+        .map(|r| segment_json(r, &d.events))
+        .collect();
+    let events: Vec<_> = d.events.iter().map(event_json).collect();
+    Ok(Json(json!({
+        "interaction": InteractionJson::from(&d.interaction),
+        "segments": segments,
+        "events": events,
+    })))
+}
+
+/// The recording if `who` may see it, else 404.
+async fn visible_recording(
+    st: &AppState,
+    who: &Access,
+    rid: String,
+) -> Result<RecordingRow, ApiError> {
+    let repo = st.repo.clone();
+    let found = blocking(move || repo.recording(&rid).map_err(ApiError::internal)).await?;
+    match found {
+        Some((rec, dns)) if who.can_see(&dns) => Ok(rec),
+        _ => Err(ApiError::not_found("no such recording")),
+    }
+}
+
+async fn audit(
+    st: &AppState,
+    who: &Access,
+    rec: &RecordingRow,
+    action: &str,
+) -> Result<(), ApiError> {
+    let entry = AuditEntry {
+        time_ms: (st.now_ms)(),
+        token_name: who.name.clone(),
+        role: who.role.as_str().to_owned(),
+        action: action.to_owned(),
+        recording_id: rec.recording_id.clone(),
+        interaction_id: Some(rec.interaction_id.clone()),
+    };
+    let repo = st.repo.clone();
+    blocking(move || repo.append_audit(&entry).map_err(ApiError::internal)).await
+}
+
+/// Makes sure the WAV of the recording under `key` is in the cache; returns its size.
+fn ensure_wav(storage: &dyn Storage, key: &str) -> Result<(String, u64), ApiError> {
+    let wav_key = wav_cache_key(key);
+    if let Some(n) = storage.size(&wav_key).map_err(ApiError::internal)? {
+        return Ok((wav_key, n));
+    }
+    let bytes = storage.read_all(key).map_err(ApiError::internal)?;
+    let rec = Recording::from_bytes(bytes).map_err(ApiError::internal)?;
+    let records = rec.records().unwrap_or_default();
+    let mut wav = Vec::new();
+    match write_wav(&rec.header, &rec.streams(), &records, &mut wav) {
+        Ok(_) => {}
+        Err(e @ (ExportError::NoAudio | ExportError::UnsupportedCodec { .. })) => {
+            return Err(ApiError::not_found(format!("no playable audio: {e}")));
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    }
+    storage.put(&wav_key, &wav).map_err(ApiError::internal)?;
+    Ok((wav_key, wav.len() as u64))
+}
+
+/// A streamed body of `len` bytes of `key` from `start`.
+fn stream_body(storage: Arc<dyn Storage>, key: String, start: u64, len: u64) -> Body {
+    let stream = futures_util::stream::unfold((start, len), move |(pos, left)| {
+        let storage = storage.clone();
+        let key = key.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let n = usize::try_from(left.min(STREAM_CHUNK)).unwrap_or(64 * 1024);
+            let read = tokio::task::spawn_blocking(move || storage.read_range(&key, pos, n)).await;
+            let item: Result<Bytes, std::io::Error> = match read {
+                Ok(Ok(buf)) if !buf.is_empty() => {
+                    let got = buf.len() as u64;
+                    return Some((Ok(Bytes::from(buf)), (pos + got, left.saturating_sub(got))));
+                }
+                Ok(Ok(_)) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the stored file got shorter",
+                )),
+                Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            Some((item, (pos, 0)))
+        }
+    });
+    Body::from_stream(stream)
+}
+
+/// Answers with the object `key` of `size` bytes, honouring `Range`.
+fn ranged_response(
+    st: &AppState,
+    headers: &HeaderMap,
+    key: String,
+    size: u64,
+    content_type: &'static str,
+    disposition: Option<String>,
+) -> Result<Response, ApiError> {
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, end) = match resolve(range, size) {
+        RangeReply::Full => (StatusCode::OK, 0, size.checked_sub(1)),
+        RangeReply::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, Some(end)),
+        RangeReply::Unsatisfiable => {
+            return Err(ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("range not satisfiable (the body has {size} bytes)"),
+            )
+            .with_header(header::CONTENT_RANGE, format!("bytes */{size}")))
+        }
+    };
+    let len = end.map_or(0, |e| e - start + 1);
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_LENGTH, len.to_string())
+        .header(header::CACHE_CONTROL, "private, no-store");
+    if let (StatusCode::PARTIAL_CONTENT, Some(e)) = (status, end) {
+        builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{e}/{size}"));
+    }
+    if let Some(d) = disposition {
+        builder = builder.header(header::CONTENT_DISPOSITION, d);
+    }
+    builder
+        .body(stream_body(st.storage.clone(), key, start, len))
+        .map_err(ApiError::internal)
+}
+
+async fn get_audio(
+    State(st): State<AppState>,
+    Path(rid): Path<String>,
+    headers: HeaderMap,
+    q: QueryMap,
+) -> Result<Response, ApiError> {
+    let q = query_map(q)?;
+    let who = auth(&st, &headers, &q)?;
+    let rec = visible_recording(&st, &who, rid).await?;
+    let Some(key) = rec.storage_key.clone() else {
+        return Err(ApiError::not_found("the recording has no file"));
+    };
+    let storage = st.storage.clone();
+    let (wav_key, size) = blocking(move || ensure_wav(&*storage, &key)).await?;
+    // Refuse bad ranges before auditing: nothing is played.
+    if resolve(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        size,
+    ) == RangeReply::Unsatisfiable
+    {
+        return ranged_response(&st, &headers, wav_key, size, "audio/wav", None);
+    }
+    audit(&st, &who, &rec, "playback").await?;
+    ranged_response(&st, &headers, wav_key, size, "audio/wav", None)
+}
+
+async fn get_original(
+    State(st): State<AppState>,
+    Path(rid): Path<String>,
+    headers: HeaderMap,
+    q: QueryMap,
+) -> Result<Response, ApiError> {
+    let q = query_map(q)?;
+    let who = auth(&st, &headers, &q)?;
+    let rec = visible_recording(&st, &who, rid).await?;
+    let Some(key) = rec.storage_key.clone() else {
+        return Err(ApiError::not_found("the recording has no file"));
+    };
+    let storage = st.storage.clone();
+    let k = key.clone();
+    let size = blocking(move || storage.size(&k).map_err(ApiError::internal))
+        .await?
+        .ok_or_else(|| ApiError::not_found("the recording's file is missing"))?;
+    if resolve(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        size,
+    ) != RangeReply::Unsatisfiable
+    {
+        audit(&st, &who, &rec, "download").await?;
+    }
+    let disposition = format!("attachment; filename=\"{}.lcr\"", rec.recording_id);
+    ranged_response(
+        &st,
+        &headers,
+        key,
+        size,
+        "application/octet-stream",
+        Some(disposition),
+    )
+}
+
+async fn delete_recording(
+    State(st): State<AppState>,
+    Path(rid): Path<String>,
+    headers: HeaderMap,
+    q: QueryMap,
+) -> Result<StatusCode, ApiError> {
+    let q = query_map(q)?;
+    let who = auth(&st, &headers, &q)?;
+    if !who.is_admin() {
+        return Err(ApiError::forbidden());
+    }
+    let rec = visible_recording(&st, &who, rid).await?;
+    if rec.legal_hold {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the recording is under legal hold",
+        ));
+    }
+    let (repo, storage, now) = (st.repo.clone(), st.storage.clone(), (st.now_ms)());
+    blocking(move || {
+        remove_recording(&*repo, &*storage, &rec, &who, "delete", now).map_err(ApiError::internal)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /v1/recordings/{rid}/legal-hold`.
+#[derive(Debug, Deserialize)]
+pub struct HoldBody {
+    /// Set (`true`) or clear (`false`) the hold.
+    pub hold: bool,
+}
+
+async fn legal_hold(
+    State(st): State<AppState>,
+    Path(rid): Path<String>,
+    headers: HeaderMap,
+    q: QueryMap,
+    body: Result<Json<HoldBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = query_map(q)?;
+    let who = auth(&st, &headers, &q)?;
+    if !who.is_admin() {
+        return Err(ApiError::forbidden());
+    }
+    let Json(body) = body.map_err(|e| ApiError::bad_request(format!("bad body: {e}")))?;
+    let repo = st.repo.clone();
+    let updated = blocking(move || {
+        repo.set_legal_hold(&rid, body.hold)
+            .map_err(ApiError::internal)
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found("no such recording"))?;
+    audit(&st, &who, &updated, "legal_hold").await?;
+    Ok(Json(json!({
+        "recording_id": updated.recording_id,
+        "interaction_id": updated.interaction_id,
+        "legal_hold": updated.legal_hold,
+    })))
+}
+
+async fn get_audit(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    q: QueryMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = query_map(q)?;
+    let who = auth(&st, &headers, &q)?;
+    if !who.is_admin() {
+        return Err(ApiError::forbidden());
+    }
+    let (limit, offset) = page(&q)?;
+    let repo = st.repo.clone();
+    let (total, items) =
+        blocking(move || repo.audit(limit, offset).map_err(ApiError::internal)).await?;
+    let items: Vec<_> = items
+        .iter()
+        .map(|e| {
+            json!({
+                "time": format_ms(e.time_ms),
+                "token_name": e.token_name,
+                "role": e.role,
+                "action": e.action,
+                "recording_id": e.recording_id,
+                "interaction_id": e.interaction_id,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "total": total, "items": items })))
+}
+
+async fn get_status(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    q: QueryMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = query_map(q)?;
+    auth(&st, &headers, &q)?;
+    let repo = st.repo.clone();
+    let counts = blocking(move || repo.counts().map_err(ApiError::internal)).await?;
+    let queue = (st.queue_stats)();
+    let c = &st.counters;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "jobs_processed": load(&c.jobs_processed),
+        "jobs_failed": load(&c.jobs_failed),
+        "recording_jobs": load(&c.recordings),
+        "event_jobs": load(&c.events),
+        "damaged_recordings": load(&c.damaged),
+        "retention_deleted": load(&c.retention_deleted),
+        "recordings": counts.recordings,
+        "interactions": counts.interactions,
+        "events": counts.events,
+        "audit_entries": counts.audit_entries,
+        "queue": queue,
+    })))
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such resource")
+}
+
+/// The HTTP routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { static_file("text/html; charset=utf-8", INDEX_HTML) }),
+        )
+        .route(
+            "/ui/app.js",
+            get(|| async { static_file("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/ui/style.css",
+            get(|| async { static_file("text/css; charset=utf-8", STYLE_CSS) }),
+        )
+        .route("/v1/interactions", get(list_interactions))
+        .route("/v1/interactions/{id}", get(get_interaction))
+        .route("/v1/recordings/{rid}/audio.wav", get(get_audio))
+        .route("/v1/recordings/{rid}/original.lcr", get(get_original))
+        .route(
+            "/v1/recordings/{rid}",
+            axum::routing::delete(delete_recording),
+        )
+        .route("/v1/recordings/{rid}/legal-hold", post(legal_hold))
+        .route("/v1/audit", get(get_audit))
+        .route("/v1/status", get(get_status))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::Role;
+
+    fn token(secret: &str, role: Role) -> Token {
+        Token {
+            secret: secret.into(),
+            access: Access {
+                name: secret.into(),
+                role,
+                dns: vec!["1001".into()],
+            },
+        }
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let tokens = [token("a", Role::Agent), token("s", Role::Supervisor)];
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            authenticate(&tokens, &h, None).map_err(|e| e.status).err(),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s"));
+        assert_eq!(
+            authenticate(&tokens, &h, None).map(|a| a.role).ok(),
+            Some(Role::Supervisor)
+        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer  x"));
+        assert!(authenticate(&tokens, &h, None).is_err());
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic s"));
+        assert!(authenticate(&tokens, &h, None).is_err());
+        assert_eq!(
+            authenticate(&tokens, &HeaderMap::new(), Some("a"))
+                .map(|a| a.role)
+                .ok(),
+            Some(Role::Agent)
+        );
+    }
+
+    #[test]
+    fn search_parameters() {
+        let m = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>()
+        };
+        let q = search_query(&m(&[
+            ("from", "2026-11-25T00:00:00Z"),
+            ("dn", ""),
+            ("limit", "9999"),
+            ("sort", "-mos"),
+            ("min_mos", "3.5"),
+        ]))
+        .expect("valid");
+        assert_eq!(q.from_ms, Some(1_795_564_800_000));
+        assert_eq!(q.dn, None, "empty means absent");
+        assert_eq!(q.limit, MAX_LIMIT);
+        assert_eq!(q.sort, Sort::MosDesc);
+        assert_eq!(q.min_mos, Some(3.5));
+        assert_eq!(search_query(&m(&[])).expect("valid").limit, DEFAULT_LIMIT);
+        for bad in [
+            ("from", "yesterday"),
+            ("sort", "name"),
+            ("limit", "0"),
+            ("limit", "-1"),
+            ("min_mos", "NaN"),
+            ("min_duration_ms", "x"),
+        ] {
+            assert!(search_query(&m(&[bad])).is_err(), "{bad:?}");
+        }
+    }
+}
