@@ -7,8 +7,10 @@
 # DN 1001 has `record = true` in sipctl's embedded configuration, so sipctl asks the recorder
 # (over NG) to bridge and record the call from the first INVITE. Both parties talk for 10 s
 # (two synthetic voices replayed by sipp), the caller hangs up, the recorder finishes the
-# file and spools its job, and the recording is exported to WAV. Runs in network namespaces
-# that it removes again (also on failure). Output: ./demo-output (DEMO_DIR to change).
+# file and spools its job, the processor indexes the call (recording + events) and serves it
+# in its web UI; the recording is also exported to WAV. Runs in network namespaces that it
+# removes again (also on failure). Output: ./demo-output (DEMO_DIR to change). Run from a
+# terminal, the processor keeps serving the UI until Ctrl-C (DEMO_KEEP=0 to stop at once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,9 +20,11 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 bash scripts/setup.sh
-cargo build --release --locked -p recorder -p sipctl 2>&1 | tail -n 1
+cargo build --release --locked -p recorder -p sipctl -p processor 2>&1 | tail -n 1
 REC="$ROOT/target/release/recorder"
 SIPCTL="$ROOT/target/release/sipctl"
+PROCESSOR="$ROOT/target/release/processor"
+UI="${DEMO_UI:-127.0.0.1:8090}"
 SCEN="$ROOT/sipctl/tests/scenarios"
 OUT="${DEMO_DIR:-$ROOT/demo-output}"
 export LC_NETNS_PREFIX="${LC_NETNS_PREFIX:-lcdemo}"
@@ -67,25 +71,51 @@ wait "$CALLER" || { echo "the caller's sipp failed:"; cat "$OUT"/caller*errors.l
 wait "$CALLEE" || { echo "the callee's sipp failed:"; cat "$OUT"/callee*errors.log "$OUT/callee.err" 2>/dev/null; exit 1; }
 echo "== call ended"
 
-JOB=""
+
+LCR=""
 for _ in $(seq 1 100); do
-  JOB=$(grep -l '"type":"recording"\|"type": "recording"' "$OUT"/spool/new/*.json 2>/dev/null | head -n 1 || true)
-  [ -n "$JOB" ] && break
+  LCR=$(find "$OUT/recordings" -name '*.lcr' 2>/dev/null | head -n 1)
+  [ -n "$LCR" ] && [ -e "${LCR%.lcr}.json" ] && break
   sleep 0.1
 done
-[ -n "$JOB" ] || { echo "no recording job appeared in $OUT/spool/new" >&2; exit 1; }
-LCR=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['file'])" "$JOB")
+[ -n "$LCR" ] || { echo "no recording appeared in $OUT/recordings" >&2; exit 1; }
 "$REC" export "$LCR" --wav "$OUT/call.wav"
-echo "== events spooled for the processor:"
-python3 - "$OUT/spool/new" <<'EOF'
-import json, os, sys
-d = sys.argv[1]
-evs = [json.load(open(os.path.join(d, f))) for f in sorted(os.listdir(d)) if f.endswith(".json")]
-evs = sorted((e for e in evs if e.get("type") == "event"), key=lambda e: e["seq"])
-for e in evs:
-    print(f"   {e['seq']:>2} {e['kind']:<18} {e.get('reason') or ''}")
-EOF
+GLOBAL=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['call_id'])" "${LCR%.lcr}.json")
+
+echo "== processor: indexing the call from $OUT/spool, UI on http://$UI/"
+"$PROCESSOR" --spool-dir "$OUT/spool" --storage-dir "$OUT/store" --db "$OUT/index.sqlite" \
+  --listen "$UI" >"$OUT/processor.log" 2>&1 &
+PROC=$!
+PIDS+=("$PROC")
+python3 - "$UI" "$GLOBAL" <<'PY'
+import json, sys, time, urllib.request
+ui, gid = sys.argv[1], sys.argv[2]
+req = urllib.request.Request(f"http://{ui}/v1/interactions/{gid}",
+                             headers={"Authorization": "Bearer admin-token"})
+deadline = time.time() + 20
+while True:
+    try:
+        d = json.load(urllib.request.urlopen(req, timeout=2))
+        if d["segments"] and len(d["events"]) >= 6:
+            break
+    except Exception:
+        pass
+    if time.time() > deadline:
+        sys.exit("the processor did not index the call in 20 s (see processor.log)")
+    time.sleep(0.2)
+i = d["interaction"]
+print(f"   interaction {i['id']}: {i['caller']} -> {i['callee']}, {i['duration_ms'] / 1000:.1f} s, MOS {i['mos']}")
+for e in d["events"]:
+    print(f"   {e['time']}  {e['kind']:<18} {e.get('reason') or ''}")
+for s in d["segments"]:
+    a = s["analysis"]
+    print(f"   recording {s['recording_id']}: {s['duration_ms'] / 1000:.1f} s, talk {a['talk_ms']} ms, MOS {a['mos']}")
+PY
 echo
 echo "recording: $LCR"
-echo "its job:   $JOB"
 echo "WAV:       $OUT/call.wav (left: caller, right: callee)"
+echo "UI:        http://$UI/#/interactions/$GLOBAL   (token: admin-token)"
+if [ -t 0 ] && [ "${DEMO_KEEP:-1}" != 0 ]; then
+  echo "The processor keeps serving the UI; press Ctrl-C to stop it."
+  wait "$PROC" || true
+fi

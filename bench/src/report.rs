@@ -172,7 +172,8 @@ impl RunReport {
                 TargetKind::Direct => format!("{} (no relay: generator ceiling)", t.name),
                 TargetKind::Sink => format!("{} (receive and drop: interface ceiling)", t.name),
             };
-            let bound = if t.generator_bound && t.kind == TargetKind::Relay {
+            let bound = if t.generator_bound && t.kind == TargetKind::Relay && throughput.is_some()
+            {
                 "≥ "
             } else {
                 ""

@@ -10,6 +10,19 @@
 //! retention-interval-secs = 3600  # how often retention runs (also once at start)
 //! poll-interval-ms = 200          # queue polling when idle
 //!
+//! # Scale-out backends (docs/processor.md, "Scale-out"); each replaces an embedded one.
+//! # db = "postgres://linecord@db.example.com/linecord"   # PostgreSQL index
+//! # storage = "s3://recordings/linecord"                 # object storage (or file:///dir)
+//! # s3-endpoint = "http://minio.example.com:9000"
+//! # s3-region = "us-east-1"
+//! # s3-access-key-id = "…"
+//! # s3-secret-access-key = "…"
+//! # s3-allow-http = true
+//! # nats-url = "nats://127.0.0.1:4222"                   # JetStream queue
+//! # nats-stream = "LINECORD_JOBS"
+//! # nats-consumer = "processor"
+//! # nats-ack-wait-secs = 60
+//!
 //! [[token]]
 //! name = "alice"                  # optional; shown in the audit trail
 //! token = "secret"
@@ -28,6 +41,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::access::{Access, Role};
+use crate::queue_nats::NatsOptions;
+use crate::repo_pg::is_postgres_url;
+use crate::storage_object::{is_object_url, S3Options};
 
 /// Default spool directory.
 pub const DEFAULT_SPOOL_DIR: &str = "/var/spool/linecord";
@@ -94,8 +110,28 @@ pub struct FileConfig {
     pub spool_dir: Option<PathBuf>,
     /// Root of the recording storage.
     pub storage_dir: Option<PathBuf>,
-    /// SQLite database file.
+    /// SQLite database file, or a PostgreSQL URL (`postgres://user@host/dbname`).
     pub db: Option<PathBuf>,
+    /// Object storage URL (`s3://bucket/prefix` or `file:///dir`) instead of `storage-dir`.
+    pub storage: Option<String>,
+    /// S3 endpoint URL (absent: AWS, or `AWS_ENDPOINT`).
+    pub s3_endpoint: Option<String>,
+    /// S3 region (absent: `AWS_REGION`, else `us-east-1`).
+    pub s3_region: Option<String>,
+    /// S3 access key id (absent: `AWS_ACCESS_KEY_ID`).
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key (absent: `AWS_SECRET_ACCESS_KEY`).
+    pub s3_secret_access_key: Option<String>,
+    /// Allow a plain `http://` S3 endpoint.
+    pub s3_allow_http: Option<bool>,
+    /// NATS server URL: consume jobs from JetStream instead of the spool directory.
+    pub nats_url: Option<String>,
+    /// JetStream stream of jobs.
+    pub nats_stream: Option<String>,
+    /// Durable consumer name.
+    pub nats_consumer: Option<String>,
+    /// Seconds a delivered job may stay unacknowledged before JetStream redelivers it.
+    pub nats_ack_wait_secs: Option<u64>,
     /// HTTP listen address (`ip:port`; port 0 picks a free port).
     pub listen: Option<String>,
     /// Recordings older than this many days are deleted (unless on legal hold).
@@ -132,6 +168,38 @@ pub struct Token {
     pub access: Access,
 }
 
+/// Which index the processor uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexBackend {
+    /// A SQLite file (the embedded default).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database URL.
+    Postgres(String),
+}
+
+/// Where the processor keeps recordings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageBackend {
+    /// A local directory (the embedded default).
+    Local(PathBuf),
+    /// An object store.
+    Object {
+        /// `s3://bucket/prefix` or `file:///dir`.
+        url: String,
+        /// Endpoint and credentials for `s3://`.
+        s3: S3Options,
+    },
+}
+
+/// Where the processor takes jobs from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueBackend {
+    /// The spool directory (the embedded default).
+    Spool(PathBuf),
+    /// NATS JetStream.
+    Nats(NatsOptions),
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -139,8 +207,16 @@ pub struct Config {
     pub spool_dir: PathBuf,
     /// Storage root.
     pub storage_dir: PathBuf,
-    /// Database file.
+    /// Database file (or PostgreSQL URL) as configured.
     pub db: PathBuf,
+    /// The index to use.
+    pub index: IndexBackend,
+    /// The storage to use.
+    pub store: StorageBackend,
+    /// The queue to consume.
+    pub queue: QueueBackend,
+    /// The NATS options when `nats-url` is set (also used by `processor forward`).
+    pub nats: Option<NatsOptions>,
     /// HTTP listen address.
     pub listen: SocketAddr,
     /// Retention in days, `None` to keep forever.
@@ -213,14 +289,72 @@ impl Config {
                 "retention-days must be at least 1 (leave it out to keep recordings)".into(),
             ));
         }
+        let spool_dir = file
+            .spool_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR));
+        let db = file.db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB));
+        let index = match db.to_str() {
+            Some(url) if is_postgres_url(url) => IndexBackend::Postgres(url.to_owned()),
+            _ => IndexBackend::Sqlite(db.clone()),
+        };
+        let s3 = S3Options {
+            endpoint: file.s3_endpoint,
+            region: file.s3_region,
+            access_key_id: file.s3_access_key_id,
+            secret_access_key: file.s3_secret_access_key,
+            allow_http: file.s3_allow_http.unwrap_or(false),
+        };
+        let store = match (file.storage, &file.storage_dir) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "storage and storage-dir exclude each other: give one".into(),
+                ))
+            }
+            (Some(url), None) if is_object_url(&url) => StorageBackend::Object { url, s3 },
+            (Some(url), None) => {
+                return Err(ConfigError::Invalid(format!(
+                    "storage {url:?} is not an object storage URL (s3://bucket/prefix or \
+                     file:///dir); use storage-dir for a local directory"
+                )))
+            }
+            (None, dir) => StorageBackend::Local(
+                dir.clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_STORAGE_DIR)),
+            ),
+        };
+        let nats = match file.nats_url {
+            Some(url) if url.trim().is_empty() => {
+                return Err(ConfigError::Invalid("nats-url is empty".into()))
+            }
+            Some(url) => {
+                let mut o = NatsOptions::new(&url);
+                if let Some(v) = file.nats_stream {
+                    o.stream = v;
+                }
+                if let Some(v) = file.nats_consumer {
+                    o.consumer = v;
+                }
+                if let Some(v) = file.nats_ack_wait_secs {
+                    o.ack_wait = Duration::from_secs(v.max(1));
+                }
+                Some(o)
+            }
+            None => None,
+        };
+        let queue = match &nats {
+            Some(o) => QueueBackend::Nats(o.clone()),
+            None => QueueBackend::Spool(spool_dir.clone()),
+        };
         Ok(Config {
-            spool_dir: file
-                .spool_dir
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR)),
+            spool_dir,
             storage_dir: file
                 .storage_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STORAGE_DIR)),
-            db: file.db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
+            db,
+            index,
+            store,
+            queue,
+            nats,
             listen,
             retention_days: file.retention_days,
             retention_interval: Duration::from_secs(
@@ -288,5 +422,56 @@ mod tests {
         )
         .expect("toml");
         assert!(Config::resolve(dup).is_err());
+    }
+
+    #[test]
+    fn embedded_defaults_and_scale_out_backends() {
+        let c = Config::resolve(FileConfig::default()).expect("defaults");
+        assert_eq!(c.index, IndexBackend::Sqlite(PathBuf::from(DEFAULT_DB)));
+        assert_eq!(
+            c.store,
+            StorageBackend::Local(PathBuf::from(DEFAULT_STORAGE_DIR))
+        );
+        assert_eq!(
+            c.queue,
+            QueueBackend::Spool(PathBuf::from(DEFAULT_SPOOL_DIR))
+        );
+        let f: FileConfig = toml::from_str(
+            r#"
+            db = "postgres://linecord@127.0.0.1:5432/linecord"
+            storage = "s3://bucket/prefix"
+            s3-endpoint = "http://127.0.0.1:9000"
+            s3-allow-http = true
+            nats-url = "nats://127.0.0.1:4222"
+            nats-ack-wait-secs = 5
+            "#,
+        )
+        .expect("toml");
+        let c = Config::resolve(f).expect("valid");
+        assert_eq!(
+            c.index,
+            IndexBackend::Postgres("postgres://linecord@127.0.0.1:5432/linecord".into())
+        );
+        match &c.store {
+            StorageBackend::Object { url, s3 } => {
+                assert_eq!(url, "s3://bucket/prefix");
+                assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+                assert!(s3.allow_http);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &c.queue {
+            QueueBackend::Nats(o) => {
+                assert_eq!(o.url, "nats://127.0.0.1:4222");
+                assert_eq!(o.stream, crate::queue_nats::DEFAULT_STREAM);
+                assert_eq!(o.ack_wait, Duration::from_secs(5));
+            }
+            other => panic!("{other:?}"),
+        }
+        let both: FileConfig =
+            toml::from_str("storage = \"file:///x\"\nstorage-dir = \"/y\"").expect("toml");
+        assert!(Config::resolve(both).is_err());
+        let bad: FileConfig = toml::from_str("storage = \"/plain/dir\"").expect("toml");
+        assert!(Config::resolve(bad).is_err());
     }
 }

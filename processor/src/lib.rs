@@ -8,12 +8,14 @@
 //!  HTTP ──▶ api (axum) ──▶ Repository / Storage   (search, detail, audio with Range, audit)
 //! ```
 //!
-//! * [`queue`]: the processor queue ([`queue::Queue`]; spool directory implementation).
+//! * [`queue`]: the processor queue ([`queue::Queue`]; spool directory implementation);
+//!   [`queue_nats`]: the NATS JetStream implementation and the spool-to-JetStream forwarder.
 //! * [`ingest`]: applies each job exactly once in effect (idempotent upserts, database commit
 //!   before the job is completed), fails bad input with a reason, never stops on it.
 //! * [`consolidate`] and [`analysis`]: pure functions (no I/O, no clock), unit-tested.
-//! * [`storage`], [`repo`]: traits with one implementation each (local directory, SQLite);
-//!   object storage and PostgreSQL can implement the same traits.
+//! * [`storage`], [`repo`]: traits with their embedded implementations (local directory,
+//!   SQLite); [`storage_object`] (S3-compatible object storage, `file://`) and [`repo_pg`]
+//!   (PostgreSQL) are the scale-out ones. [`blocking`]: the private runtime of async clients.
 //! * [`api`]: the HTTP API of `docs/openapi.yaml` and the UI files.
 //! * [`retention`]: deletion by age, respecting legal holds, audited.
 //!
@@ -24,13 +26,17 @@
 pub mod access;
 pub mod analysis;
 pub mod api;
+pub mod blocking;
 pub mod config;
 pub mod consolidate;
 pub mod ingest;
 pub mod model;
 pub mod queue;
+pub mod queue_nats;
 pub mod range;
 pub mod repo;
+pub mod repo_pg;
 pub mod retention;
 pub mod storage;
+pub mod storage_object;
 pub mod time;

@@ -10,21 +10,36 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Parser;
 
+use clap::Subcommand;
 use processor::api::{router, AppState};
-use processor::config::{Config, FileConfig, DEFAULT_TOKEN};
+use processor::config::{
+    Config, FileConfig, IndexBackend, QueueBackend, StorageBackend, DEFAULT_TOKEN,
+};
 use processor::ingest::{Counters, Processor};
 use processor::queue::{Queue, SpoolQueue};
+use processor::queue_nats::{forward, NatsOptions, NatsPublisher, NatsQueue};
 use processor::repo::{Repository, SqliteRepository};
+use processor::repo_pg::PostgresRepository;
 use processor::retention::run_retention;
 use processor::storage::{LocalStorage, Storage};
+use processor::storage_object::ObjectStorage;
 
 /// linecord recording processor: consumes the processor queue, consolidates and analyses
 /// recordings, stores and indexes them, serves the web API and UI.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Args {
-    /// TOML configuration file (keys: spool-dir, storage-dir, db, listen, retention-days,
-    /// retention-interval-secs, poll-interval-ms, [[token]]).
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Options of the processor itself.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// TOML configuration file (keys: spool-dir, storage-dir, storage, db, listen, nats-url,
+    /// retention-days, … see docs/processor.md).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Spool directory of the processor queue [default: /var/spool/linecord].
@@ -33,13 +48,44 @@ struct Args {
     /// Root of the recording storage [default: /var/lib/linecord/store].
     #[arg(long, value_name = "DIR")]
     storage_dir: Option<PathBuf>,
-    /// SQLite index file [default: /var/lib/linecord/index.sqlite].
-    #[arg(long, value_name = "FILE")]
+    /// Object storage instead of --storage-dir: s3://bucket/prefix or file:///dir.
+    #[arg(long, value_name = "URL")]
+    storage: Option<String>,
+    /// SQLite index file, or a PostgreSQL URL postgres://user@host/dbname
+    /// [default: /var/lib/linecord/index.sqlite].
+    #[arg(long, value_name = "FILE|URL")]
     db: Option<PathBuf>,
+    /// Consume jobs from NATS JetStream at this URL instead of the spool directory.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
     /// HTTP listen address, ip:port (port 0: any free port; the log says which)
     /// [default: 127.0.0.1:8090].
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Moves jobs from a local spool directory (written by recorder and sipctl) into NATS
+    /// JetStream: publish, wait for the stream's ack, then complete the spool job.
+    Forward(ForwardArgs),
+}
+
+/// Options of `processor forward`.
+#[derive(Debug, clap::Args)]
+struct ForwardArgs {
+    /// TOML configuration file (spool-dir, nats-url, nats-stream, poll-interval-ms).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The spool directory to drain [default: /var/spool/linecord].
+    #[arg(long, value_name = "DIR")]
+    spool_dir: Option<PathBuf>,
+    /// NATS server URL, e.g. nats://127.0.0.1:4222 (or nats-url in the file).
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// Stop when the spool is empty instead of waiting for more jobs.
+    #[arg(long)]
+    once: bool,
 }
 
 fn now_ms() -> u64 {
@@ -49,7 +95,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn load_config(args: &Args) -> anyhow::Result<Config> {
+fn load_config(args: &RunArgs) -> anyhow::Result<Config> {
     let mut file = match &args.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
@@ -59,9 +105,17 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = &args.storage_dir {
         file.storage_dir = Some(v.clone());
+        file.storage = None;
+    }
+    if let Some(v) = &args.storage {
+        file.storage = Some(v.clone());
+        file.storage_dir = None;
     }
     if let Some(v) = &args.db {
         file.db = Some(v.clone());
+    }
+    if let Some(v) = &args.nats {
+        file.nats_url = Some(v.clone());
     }
     if let Some(v) = &args.listen {
         file.listen = Some(v.clone());
@@ -101,26 +155,112 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let config = load_config(&args)?;
+    if let Some(Command::Forward(f)) = &args.command {
+        return run_forward(f);
+    }
+    let config = load_config(&args.run)?;
     if config.default_token {
         tracing::warn!(
             "no [[token]] configured: the admin token {DEFAULT_TOKEN:?} is accepted \
              (loopback only)"
         );
     }
-    if let Some(dir) = config.db.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let repo: Arc<dyn Repository> = match &config.index {
+        IndexBackend::Sqlite(db) => {
+            if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            Arc::new(
+                SqliteRepository::open(db)
+                    .with_context(|| format!("opening the index {}", db.display()))?,
+            )
+        }
+        IndexBackend::Postgres(url) => {
+            let repo = PostgresRepository::open(url)
+                .context("opening the PostgreSQL index (db = postgres://…)")?;
+            tracing::info!(?repo, "index: postgresql");
+            Arc::new(repo)
+        }
+    };
+    let storage: Arc<dyn Storage> = match &config.store {
+        StorageBackend::Local(dir) => Arc::new(LocalStorage::open(dir)?),
+        StorageBackend::Object { url, s3 } => {
+            let s = ObjectStorage::open(url, s3)
+                .with_context(|| format!("opening the object storage {url}"))?;
+            tracing::info!(url = %url, "storage: object store");
+            Arc::new(s)
+        }
+    };
+    match &config.queue {
+        QueueBackend::Spool(dir) => {
+            let queue = SpoolQueue::open(dir)
+                .with_context(|| format!("opening the spool {}", dir.display()))?;
+            serve(&config, queue, repo, storage)
+        }
+        QueueBackend::Nats(opts) => {
+            let queue = NatsQueue::connect(opts)
+                .with_context(|| format!("connecting to NATS JetStream at {}", opts.url))?;
+            tracing::info!(stream = %opts.stream, consumer = %opts.consumer, "queue: nats jetstream");
+            serve(&config, queue, repo, storage)
+        }
     }
-    let repo: Arc<dyn Repository> = Arc::new(
-        SqliteRepository::open(&config.db)
-            .with_context(|| format!("opening the index {}", config.db.display()))?,
-    );
-    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(&config.storage_dir)?);
-    let queue = SpoolQueue::open(&config.spool_dir)
+}
+
+/// `processor forward`: spool → JetStream until SIGTERM/SIGINT (or, with `--once`, until
+/// the spool is empty).
+fn run_forward(args: &ForwardArgs) -> anyhow::Result<()> {
+    let mut file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    if let Some(v) = &args.spool_dir {
+        file.spool_dir = Some(v.clone());
+    }
+    if let Some(v) = &args.nats {
+        file.nats_url = Some(v.clone());
+    }
+    let config = Config::resolve(file)?;
+    let opts: NatsOptions = config
+        .nats
+        .clone()
+        .context("processor forward needs --nats URL (or nats-url in the config file)")?;
+    let spool = linecord_jobs::Spool::open(&config.spool_dir)
         .with_context(|| format!("opening the spool {}", config.spool_dir.display()))?;
+    let publisher = NatsPublisher::connect(&opts)
+        .with_context(|| format!("connecting to NATS JetStream at {}", opts.url))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())
+            .with_context(|| format!("watching signal {sig}"))?;
+    }
+    tracing::info!(
+        spool = %config.spool_dir.display(),
+        nats = %opts.url,
+        stream = %opts.stream,
+        "forwarding the spool to JetStream"
+    );
+    let done = forward(&spool, &publisher, &stop, config.poll_interval, args.once)?;
+    tracing::info!(
+        published = done.published,
+        duplicates = done.duplicates,
+        "forwarder stopped"
+    );
+    Ok(())
+}
+
+/// Runs the consumer on `queue` and the HTTP API until SIGTERM/SIGINT.
+fn serve<Q>(
+    config: &Config,
+    queue: Q,
+    repo: Arc<dyn Repository>,
+    storage: Arc<dyn Storage>,
+) -> anyhow::Result<()>
+where
+    Q: Queue + Clone + 'static,
+{
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
-
     let processor = Processor::new(
         queue.clone(),
         storage.clone(),

@@ -1,7 +1,7 @@
 //! The processor queue as the consumer sees it: a [`Queue`] trait and its spool-directory
-//! implementation ([`SpoolQueue`], over [`linecord_jobs::Spool`]). A NATS JetStream
-//! backend implements the same trait (take = fetch, complete = ack, fail = term with the
-//! reason published to a failure subject).
+//! implementation ([`SpoolQueue`], over [`linecord_jobs::Spool`]). The NATS JetStream
+//! backend ([`crate::queue_nats::NatsQueue`]) implements the same trait (take = fetch,
+//! complete = ack, fail = term with the reason published to a failure stream).
 
 use std::path::Path;
 
@@ -13,6 +13,9 @@ pub enum QueueError {
     /// The spool directory failed.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// NATS JetStream failed (connection, request, timeout).
+    #[error("nats: {0}")]
+    Nats(String),
 }
 
 /// One job handed to the consumer: it stays claimed until [`Queue::complete`] or

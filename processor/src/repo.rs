@@ -44,6 +44,9 @@ pub enum RepoError {
     /// A thread panicked while holding the connection.
     #[error("the database connection was poisoned by a panic")]
     Poisoned,
+    /// PostgreSQL reported an error (or the connection failed).
+    #[error("postgresql: {0}")]
+    Postgres(#[from] postgres::Error),
 }
 
 /// The index of recordings, events, interactions and the audit trail.
@@ -193,17 +196,17 @@ CREATE TABLE audit (
 
 /// `u64` as the signed 64-bit integer SQL stores (saturating; times and sizes never get
 /// near `i64::MAX`).
-fn sql_i(v: u64) -> i64 {
+pub(crate) fn sql_i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// A stored signed integer as `u64` (negative values, which we never write, become 0).
-fn sql_u(v: i64) -> u64 {
+pub(crate) fn sql_u(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
 /// Escapes `%`, `_` and `\` for `LIKE … ESCAPE '\'` and wraps the text in `%…%`.
-fn like_contains(s: &str) -> String {
+pub(crate) fn like_contains(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('%');
     for c in s.chars() {
@@ -216,7 +219,7 @@ fn like_contains(s: &str) -> String {
     out
 }
 
-const RECORDING_COLS: &str = "recording_id, interaction_id, call_id, start_ms, end_ms, \
+pub(crate) const RECORDING_COLS: &str = "recording_id, interaction_id, call_id, start_ms, end_ms, \
     duration_ms, status, status_note, switch_name, caller, callee, dn, metadata, talk_a_ms, \
     talk_b_ms, silence_ms, overtalk_ms, audio_ms, loss_a, loss_b, jitter_a_ms, jitter_b_ms, \
     mos, packets_expected, packets_lost, storage_key, size_bytes, legal_hold";
@@ -253,7 +256,7 @@ fn recording_from_row(r: &Row<'_>) -> rusqlite::Result<RecordingRow> {
     })
 }
 
-const EVENT_COLS: &str = "event_id, global_call_id, switch_name, switch_call_id, kind, \
+pub(crate) const EVENT_COLS: &str = "event_id, global_call_id, switch_name, switch_call_id, kind, \
     time_ms, seq, ng_call_id, recording_id, caller, callee, agent_dn, status_code, reason, \
     party_text";
 
@@ -279,7 +282,8 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<EventRow> {
     })
 }
 
-const INTERACTION_COLS: &str = "id, start_ms, end_ms, duration_ms, caller, callee, dns, \
+pub(crate) const INTERACTION_COLS: &str =
+    "id, start_ms, end_ms, duration_ms, caller, callee, dns, \
     segments, recorded_ms, mos, packet_loss, legal_hold, search_text";
 
 fn interaction_from_row(r: &Row<'_>) -> rusqlite::Result<InteractionRow> {
@@ -548,6 +552,18 @@ fn rejoin_recordings(tx: &Connection, ev: &EventRow) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The `ORDER BY` list of a search (the same SQL in SQLite and PostgreSQL).
+pub(crate) fn order_sql(sort: Sort) -> &'static str {
+    match sort {
+        Sort::StartAsc => "i.start_ms ASC, i.id ASC",
+        Sort::StartDesc => "i.start_ms DESC, i.id DESC",
+        Sort::DurationAsc => "i.duration_ms ASC, i.start_ms DESC, i.id DESC",
+        Sort::DurationDesc => "i.duration_ms DESC, i.start_ms DESC, i.id DESC",
+        Sort::MosAsc => "(i.mos IS NULL) ASC, i.mos ASC, i.start_ms DESC, i.id DESC",
+        Sort::MosDesc => "(i.mos IS NULL) ASC, i.mos DESC, i.start_ms DESC, i.id DESC",
+    }
+}
+
 impl Repository for SqliteRepository {
     fn migrate(&self) -> Result<i64, RepoError> {
         let supported = MIGRATIONS.len() as i64;
@@ -717,14 +733,7 @@ impl Repository for SqliteRepository {
         } else {
             format!("WHERE {}", conds.join(" AND "))
         };
-        let order = match q.sort {
-            Sort::StartAsc => "i.start_ms ASC, i.id ASC",
-            Sort::StartDesc => "i.start_ms DESC, i.id DESC",
-            Sort::DurationAsc => "i.duration_ms ASC, i.start_ms DESC, i.id DESC",
-            Sort::DurationDesc => "i.duration_ms DESC, i.start_ms DESC, i.id DESC",
-            Sort::MosAsc => "(i.mos IS NULL) ASC, i.mos ASC, i.start_ms DESC, i.id DESC",
-            Sort::MosDesc => "(i.mos IS NULL) ASC, i.mos DESC, i.start_ms DESC, i.id DESC",
-        };
+        let order = order_sql(q.sort);
         let conn = self.read()?;
         let total: i64 = conn.query_row(
             &format!("SELECT COUNT(*) FROM interactions i {where_sql}"),

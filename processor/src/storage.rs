@@ -1,6 +1,7 @@
 //! Where recordings are kept: a [`Storage`] trait (keys are relative paths such as
 //! `2026/11/25/<recording-id>.lcr`) and its local-directory implementation
-//! ([`LocalStorage`]). An object-store backend implements the same trait with the same keys.
+//! ([`LocalStorage`]). The object-store backend ([`crate::storage_object::ObjectStorage`])
+//! implements the same trait with the same keys.
 //!
 //! Derived files (the WAV cache) live under keys of their own, next to the recording:
 //! `2026/11/25/cache/<recording-id>.wav` ([`wav_cache_key`]).
@@ -26,6 +27,9 @@ pub enum StorageError {
     /// A key that is not a safe relative path.
     #[error("invalid storage key {0:?}")]
     InvalidKey(String),
+    /// The object store failed (or its URL or settings are unusable).
+    #[error("object storage: {0}")]
+    Backend(String),
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StorageError {

@@ -298,6 +298,31 @@ pub fn push_event(spool: &Spool, e: &EventJob, n: u64) {
     spool.push(&Job::Event(e.clone()), n).expect("push event");
 }
 
+/// A free TCP port on 127.0.0.1 (bound and released: good enough for a test server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The first of `candidates` that exists, else the program found on `PATH` as `name`.
+pub fn find_program(name: &str, candidates: &[&str]) -> Option<PathBuf> {
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .chain(
+            std::env::var_os("PATH")
+                .map(|p| {
+                    std::env::split_paths(&p)
+                        .map(|d| d.join(name))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+        )
+        .find(|p| p.is_file())
+}
+
 /// Names of the files in `dir` ending with `.json`.
 pub fn json_files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -347,15 +372,26 @@ impl Server {
     /// Starts the binary on `dir`'s `spool/`, `store/` and `index.sqlite` with `config`,
     /// and waits (at most 60 s) for its "listening on ADDR" line.
     pub fn start(dir: &Path, config: &Path) -> Server {
+        Server::start_args(
+            config,
+            &[
+                "--spool-dir".as_ref(),
+                dir.join("spool").as_os_str(),
+                "--storage-dir".as_ref(),
+                dir.join("store").as_os_str(),
+                "--db".as_ref(),
+                dir.join("index.sqlite").as_os_str(),
+            ],
+        )
+    }
+
+    /// Starts the binary with `config`, `--listen 127.0.0.1:0` and `args` (the backends),
+    /// and waits (at most 60 s) for its "listening on ADDR" line.
+    pub fn start_args(config: &Path, args: &[&std::ffi::OsStr]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_processor"))
             .arg("--config")
             .arg(config)
-            .arg("--spool-dir")
-            .arg(dir.join("spool"))
-            .arg("--storage-dir")
-            .arg(dir.join("store"))
-            .arg("--db")
-            .arg(dir.join("index.sqlite"))
+            .args(args)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .env("RUST_LOG", "info")
