@@ -483,7 +483,8 @@ fn measure_target(c: &Common, relay: Option<&RelayTarget>) -> anyhow::Result<Tar
             // A trial counts at the rate it achieved: when the generator could not offer
             // `rate`, passing it says nothing about `rate` itself.
             let achieved = trial.sent_pps.min(rate);
-            if achieved < rate * GENERATOR_SHORTFALL {
+            if achieved < rate * GENERATOR_SHORTFALL && trial.loss <= measure::ZERO_LOSS_RATIO {
+                // Passed at less than offered: the figure is the generator's, a lower bound.
                 report.generator_bound = true;
             }
             search.record(achieved, trial.loss);

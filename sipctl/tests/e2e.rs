@@ -454,3 +454,58 @@ fn the_api_refuses_bad_requests_clearly() {
     let (s, _) = lab.http("GET", "/v1/nothing", None, Some(TOKEN));
     assert_eq!(s, 404);
 }
+
+/// The whole system: a call recorded through sipctl and the recorder, then the real
+/// processor indexes the recorder's job and sipctl's events from the shared spool, its API
+/// shows the interaction, and headless Chromium plays it in the web UI.
+#[test]
+fn a_recorded_call_reaches_the_processor_and_plays_in_the_ui() {
+    let lab = Lab::up(DN_RECORDED, true);
+    let b = lab.callee("callee.xml", &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let a = lab.caller("caller.xml", "1001", &[]);
+    assert_sipp_ok(a, "caller", &lab);
+    assert_sipp_ok(b, "callee", &lab);
+    let global = lab.wait_recordings(1)[0]["call_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // sipctl writes its last events right after the call; give it a moment.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let processor = Processor::start(&lab);
+    let detail = processor.wait_interaction(&global, 6);
+    let interaction = &detail["interaction"];
+    assert_eq!(interaction["caller"], "100", "{detail}");
+    assert_eq!(interaction["callee"], "1001", "{detail}");
+    assert_eq!(interaction["dns"], serde_json::json!(["1001"]), "{detail}");
+    let seconds = interaction["duration_ms"].as_f64().unwrap() / 1000.0;
+    assert!((2.5..4.5).contains(&seconds), "{seconds} s");
+    let segment = &detail["segments"][0];
+    let talk = &segment["analysis"]["talk_ms"];
+    assert!(
+        talk[0].as_u64().unwrap() > 2000 && talk[1].as_u64().unwrap() > 2000,
+        "{segment}"
+    );
+    let mos = segment["analysis"]["mos"].as_f64().unwrap();
+    assert!(mos > 4.0, "MOS {mos} of a lossless call");
+    let kinds: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "ringing",
+            "answered",
+            "recording_started",
+            "recording_stopped",
+            "released"
+        ]
+    );
+    let recorded_seconds = segment["duration_ms"].as_f64().unwrap() / 1000.0;
+    processor.play_in_browser(&global, recorded_seconds);
+}

@@ -539,3 +539,139 @@ pub fn assert_tone(ch: &[i16], hz: f64, other: f64, min_seconds: f64, what: &str
         "{what}: power at {hz} Hz {p:.0} vs {other} Hz {q:.0}"
     );
 }
+
+/// The real `processor` on a lab's spool (root namespace, loopback, default admin token).
+pub struct Processor {
+    child: Child,
+    pub addr: String,
+    log: PathBuf,
+}
+
+impl Processor {
+    pub fn start(lab: &Lab) -> Processor {
+        let log = lab.dir.join("processor.log");
+        let child = Command::new(bin("processor"))
+            .arg("--spool-dir")
+            .arg(lab.spool())
+            .arg("--storage-dir")
+            .arg(lab.dir.join("store"))
+            .arg("--db")
+            .arg(lab.dir.join("index.sqlite"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start processor");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(addr) = text
+                .lines()
+                .find_map(|l| l.split("listening on ").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                let addr = addr.trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':');
+                return Processor {
+                    child,
+                    addr: addr.to_owned(),
+                    log,
+                };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "processor did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// GET with the admin token: (status, JSON).
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let Ok(mut s) = TcpStream::connect(&self.addr) else {
+            return (0, serde_json::Value::Null);
+        };
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer admin-token\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        // Chunked bodies: take the JSON between the first '{' and the last '}'.
+        let json = match (body.find('{'), body.rfind('}')) {
+            (Some(i), Some(j)) if j > i => serde_json::from_str(&body[i..=j]).unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        };
+        (status, json)
+    }
+
+    /// Waits until the interaction has a segment and at least `events` events.
+    pub fn wait_interaction(&self, id: &str, events: usize) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, v) = self.get(&format!("/v1/interactions/{id}"));
+            if status == 200
+                && v["segments"].as_array().is_some_and(|s| !s.is_empty())
+                && v["events"].as_array().is_some_and(|e| e.len() >= events)
+            {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "interaction {id} not indexed ({status} {v}); processor log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs the web UI's browser test (headless Chromium) on interaction `id`.
+    pub fn play_in_browser(&self, id: &str, seconds: f64) {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let script = repo.join("processor/tests/browser/ui.test.mjs");
+        if !repo
+            .join("processor/tests/browser/node_modules/playwright-core")
+            .exists()
+        {
+            let ok = Command::new("bash")
+                .arg(repo.join("scripts/setup-browser.sh"))
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "scripts/setup-browser.sh failed (Chromium, playwright-core)"
+            );
+        }
+        let out = Command::new("node")
+            .arg(&script)
+            .arg(format!("http://{}/", self.addr))
+            .arg("admin-token")
+            .arg(id)
+            .arg(format!("{seconds:.2}"))
+            .output()
+            .expect("node (Node.js) for the browser test");
+        assert!(
+            out.status.success(),
+            "browser test failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
