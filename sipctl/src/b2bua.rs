@@ -314,6 +314,17 @@ enum Op {
     },
     /// Another in-dialog request relayed as is (INFO, UPDATE, OPTIONS, MESSAGE...).
     Passthrough { server_tx: TxId },
+    /// Blind transfer (REFER from `from`): a new leg to the target replaces `from`.
+    Transfer {
+        /// The transferor's side.
+        from: Side,
+        /// The new leg, until it answers.
+        leg: Box<Leg>,
+        /// Who the target is (for the event and the API).
+        target: String,
+        /// The target's DN, when it is one.
+        dn: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,6 +337,8 @@ enum NgPurpose {
     PauseResume,
     RelayOffer,
     RelayAnswer,
+    TransferOffer,
+    TransferAnswer,
     Delete,
 }
 
@@ -339,6 +352,8 @@ enum TxPurpose {
     Bye,
     /// The relayed request of a passthrough op.
     Passthrough,
+    /// The INVITE to a transfer target.
+    TransferInvite,
 }
 
 struct Call {
@@ -1181,6 +1196,7 @@ impl B2bua {
                 }
             }
             Method::Ack => {}
+            Method::Refer => self.on_refer(now, id, side, tx, req),
             _ => {
                 // INFO, UPDATE, OPTIONS, MESSAGE, NOTIFY...: relayed as they are.
                 if c.op.is_some() || c.b.is_none() {
@@ -1310,6 +1326,7 @@ impl B2bua {
                     }
                 }
             }
+            TxPurpose::TransferInvite => self.on_transfer_response(now, id, tx, resp),
             TxPurpose::Bye => {}
         }
     }
@@ -1562,6 +1579,16 @@ impl B2bua {
                 Ok(sdp) => self.relay_done(now, id, sdp),
                 Err(why) => self.relay_failed(now, id, 500, &format!("recorder: {why}")),
             },
+            NgPurpose::TransferOffer => match sdp {
+                Ok(sdp) => self.invite_transfer_target(now, id, sdp),
+                Err(why) => self.transfer_failed(now, id, 500, &format!("recorder: {why}")),
+            },
+            NgPurpose::TransferAnswer => match sdp {
+                // The recorder now relays between the party that stayed and the new one; the
+                // party that stayed keeps sending to the same recorder port.
+                Ok(_) => self.transfer_done(now, id),
+                Err(why) => self.transfer_failed(now, id, 500, &format!("recorder: {why}")),
+            },
             NgPurpose::Delete => {}
         }
     }
@@ -1747,9 +1774,12 @@ impl B2bua {
         else {
             return;
         };
-        match from {
-            Side::A => c.sdp_a = offer,
-            Side::B => c.sdp_b = offer,
+        // (An empty offer: sipctl's own re-INVITE after a transfer; nothing to remember.)
+        if !offer.is_empty() {
+            match from {
+                Side::A => c.sdp_a = offer,
+                Side::B => c.sdp_b = offer,
+            }
         }
         let Some(leg) = c.leg(from) else { return };
         let sdp = leg.origin.stamp(&sdp);
@@ -1778,6 +1808,289 @@ impl B2bua {
         if let Some(req) = self.txl.request(server_tx).cloned() {
             self.respond(now, server_tx, &req, status, None);
         }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Blind transfer (RFC 3515 REFER, RFC 5589 flow): the transferor's leg is replaced by a
+    // new leg to the Refer-To target; the other party stays. With the recorder in the path
+    // the new party is put in the transferor's place in the same NG call (the recording goes
+    // on); with direct media the other party is re-INVITEd towards the new one.
+
+    fn on_refer(&mut self, now: Now, id: u64, side: Side, tx: TxId, req: Request) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if c.op.is_some() || c.phase != Phase::Confirmed {
+            let mut resp = Response::for_request(&req, 491, "Request Pending");
+            resp.headers.push("Retry-After", 1);
+            return self.send_response(now, tx, resp);
+        }
+        let Some(refer_to) = req
+            .headers
+            .get("Refer-To")
+            .and_then(|v| NameAddr::parse(v.trim()).ok())
+        else {
+            return self.respond(now, tx, &req, 400, None);
+        };
+        let target_user = refer_to.uri.user.clone().unwrap_or_default();
+        let ruri = refer_to.uri.to_string();
+        let headers: Vec<(&str, &str)> = Vec::new();
+        let facts = CallFacts {
+            caller: c.caller.as_deref().unwrap_or(""),
+            callee: &target_user,
+            ruri: &ruri,
+            headers: &headers,
+            unix_time: now.unix_ms / 1000,
+            sample: sample_from_call_id(&c.a.call_id),
+        };
+        let decision = self.router.decide(&facts, &self.directory);
+        let (contact, dn) = match &decision.target {
+            Target::Dn { dn, contact } => (contact.clone(), Some(dn.clone())),
+            Target::Trunk { uri, .. } => (uri.clone(), None),
+            Target::Reject { status, .. } => {
+                let status = *status;
+                return self.respond(now, tx, &req, status, None);
+            }
+        };
+        let Some((uri, dest)) = resolve(&contact) else {
+            return self.respond(now, tx, &req, 502, None);
+        };
+        // 202: the transfer is under way; its outcome comes in NOTIFYs (RFC 3515 §2.4.4).
+        self.respond(now, tx, &req, 202, None);
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let stays = side.other();
+        let Some(stayer) = c.leg(stays).cloned() else {
+            return;
+        };
+        let leg = Leg {
+            call_id: generate_call_id(&self.me.host),
+            local_tag: generate_tag(),
+            remote_tag: None,
+            // The new party sees the party that stays as the caller.
+            local: stayer.remote.clone(),
+            remote: NameAddr::new(Uri {
+                params: Vec::new(),
+                ..uri.clone()
+            }),
+            local_cseq: self.rng.u32(1..1 << 20),
+            remote_target: uri,
+            route_set: Vec::new(),
+            peer: dest,
+            origin: Origin::new(),
+        };
+        c.op = Some(Op::Transfer {
+            from: side,
+            leg: Box::new(leg),
+            target: target_user,
+            dn,
+        });
+        self.notify_transferor(now, id, side, "SIP/2.0 100 Trying", false);
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let stayer_sdp = match stays {
+            Side::A => c.sdp_a.clone(),
+            Side::B => c.sdp_b.clone(),
+        };
+        if c.at_recorder && matches!(c.media, Media::Recorded { .. }) {
+            let body = c.media_call.offer(&stayer_sdp, stays == Side::A, false);
+            self.ng_request(now, id, NgPurpose::TransferOffer, &body);
+        } else {
+            self.invite_transfer_target(now, id, stayer_sdp);
+        }
+    }
+
+    /// NOTIFY of the transfer's progress to the transferor (`message/sipfrag`).
+    fn notify_transferor(&mut self, now: Now, id: u64, side: Side, frag: &str, last: bool) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(leg) = c.leg(side) else { return };
+        let mut n = leg.request(Method::Notify, &self.me);
+        n.headers.push("Event", "refer");
+        n.headers.push(
+            "Subscription-State",
+            if last {
+                "terminated;reason=noresource"
+            } else {
+                "active;expires=60"
+            },
+        );
+        n.set_body("message/sipfrag", format!("{frag}\r\n").into_bytes());
+        let dest = leg.peer;
+        self.send_request(now, id, TxPurpose::Bye, n, dest);
+    }
+
+    fn invite_transfer_target(&mut self, now: Now, id: u64, sdp: Vec<u8>) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let global = c.ctx.global_call_id.clone();
+        let Some(Op::Transfer { leg, .. }) = c.op.as_mut() else {
+            return;
+        };
+        let sdp = leg.origin.stamp(&sdp);
+        let mut req = leg.request(Method::Invite, &self.me);
+        req.headers.push(GLOBAL_CALL_ID_HEADER, &global);
+        req.set_body("application/sdp", sdp);
+        let dest = leg.peer;
+        if self
+            .send_request(now, id, TxPurpose::TransferInvite, req, dest)
+            .is_none()
+        {
+            self.transfer_failed(
+                now,
+                id,
+                500,
+                "cannot send the INVITE to the transfer target",
+            );
+        }
+    }
+
+    fn on_transfer_response(&mut self, now: Now, id: u64, tx: TxId, resp: Response) {
+        if resp.is_provisional() {
+            return;
+        }
+        if !resp.is_success() {
+            let why = format!(
+                "the transfer target answered {} {}",
+                resp.status, resp.reason
+            );
+            return self.transfer_failed(now, id, resp.status, &why);
+        }
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(Op::Transfer { leg, from, .. }) = c.op.as_mut() else {
+            return;
+        };
+        leg.remote_tag = resp.to_tag();
+        if let Some(contact) = resp.contact() {
+            leg.remote_target = contact.uri;
+        }
+        leg.route_set = resp
+            .headers
+            .get_all("Record-Route")
+            .map(str::to_owned)
+            .collect();
+        leg.route_set.reverse();
+        let seq = resp.cseq().map(|c| c.seq).unwrap_or(leg.local_cseq);
+        let from = *from;
+        let new_leg = (**leg).clone();
+        self.ack(tx, &new_leg, seq);
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        // The new party takes the transferor's place.
+        match from {
+            Side::A => c.sdp_a = resp.body.clone(),
+            Side::B => c.sdp_b = resp.body.clone(),
+        }
+        if c.at_recorder && matches!(c.media, Media::Recorded { .. }) {
+            let body = c.media_call.answer(&resp.body, from.other() == Side::A);
+            self.ng_request(now, id, NgPurpose::TransferAnswer, &body);
+        } else {
+            self.transfer_done(now, id);
+            // Direct media: the party that stays is sent towards the new one.
+            let sdp = resp.body;
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.op = Some(Op::Relay {
+                    from,
+                    server_tx: TxId(u64::MAX),
+                    offer: Vec::new(),
+                });
+            }
+            self.reinvite(now, id, from.other(), sdp);
+        }
+    }
+
+    /// Swaps the new leg in, hangs up the transferor, writes the event.
+    fn transfer_done(&mut self, now: Now, id: u64) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(Op::Transfer {
+            from,
+            leg,
+            target,
+            dn,
+        }) = c.op.take()
+        else {
+            return;
+        };
+        self.notify_transferor(now, id, from, "SIP/2.0 200 OK", true);
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let old = match from {
+            Side::A => std::mem::replace(&mut c.a, *leg),
+            Side::B => match c.b.replace(*leg) {
+                Some(old) => old,
+                None => return,
+            },
+        };
+        let new_key = match from {
+            Side::A => (c.a.call_id.clone(), c.a.local_tag.clone()),
+            Side::B => match &c.b {
+                Some(b) => (b.call_id.clone(), b.local_tag.clone()),
+                None => return,
+            },
+        };
+        if from == Side::B {
+            c.callee = Some(target.clone());
+            c.dn = dn.clone();
+            c.ctx.b_leg_call_id = Some(new_key.0.clone());
+        } else {
+            c.caller = Some(target.clone());
+        }
+        let party = Party {
+            number: Some(target.clone()),
+            uri: c
+                .leg(from)
+                .map(|l| l.remote_target.to_string())
+                .unwrap_or_default(),
+            display_name: None,
+        };
+        self.dialogs
+            .remove(&(old.call_id.clone(), old.local_tag.clone()));
+        self.dialogs.insert(new_key, (id, from));
+        let mut old = old;
+        let bye = old.request(Method::Bye, &self.me);
+        self.send_request(now, id, TxPurpose::Bye, bye, old.peer);
+        let mut random = [0u8; 10];
+        self.rng.fill(&mut random);
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let mut ev = c.ctx.event(
+            EventKind::Transferred,
+            linecord_jobs::uuid_v7(now.unix_ms, random),
+            now.unix_ms,
+        );
+        ev.transfer_target = Some(party);
+        ev.reason = Some(format!(
+            "blind transfer by the {} to {target}",
+            party_name(from)
+        ));
+        ev.recording = None;
+        if let Some(d) = dn {
+            ev.parties.agent_dn = Some(d);
+        }
+        self.events.push_back(ev);
+    }
+
+    fn transfer_failed(&mut self, now: Now, id: u64, status: u16, why: &str) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(Op::Transfer { from, .. }) = c.op.take() else {
+            return;
+        };
+        tracing::info!(call = id, why, "transfer failed; the call goes on");
+        let frag = format!("SIP/2.0 {status} {}", reason_phrase(status));
+        self.notify_transferor(now, id, from, &frag, true);
     }
 
     // ----------------------------------------------------------------------------------
@@ -1924,6 +2237,14 @@ impl B2bua {
                     side,
                     status,
                     format!("re-INVITE to the {}: {why}", party_name(side)),
+                );
+            }
+            TxPurpose::TransferInvite => {
+                self.transfer_failed(
+                    now,
+                    id,
+                    408,
+                    &format!("the transfer target did not answer ({why})"),
                 );
             }
             TxPurpose::Passthrough | TxPurpose::Bye => {}
@@ -2412,5 +2733,165 @@ mod tests {
             request(&out[0].1).uri.to_string(),
             "sip:1002@198.18.0.20:5062"
         );
+    }
+}
+
+#[cfg(test)]
+mod transfer_tests {
+    //! Blind transfer with direct media, leg by leg (the recorded case runs end to end in
+    //! `tests/e2e.rs`).
+
+    use super::*;
+    use crate::config::Config;
+    use std::time::Duration;
+
+    const SDP_A: &str = "v=0\r\no=a 1 1 IN IP4 198.18.0.10\r\ns=-\r\nc=IN IP4 198.18.0.10\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
+    const SDP_B: &str = "v=0\r\no=b 7 7 IN IP4 198.18.0.20\r\ns=-\r\nc=IN IP4 198.18.0.20\r\nt=0 0\r\nm=audio 6002 RTP/AVP 0\r\n";
+    const SDP_C: &str = "v=0\r\no=c 9 9 IN IP4 198.18.0.30\r\ns=-\r\nc=IN IP4 198.18.0.30\r\nt=0 0\r\nm=audio 6004 RTP/AVP 0\r\n";
+
+    fn core() -> B2bua {
+        let cfg = Config::from_toml(
+            "[sip]\nlisten = [\"udp:198.18.0.1:5060\"]\n\
+             [[dn]]\nnumber = \"1001\"\ncontact = \"198.18.0.20:5060\"\n\
+             [[dn]]\nnumber = \"1003\"\ncontact = \"198.18.0.30:5060\"\n",
+        )
+        .unwrap();
+        B2bua::new(
+            CoreConfig {
+                host: "198.18.0.1".into(),
+                port: 5060,
+                switch: "unit".into(),
+                trusted_peers: Vec::new(),
+                ng: ClientConfig::default(),
+                timers: TimerConfig::default(),
+                version: "test".into(),
+            },
+            cfg.router,
+            cfg.directory,
+        )
+    }
+
+    fn out(core: &mut B2bua) -> Vec<(String, Message)> {
+        std::iter::from_fn(|| core.poll_transmit())
+            .map(|t| (t.dest.addr.to_string(), Message::parse(&t.bytes).unwrap()))
+            .filter(|(_, m)| !matches!(m, Message::Response(r) if r.status == 100))
+            .collect()
+    }
+
+    fn reply(req: &Message, status: u16, tag: &str, sdp: &str) -> Vec<u8> {
+        let mut r = Response::for_request(req.as_request().unwrap(), status, reason_phrase(status));
+        r.set_to_tag(tag);
+        if !sdp.is_empty() {
+            r.set_body("application/sdp", sdp.as_bytes().to_vec());
+        }
+        r.to_bytes()
+    }
+
+    fn method(m: &Message) -> String {
+        match m {
+            Message::Request(r) => r.method.to_string(),
+            Message::Response(r) => r.status.to_string(),
+        }
+    }
+
+    #[test]
+    fn blind_transfer_with_direct_media() {
+        let mut core = core();
+        let t0 = Instant::now();
+        let now = |ms: u64| Now {
+            mono: t0 + Duration::from_millis(ms),
+            unix_ms: 1_795_000_000_000 + ms,
+        };
+        let a: Peer = Peer::udp("198.18.0.10:5060".parse().unwrap());
+        let b: Peer = Peer::udp("198.18.0.20:5060".parse().unwrap());
+        let c: Peer = Peer::udp("198.18.0.30:5060".parse().unwrap());
+        let invite = format!(
+            "INVITE sip:1001@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bK-t1\r\n\
+             From: <sip:100@198.18.0.10>;tag=atag\r\nTo: <sip:1001@198.18.0.1>\r\nCall-ID: t@a\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:100@198.18.0.10:5060>\r\nContent-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{SDP_A}",
+            SDP_A.len()
+        );
+        core.handle_sip(now(0), invite.as_bytes(), a);
+        let b_inv = out(&mut core).remove(0).1;
+        core.handle_sip(now(10), &reply(&b_inv, 200, "btag", SDP_B), b);
+        let sent = out(&mut core);
+        let a_tag = sent
+            .iter()
+            .find_map(|(_, m)| m.as_response().and_then(|r| r.to_tag()))
+            .unwrap();
+        let ack = format!(
+            "ACK sip:sipctl@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bK-t2\r\n\
+             From: <sip:100@198.18.0.10>;tag=atag\r\nTo: <sip:1001@198.18.0.1>;tag={a_tag}\r\nCall-ID: t@a\r\n\
+             CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        core.handle_sip(now(20), ack.as_bytes(), a);
+        // B refers A to DN 1003.
+        let b_inv_req = b_inv.as_request().unwrap();
+        let refer = format!(
+            "REFER sip:sipctl@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.20:5060;branch=z9hG4bK-r1\r\n\
+             From: <sip:1001@198.18.0.1>;tag=btag\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 REFER\r\n\
+             Refer-To: <sip:1003@198.18.0.1>\r\nContact: <sip:1001@198.18.0.20:5060>\r\nContent-Length: 0\r\n\r\n",
+            b_inv_req.headers.get("From").unwrap(),
+            b_inv_req.call_id().unwrap()
+        );
+        core.handle_sip(now(30), refer.as_bytes(), b);
+        let sent = out(&mut core);
+        let kinds: Vec<(String, String)> =
+            sent.iter().map(|(d, m)| (d.clone(), method(m))).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("198.18.0.20:5060".into(), "202".into()),
+                ("198.18.0.20:5060".into(), "NOTIFY".into()),
+                ("198.18.0.30:5060".into(), "INVITE".into())
+            ]
+        );
+        let c_inv = sent[2].1.clone();
+        assert_eq!(
+            c_inv.as_request().unwrap().body,
+            SDP_A.as_bytes(),
+            "C gets A's SDP"
+        );
+        assert_eq!(core.calls()[0].recording, RecordingState::Off);
+        // C answers: ACK to C, final NOTIFY and BYE to B, re-INVITE of A towards C.
+        core.handle_sip(now(40), &reply(&c_inv, 200, "ctag", SDP_C), c);
+        let sent = out(&mut core);
+        let kinds: Vec<(String, String)> =
+            sent.iter().map(|(d, m)| (d.clone(), method(m))).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("198.18.0.30:5060".into(), "ACK".into()),
+                ("198.18.0.20:5060".into(), "NOTIFY".into()),
+                ("198.18.0.20:5060".into(), "BYE".into()),
+                ("198.18.0.10:5060".into(), "INVITE".into())
+            ]
+        );
+        let notify = sent[1].1.as_request().unwrap();
+        assert!(notify
+            .headers
+            .get("Subscription-State")
+            .unwrap()
+            .starts_with("terminated"));
+        assert_eq!(notify.body, b"SIP/2.0 200 OK\r\n");
+        let reinvite = sent[3].1.clone();
+        let body = String::from_utf8(reinvite.as_request().unwrap().body.clone()).unwrap();
+        assert!(
+            body.contains("c=IN IP4 198.18.0.30"),
+            "A is sent towards C: {body}"
+        );
+        core.handle_sip(now(50), &reply(&reinvite, 200, "atag", SDP_A), a);
+        let sent = out(&mut core);
+        assert_eq!(method(&sent[0].1), "ACK");
+        let info = &core.calls()[0];
+        assert_eq!(
+            (info.dn.as_deref(), info.callee.as_deref()),
+            (Some("1003"), Some("1003"))
+        );
+        let kinds: Vec<&str> = std::iter::from_fn(|| core.poll_event())
+            .map(|e| e.kind.as_str())
+            .collect();
+        assert_eq!(kinds, ["created", "answered", "transferred"]);
     }
 }

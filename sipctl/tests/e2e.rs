@@ -509,3 +509,82 @@ fn a_recorded_call_reaches_the_processor_and_plays_in_the_ui() {
     let recorded_seconds = segment["duration_ms"].as_f64().unwrap() / 1000.0;
     processor.play_in_browser(&global, recorded_seconds);
 }
+
+const TRANSFER: &str = r#"
+[[dn]]
+number = "1001"
+contact = "198.18.0.20:5060"
+record = true
+
+[[dn]]
+number = "1003"
+contact = "198.18.0.20:5070"
+"#;
+
+/// Tone of the transfer target (party C), Hz.
+const TONE_C: f64 = 1500.0;
+
+#[test]
+fn callee_transfers_the_caller_and_the_recording_goes_on() {
+    let lab = Lab::up(TRANSFER, true);
+    // Party C: DN 1003, on B's host at port 5070, with its own voice.
+    let c_dir = lab.dir.join("c");
+    std::fs::create_dir_all(&c_dir).unwrap();
+    sipctl::audio::write_pcap(
+        &c_dir.join("callee.pcap"),
+        &sipctl::audio::tone(TONE_C, 30.0),
+    )
+    .unwrap();
+    let c = lab.sipp_at("b", "5070", "6100", &c_dir, "callee.xml", &[]);
+    let b = lab.callee(
+        "callee_transfer.xml",
+        &["-key", "sipctl", "198.18.0.1:5060"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let a = lab.caller("caller_long.xml", "1001", &[]);
+    assert_sipp_ok(b, "transferor (B)", &lab);
+    std::thread::sleep(Duration::from_millis(300));
+    let calls = lab.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["dn"], "1003", "the call now terminates at DN 1003");
+    assert_eq!(calls[0]["recording"], "on");
+    assert_sipp_ok(a, "caller", &lab);
+    assert_sipp_ok(c, "transfer target (C)", &lab);
+
+    let jobs = lab.wait_recordings(1);
+    assert_eq!(jobs.len(), 1, "one recording across the transfer");
+    let (left, right) = lab.export(jobs[0]["file"].as_str().unwrap());
+    assert_tone(&left, TONE_A, TONE_B, 4.0, "caller channel");
+    // The other channel: B before the transfer, C after it.
+    let (pb, pc, pa) = (
+        tone_power(&right, TONE_B),
+        tone_power(&right, TONE_C),
+        tone_power(&right, TONE_A),
+    );
+    assert!(
+        pb > 20.0 * pa && pc > 20.0 * pa,
+        "B {pb:.0}, C {pc:.0}, A {pa:.0}"
+    );
+    let global = jobs[0]["call_id"].as_str().unwrap();
+    assert_eq!(
+        lab.event_kinds(global),
+        [
+            "created",
+            "ringing",
+            "answered",
+            "recording_started",
+            "transferred",
+            "recording_stopped",
+            "released"
+        ]
+    );
+    let transferred = lab
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "transferred")
+        .unwrap();
+    assert_eq!(
+        transferred["transfer_target"]["number"], "1003",
+        "{transferred}"
+    );
+}

@@ -312,14 +312,28 @@ spool-dir = "{spool}"
 
     /// Starts sipp in `host`'s namespace with a scenario of `sipctl/tests/scenarios`.
     pub fn sipp(&self, host: &str, scenario: &str, args: &[&str]) -> Child {
-        let (ip, media) = match host {
-            "a" => (ADDR_A, "6000"),
-            _ => (ADDR_B, "6000"),
+        self.sipp_at(host, "5060", "6000", &self.dir, scenario, args)
+    }
+
+    /// Starts sipp on SIP port `port` and media port `media`, in folder `cwd` (where it finds
+    /// its pcap files).
+    pub fn sipp_at(
+        &self,
+        host: &str,
+        port: &str,
+        media: &str,
+        cwd: &Path,
+        scenario: &str,
+        args: &[&str],
+    ) -> Child {
+        let ip = match host {
+            "a" => ADDR_A,
+            _ => ADDR_B,
         };
         let sf = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/").to_owned() + scenario;
         Command::new("ip")
             .args(["netns", "exec", &self.ns(host), "sipp"])
-            .args(["-sf", &sf, "-i", ip, "-p", "5060", "-mp", media, "-m", "1"])
+            .args(["-sf", &sf, "-i", ip, "-p", port, "-mp", media, "-m", "1"])
             .args([
                 "-timeout",
                 "60s",
@@ -328,7 +342,7 @@ spool-dir = "{spool}"
                 "-trace_err",
             ])
             .args(args)
-            .current_dir(&self.dir)
+            .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -548,9 +562,11 @@ pub struct Processor {
 }
 
 impl Processor {
+    // The child is killed and waited for in `Drop`.
+    #[allow(clippy::zombie_processes)]
     pub fn start(lab: &Lab) -> Processor {
         let log = lab.dir.join("processor.log");
-        let child = Command::new(bin("processor"))
+        let mut child = Command::new(bin("processor"))
             .arg("--spool-dir")
             .arg(lab.spool())
             .arg("--storage-dir")
@@ -578,10 +594,11 @@ impl Processor {
                     log,
                 };
             }
-            assert!(
-                Instant::now() < deadline,
-                "processor did not start:\n{text}"
-            );
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("processor did not start:\n{text}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
