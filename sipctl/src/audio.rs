@@ -30,6 +30,20 @@ pub fn voice(f0: f64, seconds: f64) -> Vec<i16> {
         .collect()
 }
 
+/// 8 kHz samples of one side of a conversation: [`voice`] at `f0` in turns of `turn` seconds,
+/// talking in the first turn when `first`, silent in the other party's turns.
+pub fn conversation(f0: f64, seconds: f64, turn: f64, first: bool) -> Vec<i16> {
+    let mut v = voice(f0, seconds);
+    for (i, s) in v.iter_mut().enumerate() {
+        let t = i as f64 / 8000.0;
+        let mine = ((t / turn) as u64).is_multiple_of(2) == first;
+        if !mine {
+            *s = 0;
+        }
+    }
+    v
+}
+
 /// Writes `samples` as 20 ms PCMU RTP packets in a classic pcap (Ethernet/IPv4/UDP, the
 /// addresses are placeholders: sipp sends the RTP payloads to the negotiated address).
 pub fn write_pcap(path: &Path, samples: &[i16]) -> io::Result<()> {
@@ -99,6 +113,14 @@ mod tests {
         assert_eq!(b.len(), 24 + 50 * (16 + 14 + 20 + 8 + 172));
         assert_eq!(&b[0..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
         assert_eq!(voice(120.0, 0.5).len(), 4000);
+        // Turns: A talks in [0, 1) s and [2, 3) s, B in [1, 2) s.
+        let (a, b) = (
+            conversation(120.0, 3.0, 1.0, true),
+            conversation(200.0, 3.0, 1.0, false),
+        );
+        let loud = |x: &[i16]| x.iter().any(|s| s.abs() > 100);
+        assert!(loud(&a[..8000]) && !loud(&a[8000..16000]) && loud(&a[16000..]));
+        assert!(!loud(&b[..8000]) && loud(&b[8000..16000]) && !loud(&b[16000..]));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

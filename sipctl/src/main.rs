@@ -39,7 +39,7 @@ enum Tool {
     },
     /// Print the configuration sipctl would run with, resolved, and exit.
     CheckConfig,
-    /// Write the demo's audio for sipp: caller.pcap and callee.pcap (two voices, PCMU).
+    /// Write the demo's audio for sipp: caller.pcap and callee.pcap (two voices taking turns, PCMU).
     DemoAudio {
         /// Folder to write them to.
         dir: PathBuf,
@@ -89,11 +89,12 @@ fn api_call(
 }
 
 fn demo_audio(dir: &std::path::Path, seconds: f64) -> anyhow::Result<bool> {
-    use sipctl::audio::{voice, write_pcap};
+    use sipctl::audio::{conversation, write_pcap};
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (name, f0) in [("caller.pcap", 115.0), ("callee.pcap", 205.0)] {
+    // The caller and the callee take turns of 3 s, as people do.
+    for (name, f0, first) in [("caller.pcap", 115.0, true), ("callee.pcap", 205.0, false)] {
         let path = dir.join(name);
-        write_pcap(&path, &voice(f0, seconds))
+        write_pcap(&path, &conversation(f0, seconds, 3.0, first))
             .with_context(|| format!("writing {}", path.display()))?;
         println!("{}", path.display());
     }
