@@ -553,6 +553,67 @@ fn rejoin_recordings(tx: &Connection, ev: &EventRow) -> rusqlite::Result<()> {
 }
 
 /// The `ORDER BY` list of a search (the same SQL in SQLite and PostgreSQL).
+/// A value bound to a search condition, the same for every SQL backend.
+pub(crate) enum SqlArg {
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Real(f64),
+    /// Text.
+    Text(String),
+}
+
+/// The WHERE conditions of a search, each with one `?` for its one argument, in order.
+/// Backends number the markers and convert the arguments their own way; the agent's DN
+/// limit is theirs too (an IN list in SQLite, `= ANY` in PostgreSQL).
+pub(crate) fn search_filters(q: &SearchQuery) -> Vec<(&'static str, SqlArg)> {
+    let mut f = Vec::new();
+    if let Some(v) = q.from_ms {
+        f.push(("i.start_ms >= ?", SqlArg::Int(sql_i(v))));
+    }
+    if let Some(v) = q.to_ms {
+        f.push(("i.start_ms <= ?", SqlArg::Int(sql_i(v))));
+    }
+    if let Some(v) = &q.dn {
+        f.push((
+            "EXISTS (SELECT 1 FROM interaction_dns d WHERE d.interaction_id = i.id \
+             AND d.dn = ?)",
+            SqlArg::Text(v.clone()),
+        ));
+    }
+    if let Some(v) = &q.caller {
+        f.push((
+            "i.caller LIKE ? ESCAPE '\\'",
+            SqlArg::Text(like_contains(v)),
+        ));
+    }
+    if let Some(v) = &q.callee {
+        f.push((
+            "i.callee LIKE ? ESCAPE '\\'",
+            SqlArg::Text(like_contains(v)),
+        ));
+    }
+    if let Some(v) = q.min_duration_ms {
+        f.push(("i.duration_ms >= ?", SqlArg::Int(sql_i(v))));
+    }
+    if let Some(v) = q.max_duration_ms {
+        f.push(("i.duration_ms <= ?", SqlArg::Int(sql_i(v))));
+    }
+    if let Some(v) = q.min_mos {
+        f.push(("i.mos >= ?", SqlArg::Real(v)));
+    }
+    if let Some(v) = q.max_mos {
+        f.push(("i.mos <= ?", SqlArg::Real(v)));
+    }
+    if let Some(v) = &q.q {
+        f.push((
+            "i.search_text LIKE ? ESCAPE '\\'",
+            SqlArg::Text(like_contains(&v.to_lowercase())),
+        ));
+    }
+    f
+}
+
 pub(crate) fn order_sql(sort: Sort) -> &'static str {
     match sort {
         Sort::StartAsc => "i.start_ms ASC, i.id ASC",
@@ -661,56 +722,13 @@ impl Repository for SqliteRepository {
     ) -> Result<SearchPage, RepoError> {
         let mut conds: Vec<String> = Vec::new();
         let mut args: Vec<Value> = Vec::new();
-        let mut arg = |conds: &mut Vec<String>, sql: &str, v: Value| {
-            args.push(v);
+        for (sql, arg) in search_filters(q) {
+            args.push(match arg {
+                SqlArg::Int(v) => Value::Integer(v),
+                SqlArg::Real(v) => Value::Real(v),
+                SqlArg::Text(v) => Value::Text(v),
+            });
             conds.push(sql.replace('?', &format!("?{}", args.len())));
-        };
-        if let Some(v) = q.from_ms {
-            arg(&mut conds, "i.start_ms >= ?", Value::Integer(sql_i(v)));
-        }
-        if let Some(v) = q.to_ms {
-            arg(&mut conds, "i.start_ms <= ?", Value::Integer(sql_i(v)));
-        }
-        if let Some(v) = &q.dn {
-            arg(
-                &mut conds,
-                "EXISTS (SELECT 1 FROM interaction_dns d WHERE d.interaction_id = i.id \
-                 AND d.dn = ?)",
-                Value::Text(v.clone()),
-            );
-        }
-        if let Some(v) = &q.caller {
-            arg(
-                &mut conds,
-                "i.caller LIKE ? ESCAPE '\\'",
-                Value::Text(like_contains(v)),
-            );
-        }
-        if let Some(v) = &q.callee {
-            arg(
-                &mut conds,
-                "i.callee LIKE ? ESCAPE '\\'",
-                Value::Text(like_contains(v)),
-            );
-        }
-        if let Some(v) = q.min_duration_ms {
-            arg(&mut conds, "i.duration_ms >= ?", Value::Integer(sql_i(v)));
-        }
-        if let Some(v) = q.max_duration_ms {
-            arg(&mut conds, "i.duration_ms <= ?", Value::Integer(sql_i(v)));
-        }
-        if let Some(v) = q.min_mos {
-            arg(&mut conds, "i.mos >= ?", Value::Real(v));
-        }
-        if let Some(v) = q.max_mos {
-            arg(&mut conds, "i.mos <= ?", Value::Real(v));
-        }
-        if let Some(v) = &q.q {
-            arg(
-                &mut conds,
-                "i.search_text LIKE ? ESCAPE '\\'",
-                Value::Text(like_contains(&v.to_lowercase())),
-            );
         }
         if let Some(dns) = dn_limit {
             if dns.is_empty() {

@@ -23,8 +23,8 @@ use crate::model::{
     SearchPage, SearchQuery,
 };
 use crate::repo::{
-    like_contains, order_sql, sql_i, sql_u, RepoError, Repository, EVENT_COLS, INTERACTION_COLS,
-    MIGRATIONS, RECORDING_COLS,
+    order_sql, search_filters, sql_i, sql_u, RepoError, Repository, SqlArg, EVENT_COLS,
+    INTERACTION_COLS, MIGRATIONS, RECORDING_COLS,
 };
 
 /// The advisory lock key every write transaction takes (`pg_advisory_xact_lock`).
@@ -468,56 +468,13 @@ impl Repository for PostgresRepository {
     ) -> Result<SearchPage, RepoError> {
         let mut conds: Vec<String> = Vec::new();
         let mut args: Vec<Box<dyn ToSql + Sync>> = Vec::new();
-        let mut arg = |conds: &mut Vec<String>, sql: &str, v: Box<dyn ToSql + Sync>| {
-            args.push(v);
+        for (sql, arg) in search_filters(q) {
+            args.push(match arg {
+                SqlArg::Int(v) => Box::new(v),
+                SqlArg::Real(v) => Box::new(v),
+                SqlArg::Text(v) => Box::new(v),
+            });
             conds.push(sql.replace('?', &format!("${}", args.len())));
-        };
-        if let Some(v) = q.from_ms {
-            arg(&mut conds, "i.start_ms >= ?", Box::new(sql_i(v)));
-        }
-        if let Some(v) = q.to_ms {
-            arg(&mut conds, "i.start_ms <= ?", Box::new(sql_i(v)));
-        }
-        if let Some(v) = &q.dn {
-            arg(
-                &mut conds,
-                "EXISTS (SELECT 1 FROM interaction_dns d WHERE d.interaction_id = i.id \
-                 AND d.dn = ?)",
-                Box::new(v.clone()),
-            );
-        }
-        if let Some(v) = &q.caller {
-            arg(
-                &mut conds,
-                "i.caller LIKE ? ESCAPE '\\'",
-                Box::new(like_contains(v)),
-            );
-        }
-        if let Some(v) = &q.callee {
-            arg(
-                &mut conds,
-                "i.callee LIKE ? ESCAPE '\\'",
-                Box::new(like_contains(v)),
-            );
-        }
-        if let Some(v) = q.min_duration_ms {
-            arg(&mut conds, "i.duration_ms >= ?", Box::new(sql_i(v)));
-        }
-        if let Some(v) = q.max_duration_ms {
-            arg(&mut conds, "i.duration_ms <= ?", Box::new(sql_i(v)));
-        }
-        if let Some(v) = q.min_mos {
-            arg(&mut conds, "i.mos >= ?", Box::new(v));
-        }
-        if let Some(v) = q.max_mos {
-            arg(&mut conds, "i.mos <= ?", Box::new(v));
-        }
-        if let Some(v) = &q.q {
-            arg(
-                &mut conds,
-                "i.search_text LIKE ? ESCAPE '\\'",
-                Box::new(like_contains(&v.to_lowercase())),
-            );
         }
         if let Some(dns) = dn_limit {
             if dns.is_empty() {
