@@ -346,47 +346,13 @@ struct XdpPlan {
     mac: [u8; 6],
 }
 
-/// The interface holding `ip` (getifaddrs).
+/// The interface holding `ip`.
 fn interface_of(ip: std::net::IpAddr) -> Option<String> {
-    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills a list that freeifaddrs releases; we read it in between.
-    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
-        return None;
-    }
-    let mut found = None;
-    let mut cur = addrs;
-    while !cur.is_null() {
-        // SAFETY: a node of the list returned by getifaddrs.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr points at a sockaddr whose family says its real type.
-            let addr = unsafe {
-                match i32::from((*ifa.ifa_addr).sa_family) {
-                    libc::AF_INET => {
-                        let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                        Some(std::net::IpAddr::from(
-                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                        ))
-                    }
-                    libc::AF_INET6 => {
-                        let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                        Some(std::net::IpAddr::from(sin6.sin6_addr.s6_addr))
-                    }
-                    _ => None,
-                }
-            };
-            if addr == Some(ip) {
-                // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-                let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-                found = Some(name.to_string_lossy().into_owned());
-                break;
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: the list from getifaddrs above.
-    unsafe { libc::freeifaddrs(addrs) };
-    found
+    if_addrs::get_if_addrs()
+        .ok()?
+        .into_iter()
+        .find(|i| i.ip() == ip)
+        .map(|i| i.name)
 }
 
 /// Finds the interface and queues and attaches the XDP program.
