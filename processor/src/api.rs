@@ -508,16 +508,25 @@ async fn get_audio(
     };
     let storage = st.storage.clone();
     let (wav_key, size) = blocking(move || ensure_wav(&*storage, &key)).await?;
-    // Refuse bad ranges before auditing: nothing is played.
-    if resolve(
-        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
-        size,
-    ) == RangeReply::Unsatisfiable
-    {
-        return ranged_response(&st, &headers, wav_key, size, "audio/wav", None);
-    }
-    audit(&st, &who, &rec, "playback").await?;
+    audit_unless_unsatisfiable(&st, &headers, &who, &rec, size, "playback").await?;
     ranged_response(&st, &headers, wav_key, size, "audio/wav", None)
+}
+
+/// Audits a playback or download, except when the requested range cannot be served
+/// (nothing is played or downloaded then; the caller answers 416).
+async fn audit_unless_unsatisfiable(
+    st: &AppState,
+    headers: &HeaderMap,
+    who: &Access,
+    rec: &RecordingRow,
+    size: u64,
+    action: &str,
+) -> Result<(), ApiError> {
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    if resolve(range, size) == RangeReply::Unsatisfiable {
+        return Ok(());
+    }
+    audit(st, who, rec, action).await
 }
 
 async fn get_original(
@@ -537,13 +546,7 @@ async fn get_original(
     let size = blocking(move || storage.size(&k).map_err(ApiError::internal))
         .await?
         .ok_or_else(|| ApiError::not_found("the recording's file is missing"))?;
-    if resolve(
-        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
-        size,
-    ) != RangeReply::Unsatisfiable
-    {
-        audit(&st, &who, &rec, "download").await?;
-    }
+    audit_unless_unsatisfiable(&st, &headers, &who, &rec, size, "download").await?;
     let disposition = format!("attachment; filename=\"{}.lcr\"", rec.recording_id);
     ranged_response(
         &st,
