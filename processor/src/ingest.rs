@@ -310,6 +310,7 @@ fn status_text(s: RecordingStatus) -> &'static str {
         RecordingStatus::Complete => "complete",
         RecordingStatus::Incomplete => "incomplete",
         RecordingStatus::Recovered => "recovered",
+        RecordingStatus::Partial => "partial",
         RecordingStatus::Failed => "failed",
     }
 }

@@ -27,7 +27,8 @@ pub struct RecordingJob {
     pub job_type: RecordingType,
     /// Unique id of the recording (a UUIDv7; also the file name stem).
     pub recording_id: String,
-    /// Absolute path of the `.lcr` file; `None` when `status` is `failed`.
+    /// Absolute path of the `.lcr` file; `None` only when `status` is `failed` (nothing of the
+    /// recording reached the disk). A `partial` recording always names its file.
     #[serde(default)]
     pub file: Option<String>,
     /// The NG `call-id` (the SIP Call-ID of the call as `sipctl` gave it to the recorder).
@@ -105,7 +106,10 @@ pub enum RecordingStatus {
     Incomplete,
     /// The recorder died; the file holds every complete block.
     Recovered,
-    /// The file could not be written (see `error`).
+    /// Writing failed part-way (e.g. the disk filled): the file holds the audio written before
+    /// the failure, `error` says why, `packets_lost` counts what was dropped after it.
+    Partial,
+    /// Nothing could be written (see `error`); `file` is `None`.
     Failed,
 }
 
