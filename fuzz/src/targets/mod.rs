@@ -1,0 +1,81 @@
+//! The targets, by the part of linecord whose input they decode.
+
+mod media;
+mod ng;
+mod sdp;
+mod sip;
+
+use std::time::Duration;
+
+use crate::{Bound, Target};
+
+const MS: Duration = Duration::from_millis(1);
+const NS: Duration = Duration::from_nanos(1);
+
+/// A parser: a few KiB fixed, at most 64 bytes live and 256 allocated per input byte.
+const PARSER: Bound = Bound {
+    peak_fixed: 64 << 10,
+    peak_per_byte: 64,
+    total_fixed: 256 << 10,
+    total_per_byte: 256,
+    time_fixed: MS.saturating_mul(50),
+    time_per_byte: NS.saturating_mul(2_000),
+};
+
+/// Every target, in the order `scripts/fuzz.sh` runs them.
+pub static TARGETS: &[Target] = &[
+    Target {
+        name: "sip_message",
+        what: "sipctl's SIP message parser and header views (UDP datagrams)",
+        run: sip::message,
+        max_len: 65_535,
+        bound: PARSER,
+    },
+    Target {
+        name: "sip_framer",
+        what: "sipctl's TCP stream framer, fed in pieces, and the messages it cuts",
+        run: sip::framer,
+        max_len: 200_000,
+        bound: PARSER,
+    },
+    Target {
+        name: "bencode",
+        what: "the NG protocol's bencode decoder, and re-encoding of what it decodes",
+        run: ng::bencode,
+        max_len: 65_535,
+        bound: PARSER,
+    },
+    Target {
+        name: "ng_request",
+        what: "NG datagrams: cookie, bencode, typed request",
+        run: ng::request,
+        max_len: 65_535,
+        bound: PARSER,
+    },
+    Target {
+        name: "sdp",
+        what: "SDP parsing, inspection and the relay's rewrite (output must parse again)",
+        run: sdp::parse_and_rewrite,
+        max_len: 65_535,
+        bound: PARSER,
+    },
+    Target {
+        name: "media_frame",
+        what: "Ethernet/VLAN/IPv4/IPv6/UDP frame parser of the AF_XDP path, and its rewrite",
+        run: media::frame,
+        max_len: 9_000,
+        bound: PARSER,
+    },
+    Target {
+        name: "media_core",
+        what: "the media core (latching, RTP stats, DTMF, recording blocks) on a packet sequence",
+        run: media::core,
+        max_len: 65_535,
+        bound: Bound {
+            // The recording buffer pool (1 MiB budget) is part of the fixed cost.
+            peak_fixed: 2 << 20,
+            total_fixed: 4 << 20,
+            ..PARSER
+        },
+    },
+];
