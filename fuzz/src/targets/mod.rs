@@ -1,5 +1,6 @@
 //! The targets, by the part of linecord whose input they decode.
 
+mod jobs;
 mod media;
 mod ng;
 mod sdp;
@@ -77,5 +78,12 @@ pub static TARGETS: &[Target] = &[
             total_fixed: 4 << 20,
             ..PARSER
         },
+    },
+    Target {
+        name: "job",
+        what: "processor-queue jobs (recording and event JSON from the spool or JetStream)",
+        run: jobs::job,
+        max_len: 65_535,
+        bound: PARSER,
     },
 ];
