@@ -9,7 +9,16 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+use crate::control::ng::DEFAULT_REPLY_CACHE_BYTES;
+use crate::control::session::{DEFAULT_MAX_MEDIA_PER_CALL, DEFAULT_MAX_SDP_SIZE};
 use crate::recording::writer::FsyncPolicy;
+
+/// Highest `--max-media-per-call`: 1 024 lines are 2 048 port pairs for one call.
+pub const MAX_MEDIA_PER_CALL_LIMIT: usize = 1024;
+/// Smallest `--max-sdp-size` (a minimal audio SDP is ~100 bytes).
+pub const MIN_SDP_SIZE_LIMIT: usize = 256;
+/// Highest `--ng-reply-cache`, MiB.
+pub const MAX_REPLY_CACHE_MIB: u64 = 4096;
 
 /// Packet I/O backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -90,6 +99,30 @@ pub struct RawOptions {
     /// marked incomplete) while media keeps flowing. [default: 256]
     #[arg(long, value_name = "MIB")]
     pub recording_memory: Option<u64>,
+    // --- recording disk reserve (full-disk hardening) ---
+    /// Free space the recording filesystem must have for a new recording to be opened; below
+    /// it the call is relayed but not recorded (NG `query` says why, a `failed` job is
+    /// spooled). Recordings already running may use the reserve. 0 turns the check off.
+    /// [default: 64]
+    #[arg(long, value_name = "MIB")]
+    pub min_free_disk: Option<u64>,
+    // --- end recording disk reserve ---
+    // --- NG limits (control-plane hardening) ---
+    /// Most media (m=) lines one offer or answer may carry (each takes a port pair per
+    /// party); more is refused with an error-reason naming this limit, before any port is
+    /// taken. 1 to 1024. [default: 16]
+    #[arg(long, value_name = "N")]
+    pub max_media_per_call: Option<usize>,
+    /// Largest SDP body one offer or answer may carry, in bytes; larger is refused. 256 to
+    /// 65536. [default: 16384]
+    #[arg(long, value_name = "BYTES")]
+    pub max_sdp_size: Option<usize>,
+    /// Memory for the NG reply cache, which answers retransmitted requests (same source and
+    /// cookie, within 32 s) without running them again: cookies and replies, oldest evicted
+    /// first. 1 to 4096. [default: 32]
+    #[arg(long, value_name = "MIB")]
+    pub ng_reply_cache: Option<u64>,
+    // --- end NG limits ---
 }
 
 /// Validated settings the daemon runs with.
@@ -131,6 +164,18 @@ pub struct Config {
     pub fsync: FsyncPolicy,
     /// Recording buffer budget in bytes.
     pub recording_memory: u64,
+    // --- recording disk reserve (full-disk hardening) ---
+    /// Free bytes the recording filesystem needs for a new recording (0: no check).
+    pub min_free_disk: u64,
+    // --- end recording disk reserve ---
+    // --- NG limits (control-plane hardening) ---
+    /// Most media lines per offer/answer.
+    pub max_media_per_call: usize,
+    /// Largest SDP body, bytes.
+    pub max_sdp_size: usize,
+    /// Byte budget of the NG reply cache.
+    pub ng_reply_cache_bytes: usize,
+    // --- end NG limits ---
 }
 
 /// Size of one recording block buffer: a call's 500 ms of G.711 both ways (~8.3 KB of
@@ -162,6 +207,12 @@ impl RawOptions {
             flush_interval: self.flush_interval.or(file.flush_interval),
             fsync: self.fsync.or(file.fsync),
             recording_memory: self.recording_memory.or(file.recording_memory),
+            // recording disk reserve
+            min_free_disk: self.min_free_disk.or(file.min_free_disk),
+            // NG limits
+            max_media_per_call: self.max_media_per_call.or(file.max_media_per_call),
+            max_sdp_size: self.max_sdp_size.or(file.max_sdp_size),
+            ng_reply_cache: self.ng_reply_cache.or(file.ng_reply_cache),
         })
     }
 
@@ -224,6 +275,31 @@ impl RawOptions {
         if memory == 0 {
             bail!("--recording-memory must be at least 1 MiB");
         }
+        // NG limits
+        let max_media = self
+            .max_media_per_call
+            .unwrap_or(DEFAULT_MAX_MEDIA_PER_CALL);
+        if !(1..=MAX_MEDIA_PER_CALL_LIMIT).contains(&max_media) {
+            bail!(
+                "--max-media-per-call must be between 1 and {MAX_MEDIA_PER_CALL_LIMIT}, \
+                 not {max_media}"
+            );
+        }
+        let max_sdp = self.max_sdp_size.unwrap_or(DEFAULT_MAX_SDP_SIZE);
+        if !(MIN_SDP_SIZE_LIMIT..=linecord_sdp::MAX_SDP_SIZE).contains(&max_sdp) {
+            bail!(
+                "--max-sdp-size must be between {MIN_SDP_SIZE_LIMIT} and {} bytes, not {max_sdp}",
+                linecord_sdp::MAX_SDP_SIZE
+            );
+        }
+        let cache_mib = self
+            .ng_reply_cache
+            .unwrap_or((DEFAULT_REPLY_CACHE_BYTES >> 20) as u64);
+        if !(1..=MAX_REPLY_CACHE_MIB).contains(&cache_mib) {
+            bail!(
+                "--ng-reply-cache must be between 1 and {MAX_REPLY_CACHE_MIB} MiB, not {cache_mib}"
+            );
+        }
         Ok(Config {
             recording_dir: self
                 .recording_dir
@@ -234,6 +310,15 @@ impl RawOptions {
             flush_interval: Duration::from_millis(flush),
             fsync: self.fsync.unwrap_or(FsyncPolicy::Close),
             recording_memory: memory.saturating_mul(1 << 20),
+            // NG limits
+            max_media_per_call: max_media,
+            max_sdp_size: max_sdp,
+            ng_reply_cache_bytes: (cache_mib as usize) << 20,
+            // recording disk reserve
+            min_free_disk: self
+                .min_free_disk
+                .unwrap_or(crate::recording::store::DEFAULT_MIN_FREE_DISK_MIB)
+                .saturating_mul(1 << 20),
             interface_name,
             bind_address,
             advertised_address,
@@ -373,13 +458,105 @@ mod tests {
     }
 
     #[test]
+    fn ng_limits_defaults_and_bounds() {
+        let c = RawOptions::default().resolve().unwrap();
+        assert_eq!(c.max_media_per_call, DEFAULT_MAX_MEDIA_PER_CALL);
+        assert_eq!(c.max_sdp_size, DEFAULT_MAX_SDP_SIZE);
+        assert_eq!(c.ng_reply_cache_bytes, DEFAULT_REPLY_CACHE_BYTES);
+        let set = RawOptions {
+            max_media_per_call: Some(4),
+            max_sdp_size: Some(2048),
+            ng_reply_cache: Some(64),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            (
+                set.max_media_per_call,
+                set.max_sdp_size,
+                set.ng_reply_cache_bytes
+            ),
+            (4, 2048, 64 << 20)
+        );
+        for (bad, key) in [
+            (
+                RawOptions {
+                    max_media_per_call: Some(0),
+                    ..Default::default()
+                },
+                "--max-media-per-call",
+            ),
+            (
+                RawOptions {
+                    max_media_per_call: Some(5000),
+                    ..Default::default()
+                },
+                "--max-media-per-call",
+            ),
+            (
+                RawOptions {
+                    max_sdp_size: Some(100),
+                    ..Default::default()
+                },
+                "--max-sdp-size",
+            ),
+            (
+                RawOptions {
+                    max_sdp_size: Some(70_000),
+                    ..Default::default()
+                },
+                "--max-sdp-size",
+            ),
+            (
+                RawOptions {
+                    ng_reply_cache: Some(0),
+                    ..Default::default()
+                },
+                "--ng-reply-cache",
+            ),
+        ] {
+            let e = bad.resolve().unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn help_shows_the_ng_limits_with_their_real_defaults() {
+        use clap::Args as _;
+        let help = RawOptions::augment_args(clap::Command::new("recorder"))
+            .render_long_help()
+            .to_string();
+        let section = |flag: &str| -> String {
+            let start = help
+                .find(flag)
+                .unwrap_or_else(|| panic!("{flag} not in --help"));
+            let rest = &help[start + flag.len()..];
+            // Up to the next option ("      --next" or "  -h, --help").
+            let end = ["\n      --", "\n  -"]
+                .iter()
+                .filter_map(|m| rest.find(m))
+                .min()
+                .unwrap_or(rest.len());
+            rest[..end].split_whitespace().collect::<Vec<_>>().join(" ")
+        };
+        assert!(!section("--max-media-per-call").contains("--max-sdp-size"));
+        assert!(section("--max-media-per-call")
+            .contains(&format!("[default: {DEFAULT_MAX_MEDIA_PER_CALL}]")));
+        assert!(section("--max-sdp-size").contains(&format!("[default: {DEFAULT_MAX_SDP_SIZE}]")));
+        assert!(section("--ng-reply-cache")
+            .contains(&format!("[default: {}]", DEFAULT_REPLY_CACHE_BYTES >> 20)));
+    }
+
+    #[test]
     fn file_values_fill_in_and_flags_win() {
         let dir = std::env::temp_dir().join(format!("lc-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("r.toml");
         std::fs::write(
             &path,
-            "port-min = 31000\nport-max = 31999\nlisten-ng = \"127.0.0.1:5000\"\n",
+            "port-min = 31000\nport-max = 31999\nlisten-ng = \"127.0.0.1:5000\"\n\
+             max-media-per-call = 8\nng-reply-cache = 8\n",
         )
         .unwrap();
         let raw = RawOptions {
@@ -390,6 +567,7 @@ mod tests {
         let c = raw.merge_file().unwrap().resolve().unwrap();
         assert_eq!((c.port_min, c.port_max), (31_000, 32_999));
         assert_eq!(c.listen_ng.port(), 5000);
+        assert_eq!((c.max_media_per_call, c.ng_reply_cache_bytes), (8, 8 << 20));
         std::fs::write(&path, "port-minn = 1\n").unwrap();
         let raw = RawOptions {
             config: Some(path),
@@ -398,4 +576,30 @@ mod tests {
         assert!(format!("{:#}", raw.merge_file().unwrap_err()).contains("port-minn"));
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    // --- recording disk reserve (full-disk hardening) ---
+    #[test]
+    fn min_free_disk_defaults_to_64_mib_and_is_read_from_the_file() {
+        let c = RawOptions::default().resolve().unwrap();
+        assert_eq!(c.min_free_disk, 64 << 20);
+        let off = RawOptions {
+            min_free_disk: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(off.resolve().unwrap().min_free_disk, 0);
+        let dir = std::env::temp_dir().join(format!("lc-cfg-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.toml");
+        std::fs::write(&path, "min-free-disk = 5\n").unwrap();
+        let raw = RawOptions {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert_eq!(
+            raw.merge_file().unwrap().resolve().unwrap().min_free_disk,
+            5 << 20
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    // --- end recording disk reserve ---
 }

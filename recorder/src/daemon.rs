@@ -18,7 +18,12 @@ use crate::backend::udp::{
 use crate::backend::xdp::{self, XdpQueueSpec};
 use crate::backend::xdp_prog::{RawFdRef, XdpProgram};
 use crate::config::{Backend, Config, BLOCK_CAPACITY};
-use crate::control::ng::{CounterSource, NgController, RecordingCounters, XdpStats};
+use crate::control::cache::CacheLimits;
+use crate::control::ng::{
+    CounterSource, NgController, NgSettings, RecordingCounters, XdpStats, COOKIE_TTL_NS,
+    MAX_CACHED_REPLIES, REFUSAL_LOGS_PER_SEC,
+};
+use crate::control::ratelimit::LogLimiter;
 use crate::control::session::{FlowChange, Now, SessionTable, TableSettings};
 use crate::media::record::BufferPool;
 use crate::media::CoreCounters;
@@ -112,8 +117,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind the NG control socket on {}", cfg.listen_ng))?;
     ng.set_read_timeout(Some(CONTROL_POLL))?;
 
-    let store = Store::new(cfg.recording_dir.clone(), cfg.spool_dir.clone())
-        .context("preparing the recording and spool directories")?;
+    let mut store = Store::new(cfg.recording_dir.clone(), cfg.spool_dir.clone())
+        .context("preparing the recording and spool directories")?
+        .with_min_free_disk(cfg.min_free_disk);
     let recovered = store.recover();
     if !recovered.is_empty() {
         tracing::info!(
@@ -220,10 +226,23 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             advertised: cfg.advertised_address,
             media_timeout_ns: cfg.media_timeout.as_nanos() as u64,
             workers: cfg.workers,
+            max_media_per_call: cfg.max_media_per_call,
+            max_sdp_size: cfg.max_sdp_size,
         },
         ports,
     );
-    let mut ctl = NgController::new(table, now(epoch));
+    let ng_settings = NgSettings {
+        cache: CacheLimits {
+            max_bytes: cfg.ng_reply_cache_bytes,
+            max_entries: MAX_CACHED_REPLIES,
+            ttl_ns: COOKIE_TTL_NS,
+        },
+        refusal_logs_per_sec: REFUSAL_LOGS_PER_SEC,
+    };
+    let mut ctl = NgController::new(table, ng_settings, now(epoch));
+    // Socket errors a peer can provoke (e.g. replies to unroutable spoofed sources) are
+    // logged at most REFUSAL_LOGS_PER_SEC times a second.
+    let mut socket_log = LogLimiter::new(REFUSAL_LOGS_PER_SEC);
     tracing::info!(
         ng = %cfg.listen_ng,
         interface = %cfg.interface_name,
@@ -232,6 +251,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         ports = %format!("{}-{}", cfg.port_min, cfg.port_max),
         workers = cfg.workers,
         backend = ?cfg.backend,
+        max_media_per_call = cfg.max_media_per_call,
+        max_sdp_size = cfg.max_sdp_size,
+        ng_reply_cache_mib = cfg.ng_reply_cache_bytes >> 20,
         "recorder running"
     );
 
@@ -251,7 +273,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 None
             }
             Err(e) => {
-                tracing::warn!(error = %e, "NG socket receive error");
+                if let Some(k) = socket_log.admit(now(epoch).mono_ns) {
+                    tracing::warn!(error = %e, suppressed = k, "NG socket receive error");
+                }
                 None
             }
         };
@@ -285,7 +309,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         }
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
-            ctl.handle_timeout(now(epoch));
+            let t = now(epoch);
+            ctl.handle_timeout(t);
+            if let Some(k) = socket_log.flush(t.mono_ns) {
+                tracing::warn!(suppressed = k, "suppressed {k} NG socket error log lines");
+            }
         }
         let reply = received.and_then(|(n, src)| {
             Some((
@@ -297,7 +325,15 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         dispatch(&mut ctl, &workers, &writer_tx);
         if let Some((reply, src)) = reply {
             if let Err(e) = ng.send_to(&reply, src) {
-                tracing::warn!(%src, error = %e, len = reply.len(), "cannot send NG reply");
+                if let Some(k) = socket_log.admit(now(epoch).mono_ns) {
+                    tracing::warn!(
+                        %src,
+                        error = %e,
+                        len = reply.len(),
+                        suppressed = k,
+                        "cannot send NG reply"
+                    );
+                }
             }
         }
     }

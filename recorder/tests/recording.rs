@@ -303,9 +303,14 @@ impl Drop for SmallFs {
 #[test]
 fn full_recording_filesystem_fails_the_recording_not_the_media() {
     let data = temp_dir("fullfs");
-    // 32 KiB: the header and a few blocks fit, then ENOSPC.
+    // 32 KiB: the header and a few blocks fit, then ENOSPC (no free-space reserve, so the
+    // recording starts and the write fails).
     let _fs = SmallFs::mount(data.join("recordings"), "32k");
-    let rec = Recorder::start_in(41_400, &["--flush-interval", "100"], data);
+    let rec = Recorder::start_in(
+        41_400,
+        &["--flush-interval", "100", "--min-free-disk", "0"],
+        data,
+    );
     let ng = rec.client();
     let mut call = setup_call(&ng, "rec-full", &["trust-address"]);
     let mut other = setup_call(&ng, "no-rec", &["trust-address"]);
@@ -314,6 +319,12 @@ fn full_recording_filesystem_fails_the_recording_not_the_media() {
     let pcm = speech(4.0, 150.0);
     play(&mut call, &pcm, &pcm, |_| {});
     let q = wait_recording_state(&ng, "rec-full", "failed");
+    let reason = q
+        .get("recording")
+        .and_then(|r| r.get("reason"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    assert!(reason.contains("No space left"), "{q:?}");
     // The recorded call's media kept flowing: B received every packet.
     let a_stats = int_at(&q, &["totals", "RTP", "packets"]);
     assert_eq!(a_stats, 2 * 200);
@@ -327,11 +338,30 @@ fn full_recording_filesystem_fails_the_recording_not_the_media() {
     );
     ng.ok(&request(Ng::Delete, "rec-full", "tag-a", None));
     let jobs = rec.wait_jobs(1);
-    assert_eq!(jobs[0]["status"], "failed");
+    // What reached the disk before it filled is kept and indexed.
+    assert_eq!(jobs[0]["status"], "partial", "{}", jobs[0]);
     assert!(
-        jobs[0]["error"].as_str().unwrap_or("").contains("space"),
+        jobs[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("No space left"),
         "{}",
         jobs[0]
+    );
+    let file = job_file(&jobs[0]);
+    let r = Recording::open(&file).unwrap();
+    let written = r
+        .records()
+        .unwrap()
+        .iter()
+        .filter(|x| matches!(x, Record::Packet(_)))
+        .count() as u64;
+    let lost = jobs[0]["packets_lost"].as_u64().unwrap();
+    assert!(written > 0 && lost > 0, "{written} written, {lost} lost");
+    assert_eq!(
+        written + lost,
+        2 * 200,
+        "every packet is in the file or counted"
     );
     ng.ok(&linecord_ng::request::Request::new(Ng::Ping));
 }
@@ -340,7 +370,8 @@ fn full_recording_filesystem_fails_the_recording_not_the_media() {
 fn read_only_recording_filesystem_fails_the_recording_not_the_media() {
     let data = temp_dir("rofs");
     let fs = SmallFs::mount(data.join("recordings"), "1m");
-    let rec = Recorder::start_in(41_500, &[], data);
+    // No free-space reserve: the recording is started and its file cannot be created.
+    let rec = Recorder::start_in(41_500, &["--min-free-disk", "0"], data);
     let o = Command::new("mount")
         .args(["-o", "remount,ro", &fs.0.display().to_string()])
         .output()
@@ -355,9 +386,20 @@ fn read_only_recording_filesystem_fails_the_recording_not_the_media() {
     ng.ok(&request(Ng::StartRecording, "rec-ro", "tag-a", None));
     call.a.send_rtp(call.a_to, 30);
     assert_eq!(call.b.recv_n(30).len(), 30, "media flows");
-    wait_recording_state(&ng, "rec-ro", "failed");
+    let q = wait_recording_state(&ng, "rec-ro", "failed");
+    let reason = q
+        .get("recording")
+        .and_then(|r| r.get("reason"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    assert!(reason.contains("Read-only file system"), "{q:?}");
     call.a.send_rtp(call.a_to, 30);
     assert_eq!(call.b.recv_n(30).len(), 30, "media still flows");
+    ng.ok(&request(Ng::Delete, "rec-ro", "tag-a", None));
+    let jobs = rec.wait_jobs(1);
+    assert_eq!(jobs[0]["status"], "failed", "{}", jobs[0]);
+    assert!(jobs[0]["file"].is_null(), "{}", jobs[0]);
+    assert_eq!(jobs[0]["packets_lost"], 60, "{}", jobs[0]);
 }
 
 /// Polls `query` until the call's recording is in `state` (at most 5 s); returns the reply.

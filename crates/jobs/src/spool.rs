@@ -156,13 +156,20 @@ impl Spool {
         bytes: &[u8],
     ) -> Result<PathBuf, SpoolError> {
         let tmp = self.sub("tmp").join(format!("{name}.tmp"));
-        let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(io_err("writing", &tmp))?;
-        drop(f);
         let dst = dst_dir.join(name);
-        fs::rename(&tmp, &dst).map_err(io_err("renaming into", &dst))?;
+        let written = File::create(&tmp)
+            .map_err(io_err("creating", &tmp))
+            .and_then(|mut f| {
+                f.write_all(bytes)
+                    .and_then(|()| f.sync_all())
+                    .map_err(io_err("writing", &tmp))
+            })
+            .and_then(|()| fs::rename(&tmp, &dst).map_err(io_err("renaming into", &dst)));
+        if let Err(e) = written {
+            // A failed write (a full disk) leaves nothing behind: no half job in tmp/.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         fsync_dir(dst_dir)?;
         Ok(dst)
     }
@@ -357,6 +364,17 @@ mod tests {
         }
         assert_eq!(s.dir(), t.0);
         assert!(s.take_next().expect("take").is_none());
+    }
+
+    #[test]
+    fn a_failed_push_leaves_no_tmp_file() {
+        let t = TempDir::new("failed-push");
+        let s = Spool::open(&t.0).expect("open");
+        // new/ gone: the rename fails after the tmp file was written.
+        fs::remove_dir_all(t.0.join("new")).expect("remove new/");
+        let e = s.push(&event_job(1), 1_000).expect_err("no new/ dir");
+        assert!(e.to_string().contains("renaming"), "{e}");
+        assert_eq!(fs::read_dir(t.0.join("tmp")).expect("tmp").count(), 0);
     }
 
     #[test]

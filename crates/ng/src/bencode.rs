@@ -1,11 +1,45 @@
 //! Bencode values: decoding with strict validation and canonical encoding.
+//!
+//! The decoder is total and linear: every input gives a value or a [`DecodeError`] (never a
+//! panic), each input byte is looked at a bounded number of times (no re-scans, one copy of
+//! each byte string), nothing is preallocated from a length the peer declared, and the
+//! nesting depth and the number of items are bounded by [`Limits`] (recursion depth, and
+//! so stack use, is bounded by `max_depth`).
 
 use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-/// Maximum nesting of lists/dictionaries accepted by the decoder.
+/// Default maximum nesting of lists/dictionaries accepted by [`decode`].
 pub const MAX_DEPTH: usize = 32;
+
+/// Default maximum number of items (values of any type, and dictionary keys) accepted by
+/// [`decode`]. A 64 KiB datagram holds at most ~32 000 items (`le` is 2 bytes), so this only
+/// bites on larger inputs; servers use the tighter [`crate::message::REQUEST_LIMITS`].
+pub const MAX_ITEMS: usize = 65_536;
+
+/// Resource bounds of one decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Deepest nesting of lists/dictionaries (a top-level list is depth 1).
+    pub max_depth: usize,
+    /// Most items: every value (integer, string, list, dictionary) and every dictionary key.
+    pub max_items: usize,
+}
+
+impl Limits {
+    /// [`MAX_DEPTH`] and [`MAX_ITEMS`].
+    pub const DEFAULT: Limits = Limits {
+        max_depth: MAX_DEPTH,
+        max_items: MAX_ITEMS,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
 
 /// A bencode value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +79,18 @@ pub enum DecodeError {
         /// Offset of the offending key.
         offset: usize,
     },
-    /// Lists/dictionaries nested deeper than [`MAX_DEPTH`].
-    #[error("nesting deeper than {MAX_DEPTH} levels")]
-    TooDeep,
+    /// Lists/dictionaries nested deeper than [`Limits::max_depth`].
+    #[error("nesting deeper than {limit} levels")]
+    TooDeep {
+        /// The limit that was exceeded.
+        limit: usize,
+    },
+    /// More items than [`Limits::max_items`].
+    #[error("more than {limit} items")]
+    TooManyItems {
+        /// The limit that was exceeded.
+        limit: usize,
+    },
     /// Bytes remain after a complete value.
     #[error("trailing data at byte {offset}")]
     TrailingData {
@@ -64,9 +107,14 @@ pub enum DecodeError {
     },
 }
 
-/// Decodes `input`, which must hold exactly one value.
+/// Decodes `input`, which must hold exactly one value, within [`Limits::DEFAULT`].
 pub fn decode(input: &[u8]) -> Result<Value, DecodeError> {
-    let (value, used) = decode_prefix(input)?;
+    decode_with(input, Limits::DEFAULT)
+}
+
+/// Decodes `input`, which must hold exactly one value, within `limits`.
+pub fn decode_with(input: &[u8], limits: Limits) -> Result<Value, DecodeError> {
+    let (value, used) = decode_prefix_with(input, limits)?;
     if used == input.len() {
         Ok(value)
     } else {
@@ -74,10 +122,16 @@ pub fn decode(input: &[u8]) -> Result<Value, DecodeError> {
     }
 }
 
-/// Decodes the value at the start of `input`; returns it with the number of
-/// bytes it occupied.
+/// Decodes the value at the start of `input` within [`Limits::DEFAULT`]; returns it with the
+/// number of bytes it occupied.
 pub fn decode_prefix(input: &[u8]) -> Result<(Value, usize), DecodeError> {
-    let mut d = Decoder { input, pos: 0 };
+    decode_prefix_with(input, Limits::DEFAULT)
+}
+
+/// Decodes the value at the start of `input` within `limits`; returns it with the number of
+/// bytes it occupied.
+pub fn decode_prefix_with(input: &[u8], limits: Limits) -> Result<(Value, usize), DecodeError> {
+    let mut d = Decoder::new(input, limits);
     let value = d.value(0)?;
     Ok((value, d.pos))
 }
@@ -85,16 +139,47 @@ pub fn decode_prefix(input: &[u8]) -> Result<(Value, usize), DecodeError> {
 struct Decoder<'a> {
     input: &'a [u8],
     pos: usize,
+    limits: Limits,
+    items: usize,
+    /// Bytes examined or copied, containers opened and closed: the decoder's work, which the
+    /// tests hold to a constant multiple of the input length.
+    work: u64,
 }
 
 impl<'a> Decoder<'a> {
-    fn peek(&self) -> Option<u8> {
+    fn new(input: &'a [u8], limits: Limits) -> Self {
+        Decoder {
+            input,
+            pos: 0,
+            limits,
+            items: 0,
+            work: 0,
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.work += 1;
         self.input.get(self.pos).copied()
+    }
+
+    /// Counts one item against [`Limits::max_items`].
+    fn item(&mut self) -> Result<(), DecodeError> {
+        self.items += 1;
+        if self.items > self.limits.max_items {
+            return Err(DecodeError::TooManyItems {
+                limit: self.limits.max_items,
+            });
+        }
+        Ok(())
     }
 
     /// Parses one value; `depth` is the number of enclosing containers.
     fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
-        match self.peek() {
+        let first = self.peek();
+        if first.is_some() {
+            self.item()?;
+        }
+        match first {
             None => Err(DecodeError::UnexpectedEnd),
             Some(b'i') => self.int().map(Value::Int),
             Some(b'0'..=b'9') => self.bytes().map(|b| Value::Bytes(b.to_vec())),
@@ -119,6 +204,7 @@ impl<'a> Decoder<'a> {
                         None => return Err(DecodeError::UnexpectedEnd),
                         Some(b'e') => break,
                         Some(b'0'..=b'9') => {
+                            self.item()?;
                             let key = self.bytes()?.to_vec();
                             let value = self.value(depth + 1)?;
                             map.insert(key, value); // duplicate key: last wins
@@ -138,8 +224,10 @@ impl<'a> Decoder<'a> {
 
     /// Enters a container: checks depth and skips the opening byte.
     fn open(&mut self, depth: usize) -> Result<(), DecodeError> {
-        if depth >= MAX_DEPTH {
-            return Err(DecodeError::TooDeep);
+        if depth >= self.limits.max_depth {
+            return Err(DecodeError::TooDeep {
+                limit: self.limits.max_depth,
+            });
         }
         self.pos += 1;
         Ok(())
@@ -154,9 +242,12 @@ impl<'a> Decoder<'a> {
             end += 1;
         }
         let digits_start = end;
-        while matches!(self.input.get(end), Some(b'0'..=b'9')) {
+        // At most 19 digits fit an i64: stop scanning there instead of walking a huge
+        // integer to its end.
+        while end - digits_start <= 19 && matches!(self.input.get(end), Some(b'0'..=b'9')) {
             end += 1;
         }
+        self.work += (end - start) as u64;
         match self.input.get(end) {
             None => return Err(DecodeError::UnexpectedEnd),
             Some(b'e') => {}
@@ -169,6 +260,7 @@ impl<'a> Decoder<'a> {
         }
         let mut n: i64 = 0;
         for &b in digits {
+            self.work += 1;
             let d = i64::from(b - b'0');
             n = n
                 .checked_mul(10)
@@ -191,6 +283,7 @@ impl<'a> Decoder<'a> {
         let mut len: usize = 0;
         let mut i = start;
         while let Some(&b @ b'0'..=b'9') = self.input.get(i) {
+            self.work += 1;
             if i > start && len == 0 {
                 return Err(invalid); // leading zero
             }
@@ -210,6 +303,7 @@ impl<'a> Decoder<'a> {
             .get(i + 1..)
             .and_then(|rest| rest.get(..len))
             .ok_or(DecodeError::UnexpectedEnd)?;
+        self.work += len as u64; // the caller copies it once
         self.pos = i + 1 + len;
         Ok(data)
     }
@@ -503,7 +597,7 @@ mod tests {
                 byte: b'x'
             }
         );
-        assert_eq!(err(&[b'l'; 1000]), TooDeep);
+        assert_eq!(err(&[b'l'; 1000]), TooDeep { limit: MAX_DEPTH });
         assert_eq!(err(&[b'd'; 1000]), NonStringKey { offset: 1 });
     }
 
@@ -512,12 +606,183 @@ mod tests {
         let ok = [vec![b'l'; MAX_DEPTH], vec![b'e'; MAX_DEPTH]].concat();
         assert!(decode(&ok).is_ok());
         let deep = [vec![b'l'; MAX_DEPTH + 1], vec![b'e'; MAX_DEPTH + 1]].concat();
-        assert_eq!(decode(&deep), Err(DecodeError::TooDeep));
+        assert_eq!(
+            decode(&deep),
+            Err(DecodeError::TooDeep { limit: MAX_DEPTH })
+        );
+        let tight = Limits {
+            max_depth: 2,
+            ..Limits::DEFAULT
+        };
+        assert!(decode_with(b"lldeee", tight).is_err());
+        assert!(decode_with(b"llee", tight).is_ok());
+        assert_eq!(
+            decode_with(b"llleee", tight),
+            Err(DecodeError::TooDeep { limit: 2 })
+        );
+        assert_eq!(
+            DecodeError::TooDeep { limit: 2 }.to_string(),
+            "nesting deeper than 2 levels"
+        );
+    }
+
+    #[test]
+    fn item_limit_counts_values_and_keys() {
+        let three = Limits {
+            max_items: 3,
+            ..Limits::DEFAULT
+        };
+        // list + 2 ints = 3 items; dict + key + value = 3 items.
+        assert!(decode_with(b"li1ei2ee", three).is_ok());
+        assert!(decode_with(b"d1:ai1ee", three).is_ok());
+        assert_eq!(
+            decode_with(b"li1ei2ei3ee", three),
+            Err(DecodeError::TooManyItems { limit: 3 })
+        );
+        assert_eq!(
+            decode_with(b"d1:ai1e1:bi2ee", three),
+            Err(DecodeError::TooManyItems { limit: 3 })
+        );
+        // The default bound: a list of 65 535 empty strings fits, one more does not.
+        let mut fits = b"l".to_vec();
+        fits.extend(b"0:".repeat(MAX_ITEMS - 1));
+        fits.push(b'e');
+        assert!(decode(&fits).is_ok());
+        let mut over = b"l".to_vec();
+        over.extend(b"0:".repeat(MAX_ITEMS));
+        over.push(b'e');
+        assert_eq!(
+            decode(&over),
+            Err(DecodeError::TooManyItems { limit: MAX_ITEMS })
+        );
+    }
+
+    #[test]
+    fn huge_integers_are_refused_without_walking_them() {
+        let mut big = b"i".to_vec();
+        big.extend(std::iter::repeat_n(b'9', 100_000));
+        big.push(b'e');
+        assert_eq!(err(&big), DecodeError::InvalidInt { offset: 0 });
+        let (r, work) = decode_counted(&big, Limits::DEFAULT);
+        assert!(r.is_err());
+        assert!(work < 64, "{work} steps for a refused integer");
+        assert_eq!(
+            err(b"i123456789012345678901e"),
+            DecodeError::InvalidInt { offset: 0 }
+        );
+    }
+
+    /// Adversarial shapes of about `n` bytes, each valid up to where it is meant to fail.
+    fn shapes(n: usize) -> Vec<(&'static str, Vec<u8>)> {
+        let deep = {
+            // Lists nested to the limit, repeated side by side inside one list.
+            let unit = [vec![b'l'; MAX_DEPTH - 1], vec![b'e'; MAX_DEPTH - 1]].concat();
+            let mut v = b"l".to_vec();
+            while v.len() + unit.len() < n {
+                v.extend_from_slice(&unit);
+            }
+            v.push(b'e');
+            v
+        };
+        let ints = {
+            let mut v = b"l".to_vec();
+            while v.len() < n {
+                v.extend_from_slice(b"i-1234567890e");
+            }
+            v.push(b'e');
+            v
+        };
+        let shared_prefix_keys = {
+            // Keys with a long common prefix make every map comparison walk it.
+            let mut v = b"d".to_vec();
+            let mut i = 0u32;
+            while v.len() < n {
+                let key = format!("{}{i:08}", "p".repeat(200));
+                v.extend_from_slice(format!("{}:{key}i0e", key.len()).as_bytes());
+                i += 1;
+            }
+            v.push(b'e');
+            v
+        };
+        let duplicate_keys = {
+            let mut v = b"d".to_vec();
+            while v.len() < n {
+                v.extend_from_slice(b"5:flagsl1:a1:b1:ce");
+            }
+            v.push(b'e');
+            v
+        };
+        let long_string = {
+            let mut v = format!("{n}:").into_bytes();
+            v.extend(std::iter::repeat_n(b'x', n));
+            v
+        };
+        let truncated_deep = {
+            // Many items, then containers opened to the limit and the input ends.
+            let mut v = ints.clone();
+            v.pop();
+            v.extend(vec![b'l'; MAX_DEPTH - 2]);
+            v
+        };
+        let garbage_at_end = {
+            let mut v = ints.clone();
+            v.pop();
+            v.push(b'x');
+            v
+        };
+        vec![
+            ("deep", deep),
+            ("ints", ints),
+            ("shared-prefix keys", shared_prefix_keys),
+            ("duplicate keys", duplicate_keys),
+            ("long string", long_string),
+            ("truncated deep", truncated_deep),
+            ("garbage at end", garbage_at_end),
+        ]
+    }
+
+    #[test]
+    fn work_is_linear_in_the_input() {
+        let unlimited = Limits {
+            max_depth: MAX_DEPTH,
+            max_items: usize::MAX,
+        };
+        let small = shapes(1_000);
+        let big = shapes(64_000);
+        for ((name, s), (_, b)) in small.iter().zip(&big) {
+            let (_, ws) = decode_counted(s, unlimited);
+            let (_, wb) = decode_counted(b, unlimited);
+            let per_byte_small = ws as f64 / s.len() as f64;
+            let per_byte_big = wb as f64 / b.len() as f64;
+            // A constant number of steps per byte, the same at 1 KB and 64 KB: a quadratic
+            // decoder would do ~64x more work per byte on the big input.
+            assert!(per_byte_big <= 4.0, "{name}: {per_byte_big:.2} steps/byte");
+            assert!(
+                per_byte_big <= per_byte_small * 1.25 + 0.1,
+                "{name}: {per_byte_small:.2} -> {per_byte_big:.2} steps/byte"
+            );
+        }
+    }
+
+    #[test]
+    fn the_work_counter_counts() {
+        // Guards the linearity test: the counter sees every byte of a string and an int.
+        let (_, w) = decode_counted(b"10:0123456789", Limits::DEFAULT);
+        assert!(w >= 12, "{w}");
+        let (_, w) = decode_counted(b"i123456e", Limits::DEFAULT);
+        assert!(w >= 7, "{w}");
     }
 
     #[test]
     fn prefix() {
         assert_eq!(decode_prefix(b"i1exyz"), Ok((Value::Int(1), 3)));
+    }
+
+    /// Decodes and returns the decoder's work count.
+    fn decode_counted(input: &[u8], limits: Limits) -> (Result<Value, DecodeError>, u64) {
+        let mut d = Decoder::new(input, limits);
+        let r = d.value(0);
+        (r, d.work)
     }
 
     fn arb_value() -> impl Strategy<Value = Value> {

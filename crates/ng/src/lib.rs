@@ -15,9 +15,12 @@
 //! [`client`] is a sans-IO client (cookies, retransmissions, timeouts) for callers that
 //! drive a media server, such as a SIP server or a benchmark.
 //!
-//! Every decoding function returns a typed error instead of panicking, limits
-//! nesting depth and never preallocates from lengths declared by the peer, so
-//! arbitrary (hostile) datagrams are safe to feed in.
+//! Every decoding function returns a typed error instead of panicking, is linear in its
+//! input, limits nesting depth and item count ([`bencode::Limits`];
+//! [`message::REQUEST_LIMITS`] for servers) and never preallocates from lengths declared by
+//! the peer, so arbitrary (hostile) datagrams are safe to feed in. Whatever of the input an
+//! error names is echoed through [`echo`]: escaped and cut to a short prefix, so errors and
+//! the log lines built from them stay small.
 //!
 //! ```
 //! use linecord_ng::{message, reply, Command, Request};
@@ -36,6 +39,7 @@
 
 pub mod bencode;
 pub mod client;
+pub mod echo;
 pub mod message;
 pub mod reply;
 pub mod request;

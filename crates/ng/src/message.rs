@@ -2,13 +2,26 @@
 
 use thiserror::Error;
 
-use crate::bencode::{self, DecodeError, Value};
+use crate::bencode::{self, DecodeError, Limits, Value};
 
 /// Largest NG datagram; size receive buffers with this.
 pub const MAX_DATAGRAM: usize = 65_535;
 
-/// Longest cookie accepted by [`split_cookie`].
+/// Largest reply a server can send in one UDP datagram (IPv4: 65 535 minus the IP and UDP
+/// headers).
+pub const MAX_REPLY: usize = 65_507;
+
+/// Longest cookie accepted by [`split_cookie`]. Servers key their retransmission cache by
+/// (source, cookie), so this also bounds what one cache key copies from the peer.
 pub const MAX_COOKIE: usize = 128;
+
+/// Bounds for decoding a request body on a server. An NG request is a flat dictionary of
+/// strings and short lists (depth 2; rtpengine's deepest keys, e.g. `sdp-attr`, reach 4),
+/// with a few dozen items; these leave ample room and refuse anything built to exhaust.
+pub const REQUEST_LIMITS: Limits = Limits {
+    max_depth: 16,
+    max_items: 4_096,
+};
 
 /// Why a datagram is not a valid NG message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -41,10 +54,17 @@ pub fn split_cookie(datagram: &[u8]) -> Result<(&[u8], &[u8]), MessageError> {
     }
 }
 
-/// Splits off the cookie and decodes the body, which must be a dictionary.
+/// Splits off the cookie and decodes the body, which must be a dictionary, within
+/// [`Limits::DEFAULT`] (clients reading replies).
 pub fn parse(datagram: &[u8]) -> Result<(&[u8], Value), MessageError> {
+    parse_with(datagram, Limits::DEFAULT)
+}
+
+/// Splits off the cookie and decodes the body, which must be a dictionary, within `limits`
+/// (servers use [`REQUEST_LIMITS`]).
+pub fn parse_with(datagram: &[u8], limits: Limits) -> Result<(&[u8], Value), MessageError> {
     let (cookie, body) = split_cookie(datagram)?;
-    match bencode::decode(body)? {
+    match bencode::decode_with(body, limits)? {
         v @ Value::Dict(_) => Ok((cookie, v)),
         _ => Err(MessageError::NotADictionary),
     }
@@ -114,6 +134,29 @@ mod tests {
             e.to_string(),
             "invalid bencode body: trailing data at byte 2"
         );
+    }
+
+    #[test]
+    fn request_limits() {
+        let deep = [b"c d1:k".to_vec(), vec![b'l'; 16], vec![b'e'; 17]].concat();
+        assert_eq!(
+            parse_with(&deep, REQUEST_LIMITS),
+            Err(MessageError::Bencode(DecodeError::TooDeep { limit: 16 }))
+        );
+        assert!(parse(&deep).is_ok());
+        let mut many = b"c d5:flagsl".to_vec();
+        many.extend(b"1:x".repeat(5_000));
+        many.extend(b"ee");
+        assert_eq!(
+            parse_with(&many, REQUEST_LIMITS),
+            Err(MessageError::Bencode(DecodeError::TooManyItems {
+                limit: 4_096
+            }))
+        );
+        // A real request is far inside the limits.
+        let offer = b"c d7:command5:offer7:call-id3:abc5:flagsl13:trust-addresse\
+            7:replacel6:origin18:session-connectione3:sdp3:v=0e";
+        assert!(parse_with(offer, REQUEST_LIMITS).is_ok());
     }
 
     proptest! {

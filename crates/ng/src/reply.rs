@@ -1,6 +1,7 @@
 //! Reply dictionaries: builders for servers, [`inspect`] for clients.
 
 use crate::bencode::Value;
+use crate::echo;
 use crate::request::RequestError;
 
 fn result(result: &str) -> Value {
@@ -26,10 +27,12 @@ pub fn pong() -> Value {
     result("pong")
 }
 
-/// `{"result": "error", "error-reason": reason}`.
+/// `{"result": "error", "error-reason": reason}`. The reason goes through [`echo::reason`]:
+/// at most [`echo::MAX_REASON`] bytes, non-printable characters escaped, so an error reply
+/// stays small whatever input it names (quote the input with [`echo::quote`]).
 pub fn error(reason: &str) -> Value {
     let mut v = result("error");
-    v.insert("error-reason", reason);
+    v.insert("error-reason", echo::reason(reason));
     v
 }
 
@@ -105,6 +108,26 @@ mod tests {
         assert_eq!(
             ok_with_sdp(b"v=0\r\n").get("sdp"),
             Some(&Value::str("v=0\r\n"))
+        );
+    }
+
+    #[test]
+    fn error_reasons_are_bounded_and_escaped() {
+        let long = format!("unsupported key '{}'", "k".repeat(60_000));
+        let v = error(&long);
+        let reason = v.get("error-reason").and_then(Value::as_str).unwrap();
+        assert!(reason.len() <= echo::MAX_REASON, "{}", reason.len());
+        assert!(reason.starts_with("unsupported key 'kkk") && reason.ends_with('…'));
+        assert!(v.to_bytes().len() < echo::MAX_REASON + 64);
+        let v = error("bad\r\nline\x1b");
+        assert_eq!(
+            v.get("error-reason").and_then(Value::as_str),
+            Some("bad\\r\\nline\\u{1b}")
+        );
+        let v = error("bad\r\n");
+        assert_eq!(
+            v.get("error-reason").and_then(Value::as_str),
+            Some("bad\\r\\n")
         );
     }
 

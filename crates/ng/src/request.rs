@@ -6,6 +6,7 @@
 use thiserror::Error;
 
 use crate::bencode::Value;
+use crate::echo;
 
 /// Why a dictionary is not a valid request (or reply, see [`crate::reply::inspect`]).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -22,17 +23,19 @@ pub enum RequestError {
     /// A key holds a value of the wrong bencode type (or non-UTF-8 text).
     #[error("key \"{key}\" must be a {expected}")]
     WrongType {
-        /// The key as it appeared on the wire.
+        /// The key as it appeared on the wire, through [`echo::quote`] (escaped, at most
+        /// [`echo::MAX_ECHO`] bytes).
         key: String,
         /// Description of the expected type.
         expected: &'static str,
     },
     /// A key holds a value of the right type that is not allowed.
-    #[error("invalid value {value:?} for key \"{key}\"")]
+    #[error("invalid value \"{value}\" for key \"{key}\"")]
     InvalidValue {
-        /// The key as it appeared on the wire.
+        /// The key as it appeared on the wire, through [`echo::quote`].
         key: String,
-        /// The rejected value.
+        /// The rejected value, through [`echo::quote`] (escaped, at most
+        /// [`echo::MAX_ECHO`] bytes and `…`).
         value: String,
     },
 }
@@ -162,8 +165,15 @@ pub struct Request {
 
 fn wrong(key: &str, expected: &'static str) -> RequestError {
     RequestError::WrongType {
-        key: key.to_owned(),
+        key: echo::quote_str(key),
         expected,
+    }
+}
+
+fn invalid(key: &str, value: &str) -> RequestError {
+    RequestError::InvalidValue {
+        key: echo::quote_str(key),
+        value: echo::quote_str(value),
     }
 }
 
@@ -195,10 +205,7 @@ fn boolean(key: &str, v: &Value) -> Result<bool, RequestError> {
     match s.to_ascii_lowercase().as_str() {
         "yes" | "on" | "true" | "1" => Ok(true),
         "no" | "off" | "false" | "0" => Ok(false),
-        _ => Err(RequestError::InvalidValue {
-            key: key.to_owned(),
-            value: s,
-        }),
+        _ => Err(invalid(key, &s)),
     }
 }
 
@@ -207,10 +214,7 @@ fn integer(key: &str, v: &Value) -> Result<i64, RequestError> {
         Value::Int(n) => Ok(*n),
         Value::Bytes(_) => {
             let s = text(key, v)?;
-            s.trim().parse().map_err(|_| RequestError::InvalidValue {
-                key: key.to_owned(),
-                value: s,
-            })
+            s.trim().parse().map_err(|_| invalid(key, &s))
         }
         _ => Err(wrong(key, "integer")),
     }
@@ -509,6 +513,22 @@ mod tests {
         assert_eq!(
             err(with_cmd("record call", "maybe".into())).to_string(),
             "invalid value \"maybe\" for key \"record call\""
+        );
+        // Values are echoed as a short escaped prefix, never in full.
+        let huge = format!("{}\n", "9".repeat(60_000));
+        let e = err(with_cmd("limit", huge.as_str().into()));
+        assert_eq!(
+            e,
+            InvalidValue {
+                key: "limit".into(),
+                value: format!("{}…", "9".repeat(echo::MAX_ECHO)),
+            }
+        );
+        assert!(e.to_string().len() < 100, "{e}");
+        let e = err(with_cmd("record call", "x\u{1b}[2J".into()));
+        assert_eq!(
+            e.to_string(),
+            "invalid value \"x\\u{1b}[2J\" for key \"record call\""
         );
     }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use linecord_ng::bencode::Value;
+use linecord_ng::echo::quote_str;
 use linecord_recfile::{CodecInfo, Event, FileHeader, PartyInfo, StopReason, StreamId, StreamInfo};
 use linecord_sdp::{MediaInfo, MediaPorts, RewritePlan, Sdp};
 
@@ -32,6 +33,17 @@ pub struct Now {
     pub unix_ms: u64,
 }
 
+/// Default of [`TableSettings::max_media_per_call`] (`--max-media-per-call`). A call needs
+/// one line per stream: audio, video, a presentation/BFCP pair, T.38 and text come to 5 or 6,
+/// and RFC 3264 §8 keeps a removed stream's line (port 0) for the rest of the call, so
+/// re-INVITEs that add and drop streams accumulate lines. 16 leaves room for that; at 16
+/// lines one call holds 32 port pairs (0.64 % of the default 5 000-pair range), where an
+/// unlimited offer could take 96 % of it.
+pub const DEFAULT_MAX_MEDIA_PER_CALL: usize = 16;
+/// Default of [`TableSettings::max_sdp_size`] (`--max-sdp-size`), bytes: about ten times a
+/// carrier's SDP with a full codec list (~1.5 KB), and 1 KB for each of 16 media lines.
+pub const DEFAULT_MAX_SDP_SIZE: usize = 16 * 1024;
+
 /// Settings of the table that come from the configuration.
 #[derive(Debug, Clone)]
 pub struct TableSettings {
@@ -41,6 +53,31 @@ pub struct TableSettings {
     pub media_timeout_ns: u64,
     /// Number of packet workers calls are spread over.
     pub workers: usize,
+    /// Most `m=` lines an offer or answer may carry (each takes a port pair per party).
+    pub max_media_per_call: usize,
+    /// Largest SDP body an offer or answer may carry, bytes.
+    pub max_sdp_size: usize,
+}
+
+impl Default for TableSettings {
+    /// Advertises 127.0.0.1; 60 s media timeout; one worker; the default limits.
+    fn default() -> Self {
+        TableSettings {
+            advertised: IpAddr::from([127, 0, 0, 1]),
+            media_timeout_ns: 60_000_000_000,
+            workers: 1,
+            max_media_per_call: DEFAULT_MAX_MEDIA_PER_CALL,
+            max_sdp_size: DEFAULT_MAX_SDP_SIZE,
+        }
+    }
+}
+
+/// Number of `m=` lines in an SDP body, counted without parsing it (lines are LF-terminated,
+/// as the SDP parser splits them). Linear in the body.
+pub fn count_media_lines(sdp: &[u8]) -> usize {
+    sdp.split(|&b| b == b'\n')
+        .filter(|line| line.starts_with(b"m="))
+        .count()
 }
 
 /// A change the packet workers must apply.
@@ -242,6 +279,8 @@ pub struct Totals {
     pub port_exhaustion: u64,
     /// Recordings started.
     pub recordings: u64,
+    /// Offers/answers refused by a per-call limit (media lines, SDP size).
+    pub limit_rejections: u64,
 }
 
 /// The call table. `P` hands out port pairs.
@@ -249,8 +288,8 @@ pub struct SessionTable<P> {
     settings: TableSettings,
     pool: P,
     calls: HashMap<String, Call>,
-    /// RTP port of any pair → call-id (for latch events).
-    port_index: HashMap<u16, String>,
+    /// RTP port of any pair → call-id (for latch events), one shared copy per call.
+    port_index: HashMap<u16, Arc<str>>,
     changes: VecDeque<FlowChange>,
     next_worker: usize,
     next_recording: u64,
@@ -320,15 +359,48 @@ impl<P: PortPool> SessionTable<P> {
         self.pool.free_pairs()
     }
 
-    /// Handles an `offer` or `answer`: returns the rewritten SDP for the other party.
+    /// Refuses an SDP that exceeds the per-call limits, before anything is parsed or
+    /// allocated: first the number of media lines, then the size.
+    fn check_limits(&mut self, sdp: &[u8]) -> Result<(), NgError> {
+        let max_media = self.settings.max_media_per_call;
+        let lines = count_media_lines(sdp);
+        let refusal = if lines > max_media {
+            format!("too many media lines: {lines} > max-media-per-call {max_media}")
+        } else if sdp.len() > self.settings.max_sdp_size {
+            format!(
+                "SDP too large: {} bytes > max-sdp-size {}",
+                sdp.len(),
+                self.settings.max_sdp_size
+            )
+        } else {
+            return Ok(());
+        };
+        self.totals.limit_rejections += 1;
+        Err(NgError::new(refusal))
+    }
+
+    /// Handles an `offer` or `answer`: returns the rewritten SDP for the other party. An SDP
+    /// over [`TableSettings::max_media_per_call`] or [`TableSettings::max_sdp_size`] is
+    /// refused before any port is taken.
     pub fn negotiate(&mut self, n: &Negotiation<'_>, now: Now) -> Result<Vec<u8>, NgError> {
+        self.check_limits(n.sdp)?;
         let sdp = Sdp::parse(n.sdp).map_err(|e| NgError::new(format!("bad SDP: {e}")))?;
         let medias = sdp.medias();
+        if medias.len() > self.settings.max_media_per_call {
+            // Not reached: the parser finds no m= line the count above missed. Kept so the
+            // limit holds whatever the parser accepts.
+            self.totals.limit_rejections += 1;
+            return Err(NgError::new(format!(
+                "too many media lines: {} > max-media-per-call {}",
+                medias.len(),
+                self.settings.max_media_per_call
+            )));
+        }
         if let Some(m) = medias.iter().find(|m| m.port != 0 && !m.is_udp) {
             return Err(NgError::new(format!(
                 "unsupported media transport '{}' in m={} line {}",
-                m.proto,
-                m.kind,
+                quote_str(&m.proto),
+                quote_str(&m.kind),
                 m.index + 1
             )));
         }
@@ -398,8 +470,11 @@ impl<P: PortPool> SessionTable<P> {
                 }
             }
         }
-        for p in fresh {
-            self.port_index.insert(p, n.call_id.to_owned());
+        if !fresh.is_empty() {
+            let id: Arc<str> = Arc::from(n.call_id);
+            for p in fresh {
+                self.port_index.insert(p, Arc::clone(&id));
+            }
         }
 
         // The owner's addresses from its SDP.
@@ -552,7 +627,7 @@ impl<P: PortPool> SessionTable<P> {
             paused: false,
         });
         self.totals.recordings += 1;
-        tracing::info!(call_id, recording = %id, "recording started");
+        tracing::info!(call_id = %quote_str(call_id), recording = %id, "recording started");
         self.changes.push_back(FlowChange::RecordingStart {
             worker,
             recording: shared,
@@ -603,7 +678,12 @@ impl<P: PortPool> SessionTable<P> {
                 net.push((stream_id(p, i, Component::Rtp), s.lost, s.jitter));
             }
         }
-        tracing::info!(call_id, recording = %r.shared.id, ?reason, "recording stopped");
+        tracing::info!(
+            call_id = %quote_str(call_id),
+            recording = %r.shared.id,
+            ?reason,
+            "recording stopped"
+        );
         self.changes.push_back(FlowChange::RecordingStop {
             worker: call.worker,
             key: r.shared.key,
@@ -645,7 +725,7 @@ impl<P: PortPool> SessionTable<P> {
         let Some(call) = self
             .port_index
             .get(&rtp_port)
-            .and_then(|id| self.calls.get_mut(id))
+            .and_then(|id| self.calls.get_mut(&**id))
         else {
             return;
         };
@@ -670,7 +750,7 @@ impl<P: PortPool> SessionTable<P> {
             .map(|(id, _)| id.clone())
             .collect();
         for id in &idle {
-            tracing::info!(call_id = %id, "media timeout: deleting call");
+            tracing::info!(call_id = %quote_str(id), "media timeout: deleting call");
             let _ = self.stop_recording(id, StopReason::Timeout);
             self.remove_call(id);
             self.totals.timeout_sessions += 1;
@@ -804,7 +884,8 @@ impl<P: PortPool> SessionTable<P> {
 }
 
 /// `query`'s view of the call's recording: `state` is `off`, `recording`, `paused`,
-/// `stopped` (the last one ended and its file was finished or is being finished) or `failed`.
+/// `stopped` (the last one ended and its file was finished or is being finished) or `failed`
+/// (with `reason`: why the writer failed it).
 fn recording_json(call: &Call) -> Value {
     let mut d = Value::dict();
     let (shared, state) = match (&call.recording, &call.last_recording) {
@@ -835,6 +916,10 @@ fn recording_json(call: &Call) -> Value {
         d.insert("dropped", s.dropped.load(Relaxed));
         let complete = !s.failed.load(Relaxed) && s.dropped.load(Relaxed) == 0;
         d.insert("complete", if complete { "yes" } else { "no" });
+        // Why the writer failed it (disk full, not started for lack of space, …).
+        if let Some(reason) = s.error.get() {
+            d.insert("reason", reason.as_str());
+        }
     }
     d
 }
@@ -906,7 +991,7 @@ fn resolve_sides(call: &mut Call, n: &Negotiation<'_>) -> Result<(usize, usize),
     } else {
         return Err(NgError::new(format!(
             "tag '{}' is not a party of this call",
-            n.owner_tag
+            quote_str(n.owner_tag)
         )));
     };
     let other = 1 - owner;
@@ -914,7 +999,8 @@ fn resolve_sides(call: &mut Call, n: &Negotiation<'_>) -> Result<(usize, usize),
         (Some(t), None) => call.parties[other].tag = Some(t.to_owned()),
         (Some(t), Some(known)) if t != known => {
             return Err(NgError::new(format!(
-                "tag '{t}' is not a party of this call"
+                "tag '{}' is not a party of this call",
+                quote_str(t)
             )))
         }
         _ => {}
@@ -1014,6 +1100,7 @@ mod tests {
                 advertised: RELAY.parse().unwrap(),
                 media_timeout_ns: 60_000_000_000,
                 workers: 2,
+                ..TableSettings::default()
             },
             PortRange::new(30_000, 30_099),
         )
@@ -1063,6 +1150,64 @@ mod tests {
             mono_ns: s * 1_000_000_000,
             unix_ms: 1_700_000_000_000 + s * 1000,
         }
+    }
+
+    #[test]
+    fn media_lines_are_counted_as_the_parser_splits_lines() {
+        assert_eq!(
+            count_media_lines(b"v=0\r\nm=audio 1 RTP/AVP 0\r\nm=video 2 RTP/AVP 96\r\n"),
+            2
+        );
+        assert_eq!(
+            count_media_lines(b"m=audio 1 RTP/AVP 0\nm=audio 2 RTP/AVP 0"),
+            2
+        );
+        assert_eq!(
+            count_media_lines(b"a=x m=audio\r\nam=audio\r\n m=audio\r\n"),
+            0
+        );
+        assert_eq!(count_media_lines(b""), 0);
+        let s = sdp("192.0.2.1", 4000);
+        assert_eq!(
+            count_media_lines(&s),
+            Sdp::parse(&s).unwrap().medias().len()
+        );
+    }
+
+    #[test]
+    fn limits_are_checked_before_any_port_is_taken() {
+        let mut t = SessionTable::new(
+            TableSettings {
+                max_media_per_call: 2,
+                max_sdp_size: 1024,
+                ..TableSettings::default()
+            },
+            PortRange::new(30_000, 30_099),
+        );
+        let free = t.free_pairs();
+        let three = format!(
+            "{}m=audio 4002 RTP/AVP 0\r\nm=audio 4004 RTP/AVP 0\r\n",
+            String::from_utf8(sdp("192.0.2.1", 4000)).unwrap()
+        );
+        let e = t
+            .negotiate(&neg("c1", "A", None, false, three.as_bytes()), at(1))
+            .unwrap_err();
+        assert_eq!(e.0, "too many media lines: 3 > max-media-per-call 2");
+        let mut big = sdp("192.0.2.1", 4000);
+        big.extend(b"a=x-pad\r\n".repeat(200));
+        let e = t
+            .negotiate(&neg("c1", "A", None, false, &big), at(1))
+            .unwrap_err();
+        assert_eq!(
+            e.0,
+            format!("SDP too large: {} bytes > max-sdp-size 1024", big.len())
+        );
+        assert_eq!((t.free_pairs(), t.len()), (free, 0));
+        assert!(drain(&mut t).is_empty(), "no endpoint was announced");
+        assert_eq!(t.totals().limit_rejections, 2);
+        t.negotiate(&neg("c1", "A", None, false, &sdp("192.0.2.1", 4000)), at(1))
+            .unwrap();
+        assert_eq!(t.free_pairs(), free - 2);
     }
 
     #[test]
@@ -1237,6 +1382,7 @@ mod tests {
                 advertised: RELAY.parse().unwrap(),
                 media_timeout_ns: 1,
                 workers: 1,
+                ..TableSettings::default()
             },
             PortRange::new(30_000, 30_005), // 3 pairs: one call (2) + half of another
         );
@@ -1286,8 +1432,7 @@ mod tests {
             .into_iter()
             .find_map(|c| match c {
                 FlowChange::Upsert { config, .. }
-                    if t.port_index.get(&(config.port & !1)).map(String::as_str)
-                        == Some("busy") =>
+                    if t.port_index.get(&(config.port & !1)).map(|id| &**id) == Some("busy") =>
                 {
                     Some(config.stats)
                 }

@@ -7,11 +7,14 @@
 //! [`RecordingTable::poll_output`] for a writer thread to compress and write, and replaced by
 //! one from the shared [`BufferPool`]. When the pool is empty (writers behind past the memory
 //! budget) the packet is not recorded: it is counted, the recording is marked incomplete, and
-//! forwarding is not affected. Nothing here blocks, and nothing allocates per packet.
+//! forwarding is not affected. Once the writer has marked a recording failed (its disk is
+//! full or broken, or it could not be started), its packets are only counted as dropped: the
+//! worker hands its buffer back and takes no new one. Nothing here blocks, and nothing
+//! allocates per packet.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crossbeam_queue::ArrayQueue;
 
@@ -27,14 +30,17 @@ pub struct RecordingShared {
     pub key: u64,
     /// The recording id (UUID text; the file name stem).
     pub id: String,
-    /// Packets written into blocks.
+    /// Packets recorded: put into blocks, less those the writer could not write.
     pub packets: AtomicU64,
-    /// Packets that could not be recorded (no buffer, or the file failed).
+    /// Packets that could not be recorded (no buffer, or the file failed: dropped by the
+    /// worker, or in a block the writer could not write).
     pub dropped: AtomicU64,
-    /// Set by the writer when the file cannot be written.
+    /// Set by the writer when the file cannot be written (or was not started).
     pub failed: AtomicBool,
     /// The writer's view: 0 = writing, 1 = finished, 2 = failed.
     pub file_state: AtomicU8,
+    /// Why the writer failed the recording (set once, with `failed`).
+    pub error: OnceLock<String>,
 }
 
 impl RecordingShared {
@@ -47,7 +53,13 @@ impl RecordingShared {
             dropped: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             file_state: AtomicU8::new(0),
+            error: OnceLock::new(),
         }
+    }
+
+    /// The writer could not write this recording: nothing more is recorded.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Relaxed)
     }
 }
 
@@ -303,7 +315,7 @@ impl RecordingTable {
     /// Writes a `DataLost` event for loss not yet reported (needs a buffer; kept for later
     /// if none).
     fn flush_loss(&mut self, a: &mut Active, now_ns: u64) {
-        if a.unreported_loss == 0 {
+        if a.unreported_loss == 0 || a.shared.is_failed() {
             return;
         }
         let ev = EventRecord {
@@ -317,6 +329,17 @@ impl RecordingTable {
                 b.push_event(&ev);
                 a.unreported_loss = 0;
             }
+        }
+    }
+
+    /// Hands the block of a failed recording to the writer (which counts what is in it and
+    /// returns the buffer to the pool), so it holds no buffer any more.
+    fn release(output: &mut VecDeque<RecordOutput>, a: &mut Active) {
+        if let Some(b) = a.block.take() {
+            output.push_back(RecordOutput::Block {
+                recording: Arc::clone(&a.shared),
+                block: b,
+            });
         }
     }
 
@@ -360,6 +383,12 @@ impl RecordingTable {
         let Some(mut a) = self.active.get_mut(slot).and_then(Option::take) else {
             return;
         };
+        if a.shared.is_failed() {
+            // Nothing more reaches the file: the event is not written.
+            Self::release(&mut self.output, &mut a);
+            self.active[slot] = Some(a);
+            return;
+        }
         let ev = EventRecord {
             at_us: us_since(a.start_ns, now_ns),
             event,
@@ -416,6 +445,11 @@ impl RecordingTable {
         };
         // A slot is reused after a stop: only the recording the tap names may write.
         if a.paused || a.shared.key != key {
+            return;
+        }
+        if a.shared.is_failed() {
+            Self::release(&mut self.output, a);
+            a.shared.dropped.fetch_add(1, Relaxed);
             return;
         }
         let (fields, payload) = match rtp {
@@ -614,5 +648,47 @@ mod tests {
         t.stop(9, StopReason::Stopped, &[], 300 * MS);
         let recs = records(&drain(&mut t));
         assert!(recs.iter().any(|r| matches!(r, Record::Event(EventRecord { event: Event::DataLost { packets }, .. }) if *packets == dropped)));
+    }
+
+    #[test]
+    fn a_failed_recording_hands_its_buffer_back_and_only_counts_packets() {
+        let pool = Arc::new(BufferPool::new(1 << 20, 16 * 1024));
+        let mut t = RecordingTable::new(Arc::clone(&pool), 10_000 * MS);
+        let shared = Arc::new(RecordingShared::new(3, "r".into()));
+        t.start(Arc::clone(&shared), 0, 0);
+        let slot = t.slot(3).unwrap();
+        for seq in 0..5u16 {
+            let (p, h) = header(seq);
+            t.record_packet(slot, 3, 0, &p, Some(&h), u64::from(seq) * MS);
+        }
+        assert!(drain(&mut t).is_empty(), "the block is still being filled");
+        // The writer fails the recording (disk full).
+        shared.failed.store(true, Relaxed);
+        let created = pool.created();
+        for seq in 5..105u16 {
+            let (p, h) = header(seq);
+            t.record_packet(slot, 3, 0, &p, Some(&h), u64::from(seq) * MS);
+        }
+        t.set_paused(3, true, 200 * MS);
+        t.stop(3, StopReason::Deleted, &[], 300 * MS);
+        let out = drain(&mut t);
+        // The partly filled block goes to the writer (which counts it and frees the buffer);
+        // nothing more is written, and no new buffer is taken.
+        let recs = records(&out);
+        assert_eq!(
+            recs.iter()
+                .filter(|r| matches!(r, Record::Packet(_)))
+                .count(),
+            5
+        );
+        assert!(!recs
+            .iter()
+            .any(|r| matches!(r, Record::Event(e) if matches!(e.event, Event::Paused | Event::Stopped(_)))));
+        assert!(
+            matches!(out.last(), Some(RecordOutput::Finished { streams, .. }) if streams[0].packets == 5)
+        );
+        assert_eq!(pool.created(), created, "no buffer taken after the failure");
+        assert_eq!(shared.dropped.load(Relaxed), 100);
+        assert_eq!(shared.packets.load(Relaxed), 5);
     }
 }

@@ -631,3 +631,67 @@ pub fn wait_jobs_in(dir: &Path, n: usize) -> Vec<serde_json::Value> {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+// ---- full disks: a small tmpfs, files under a directory ---------------------------------
+
+/// A tmpfs of a given size mounted on a directory (needs root, as CI runs); unmounted on
+/// drop, also when the test fails.
+pub struct Tmpfs {
+    pub dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. `4m`) on `dir` (created).
+    pub fn mount(dir: PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            o.status.success(),
+            "this test needs root to mount a tmpfs (CI runs as root): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    /// Changes the size (frees space when it grows), keeping the files.
+    pub fn resize(&self, size: &str) {
+        let o = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            o.status.success(),
+            "remount: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Every file under `root` (recursively), sorted.
+pub fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,366 @@
+//! A full recording disk, against the real `recorder` binary: the recording directory is a
+//! 4 MiB tmpfs (mounting it needs root, as CI runs), the spool directory is elsewhere.
+//!
+//! 1. Two recorded calls send incompressible 1000-byte RTP until the disk is full; the one
+//!    deleted then gets a `partial` job naming its file, which holds every packet written
+//!    before the failure (checked packet by packet), and counts the rest as dropped.
+//! 2. A call offered on the full disk is relayed, but its recording is not started: NG
+//!    `query` says why, its job is `failed` with no file, and no empty `.lcr` is left.
+//! 3. The recorder is killed (SIGKILL) while the other call still streams, and restarted on
+//!    the still-full disk: its recording is recovered and spooled, though no metadata file
+//!    fits, and nothing is left in `.inprogress/` or as a `.tmp` file.
+//! 4. With space again, a healthy recording is killed mid-stream and recovered the same way;
+//!    every recording of the test has a spool job.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use linecord_ng::bencode::Value;
+use linecord_ng::request::{Command as Ng, Request};
+use linecord_recfile::reader::Recording;
+use linecord_recfile::Record;
+use support::*;
+
+/// Payload bytes per packet: ~1 KB, so a few seconds fill the disk.
+const PAYLOAD: usize = 1000;
+
+/// An RTP packet whose payload is pseudo-random (lz4 cannot shrink it) and a function of
+/// (ssrc, seq), so the test can tell which packet a recorded payload is.
+fn big_rtp(ssrc: u32, seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 0];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend(payload(ssrc, seq));
+    p
+}
+
+fn payload(ssrc: u32, seq: u16) -> Vec<u8> {
+    let mut x = (u64::from(ssrc) << 16 | u64::from(seq)) ^ 0x9e37_79b9_7f4a_7c15;
+    (0..PAYLOAD)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn recording_of(ng: &NgClient, call_id: &str) -> Value {
+    let q = ng.ok(&request(Ng::Query, call_id, "tag-a", None));
+    q.get("recording")
+        .cloned()
+        .expect("query has a recording dict")
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn int(v: &Value, key: &str) -> i64 {
+    v.get(key)
+        .and_then(Value::as_int)
+        .unwrap_or_else(|| panic!("no {key} in {v:?}"))
+}
+
+/// Waits (at most 10 s) for the job of `id` in `spool/new`.
+fn wait_job(rec: &Recorder, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(j) = rec.jobs().into_iter().find(|j| j["recording_id"] == id) {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "no job for recording {id}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Recorded packets of stream 0 (the caller's RTP): (sequence, payload).
+fn caller_packets(file: &Path) -> Vec<(u16, Vec<u8>)> {
+    let rec = Recording::open(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert!(
+        rec.bad_blocks.is_empty() && rec.tail_bytes == 0,
+        "{}: cut cleanly after its last complete block",
+        file.display()
+    );
+    rec.records()
+        .expect("records")
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Packet(p) if p.stream == 0 => Some((p.rtp?.sequence, p.payload)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Nothing left half done: no file in `.inprogress/`, no `.tmp` file under either dir.
+fn assert_clean(rec: &Recorder) {
+    let in_progress = files_under(&rec.data.join("recordings/.inprogress"));
+    assert!(in_progress.is_empty(), "left in progress: {in_progress:?}");
+    for dir in ["recordings", "spool"] {
+        let tmp: Vec<PathBuf> = files_under(&rec.data.join(dir))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "tmp"))
+            .collect();
+        assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
+    }
+}
+
+/// Streams `big_rtp` from A of `call` to the recorder until `stop` is set (the media of a
+/// call that is still going when the recorder is killed).
+fn stream_until(stop: Arc<AtomicBool>, call: &Call) -> std::thread::JoinHandle<u16> {
+    let sock = call.a.sock.try_clone().expect("clone socket");
+    let (to, ssrc) = (call.a_to, call.a.ssrc);
+    std::thread::spawn(move || {
+        let mut seq = 30_000u16;
+        while !stop.load(Ordering::Relaxed) {
+            let _ = sock.send_to(&big_rtp(ssrc, seq), to);
+            seq = seq.wrapping_add(1);
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        seq
+    })
+}
+
+/// Writes zeros into `path` until the filesystem is full (at most 64 MiB).
+fn fill_up(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("create the filler");
+    let chunk = vec![0u8; 4096];
+    for _ in 0..16_384 {
+        match f.write(&chunk) {
+            Ok(n) if n > 0 => {}
+            Ok(_) => return,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return,
+            Err(e) => panic!("filling the disk: {e}"),
+        }
+    }
+    panic!("the filesystem never filled up");
+}
+
+#[test]
+fn a_full_recording_disk_keeps_what_was_written_refuses_new_recordings_and_recovers() {
+    let data = temp_dir("diskfull");
+    let fs = Tmpfs::mount(data.join("recordings"), "4m");
+    let mut rec = Recorder::start_in(
+        42_000,
+        &["--min-free-disk", "1", "--flush-interval", "100"],
+        data.clone(),
+    );
+    let ng = rec.client();
+
+    // 1. Two recorded calls fill the disk.
+    let fill1 = setup_call(&ng, "fill-1", &["trust-address"]);
+    let fill2 = setup_call(&ng, "fill-2", &["trust-address"]);
+    for id in ["fill-1", "fill-2"] {
+        ng.ok(&request(Ng::StartRecording, id, "tag-a", None));
+        assert_eq!(text(&recording_of(&ng, id), "state"), "recording");
+    }
+    let send = |call: &Call, seq: u16| {
+        call.a
+            .sock
+            .send_to(&big_rtp(call.a.ssrc, seq), call.a_to)
+            .expect("send");
+    };
+    let mut seq = 0u16;
+    let full = loop {
+        send(&fill1, seq);
+        send(&fill2, seq);
+        seq += 1;
+        std::thread::sleep(Duration::from_micros(500));
+        if seq.is_multiple_of(200) {
+            let (r1, r2) = (recording_of(&ng, "fill-1"), recording_of(&ng, "fill-2"));
+            if text(&r1, "state") == "failed" && text(&r2, "state") == "failed" {
+                break r1;
+            }
+        }
+        // 4 MiB hold ~4 000 such packets; 20 000 would be 5 times that.
+        assert!(seq < 20_000, "the recordings never failed");
+    };
+    assert!(text(&full, "reason").contains("No space left"), "{full:?}");
+    let sent_before_failure = seq;
+    // The call goes on after the failure: these packets are relayed and dropped.
+    for _ in 0..300 {
+        send(&fill1, seq);
+        seq += 1;
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let view = recording_of(&ng, "fill-1");
+    let dropped = int(&view, "dropped");
+    assert!(dropped >= 300, "{view:?}");
+    let id1 = text(&view, "id").to_owned();
+    let gone = ng.ok(&request(Ng::Delete, "fill-1", "tag-a", Some("tag-b")));
+    let received = gone
+        .get("totals")
+        .and_then(|t| t.get("RTP"))
+        .map(|t| int(t, "packets"))
+        .expect("totals");
+    assert_eq!(
+        received,
+        i64::from(seq),
+        "the recorder got every packet sent"
+    );
+
+    let job = wait_job(&rec, &id1);
+    assert_eq!(job["status"], "partial", "{job}");
+    assert_eq!(job["complete"], false);
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("No space left"),
+        "{job}"
+    );
+    let file = PathBuf::from(job["file"].as_str().expect("a partial job names its file"));
+    assert!(file.starts_with(data.join("recordings")) && file.is_file());
+    assert!(!file.starts_with(data.join("recordings/.inprogress")));
+    let packets = caller_packets(&file);
+    let written = packets.len();
+    eprintln!(
+        "disk full: {written} packets written ({} sent before the failure was seen, {seq} in \
+         all), {} dropped; job: status {}, packets_lost {}, file {} ({} bytes)",
+        sent_before_failure,
+        dropped,
+        job["status"],
+        job["packets_lost"],
+        file.display(),
+        std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0)
+    );
+    // The two calls share 4 MiB: each file holds about 2 MB, i.e. ~2 000 packets.
+    assert!(written >= 1_500, "only {written} packets written");
+    // Exactly the first packets sent, in order, byte for byte.
+    for (i, (s, p)) in packets.iter().enumerate() {
+        assert_eq!(*s, i as u16, "packet {i} of the file");
+        assert!(*p == payload(fill1.a.ssrc, *s), "payload of packet {s}");
+    }
+    assert_eq!(job["streams"][0]["packets"], written as u64);
+    assert_eq!(job["packets_lost"], dropped, "the job and NG query agree");
+    assert_eq!(
+        written as i64 + dropped,
+        received,
+        "every packet is written or dropped"
+    );
+
+    // 2. A call on the full disk: relayed, its recording not started.
+    let mut late = setup_call(&ng, "late", &["trust-address"]);
+    ng.ok(&request(Ng::StartRecording, "late", "tag-a", None));
+    late.a.send_rtp(late.a_to, 50);
+    assert_eq!(late.b.recv_n(50).len(), 50, "media is relayed");
+    let view = recording_of(&ng, "late");
+    assert_eq!(text(&view, "state"), "failed", "{view:?}");
+    assert!(
+        text(&view, "reason").starts_with("not started: "),
+        "{view:?}"
+    );
+    assert!(
+        text(&view, "reason").contains("--min-free-disk"),
+        "{view:?}"
+    );
+    let id_late = text(&view, "id").to_owned();
+    ng.ok(&request(Ng::Delete, "late", "tag-a", Some("tag-b")));
+    let job = wait_job(&rec, &id_late);
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(job["file"].is_null(), "{job}");
+    assert!(job["error"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("not started: "));
+    let lcrs: Vec<PathBuf> = files_under(&data.join("recordings"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "lcr"))
+        .collect();
+    assert!(
+        !lcrs.iter().any(|p| p.to_string_lossy().contains(&id_late)),
+        "no file for a recording that did not start: {lcrs:?}"
+    );
+    for p in &lcrs {
+        assert!(std::fs::metadata(p).unwrap().len() > 0, "empty file {p:?}");
+    }
+    let s = ng.ok(&Request::new(Ng::Statistics));
+    let failed = s
+        .get("statistics")
+        .and_then(|s| s.get("totalstatistics"))
+        .map(|t| int(t, "recordingsfailed"))
+        .expect("statistics");
+    assert_eq!(failed, 3, "fill-1, fill-2 and late");
+
+    // 3. SIGKILL while fill-2 still streams; restart on the still-full disk.
+    let id2 = text(&recording_of(&ng, "fill-2"), "id").to_owned();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = stream_until(Arc::clone(&stop), &fill2);
+    std::thread::sleep(Duration::from_millis(300));
+    rec.kill9();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sender.join();
+    assert!(
+        !files_under(&data.join("recordings/.inprogress")).is_empty(),
+        "fill-2 was left in progress"
+    );
+    // Whatever finishing fill-1 freed is taken by someone else: the disk is full to the
+    // byte when the recorder comes back (recovery itself frees the torn tail it cuts off).
+    let filler = data.join("recordings/filler");
+    fill_up(&filler);
+    rec.restart();
+    let job = wait_job(&rec, &id2);
+    assert!(
+        ["recovered", "partial"].contains(&job["status"].as_str().unwrap_or("")),
+        "{job}"
+    );
+    let file2 = PathBuf::from(job["file"].as_str().expect("file"));
+    eprintln!(
+        "recovered on the full disk: status {}, {} metadata file",
+        job["status"],
+        if file2.with_extension("json").exists() {
+            "with a"
+        } else {
+            "without"
+        }
+    );
+    let packets2 = caller_packets(&file2);
+    assert!(packets2.len() >= 1_500, "{} packets", packets2.len());
+    assert_eq!(job["streams"][0]["packets"], packets2.len() as u64, "{job}");
+    assert_clean(&rec);
+    ng.ok(&Request::new(Ng::Ping));
+
+    // 4. Space again: a healthy recording, killed mid-stream, recovered.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    fs.resize("16m");
+    let after = setup_call(&ng, "after", &["trust-address"]);
+    ng.ok(&request(Ng::StartRecording, "after", "tag-a", None));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = stream_until(Arc::clone(&stop), &after);
+    std::thread::sleep(Duration::from_millis(800));
+    let view = recording_of(&ng, "after");
+    assert_eq!(text(&view, "state"), "recording", "{view:?}");
+    let id_after = text(&view, "id").to_owned();
+    rec.kill9();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sender.join();
+    rec.restart();
+    let job = wait_job(&rec, &id_after);
+    assert_eq!(job["status"], "recovered", "{job}");
+    let file = PathBuf::from(job["file"].as_str().expect("file"));
+    assert!(file.with_extension("json").is_file(), "metadata beside it");
+    let packets = caller_packets(&file);
+    assert!(packets.len() >= 500, "{} packets", packets.len());
+    assert!(Recording::open(&file).expect("read").is_intact());
+    assert_clean(&rec);
+
+    let ids: BTreeSet<String> = rec
+        .jobs()
+        .iter()
+        .map(|j| j["recording_id"].as_str().unwrap_or("").to_owned())
+        .collect();
+    let want: BTreeSet<String> = [id1, id_late, id2, id_after].into_iter().collect();
+    assert_eq!(ids, want, "every recording has a spool job");
+    drop(rec);
+    drop(fs);
+    let _ = std::fs::remove_dir_all(&data);
+}
