@@ -54,6 +54,18 @@ pub static TARGETS: &[Target] = &[
         bound: PARSER,
     },
     Target {
+        name: "ng_controller",
+        what: "the recorder's NG controller and call table on a request sequence (no sockets)",
+        run: ng::controller,
+        max_len: 65_535,
+        bound: Bound {
+            // The port pool (5 000 pairs) and the reply cache's index are the fixed cost.
+            peak_fixed: 1 << 20,
+            total_fixed: 2 << 20,
+            ..PARSER
+        },
+    },
+    Target {
         name: "sdp",
         what: "SDP parsing, inspection and the relay's rewrite (output must parse again)",
         run: sdp::parse_and_rewrite,
