@@ -21,8 +21,9 @@
 //! media and NG `delete` (RFC 3725-style third-party call control, flow I).
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use linecord_jobs::{
     CallContext, EventJob, EventKind, EventParties, EventRecording, Party, RecordingInitiator,
@@ -33,15 +34,61 @@ use linecord_ng::Value;
 use crate::config::IpNet;
 use crate::directory::Directory;
 use crate::media::{self, MediaCall, Origin};
+use crate::ratelimit::{excerpt, RateLimiter};
 use crate::routing::{sample_from_call_id, CallFacts, Router, Target};
 use crate::sip::{
     bad_request_response, generate_call_id, generate_tag, new_via, reason_phrase, CSeq,
-    HeaderAccess, Incoming, Message, Method, NameAddr, Peer, Request, Response, TimerConfig,
-    TransactionLayer, Transmit, Transport, TxEvent, TxId, Uri,
+    HeaderAccess, Incoming, Message, Method, NameAddr, ParseError, Peer, Request, Response,
+    TimerConfig, TransactionLayer, Transmit, Transport, TxEvent, TxId, Uri,
 };
 
 /// Header carrying the global call id between switches.
 pub const GLOBAL_CALL_ID_HEADER: &str = "X-Linecord-Call-Id";
+
+/// Methods sipctl handles, for `Allow` in OPTIONS, 405 and 501 answers (RFC 3261 §8.2.1).
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE";
+
+/// Request-URI schemes sipctl serves; others get 416 (RFC 3261 §8.2.2.1).
+const SCHEMES: [&str; 3] = ["sip", "sips", "tel"];
+
+/// Log lines about refused input of one [`Refusal`] kind let through per
+/// [`REFUSED_LOG_WINDOW`]; the rest are counted and reported on the next line.
+pub const REFUSED_LOG_BURST: u32 = 5;
+
+/// The window of [`REFUSED_LOG_BURST`].
+pub const REFUSED_LOG_WINDOW: Duration = Duration::from_secs(1);
+
+/// At most this many bytes of peer input appear (escaped) in a log line.
+pub const REFUSED_LOG_EXCERPT: usize = 200;
+
+/// Kinds of refused input, each rate-limited on its own in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A datagram or a framed stream message that is not a valid SIP message.
+    Message,
+    /// A TCP byte stream that cannot be framed (the connection is closed).
+    Stream,
+    /// A datagram over the size limit.
+    Oversized,
+}
+
+impl Refusal {
+    fn index(self) -> usize {
+        match self {
+            Refusal::Message => 0,
+            Refusal::Stream => 1,
+            Refusal::Oversized => 2,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Message => "message",
+            Refusal::Stream => "stream",
+            Refusal::Oversized => "oversized",
+        }
+    }
+}
 
 /// The clock, passed in: monotonic for timers, wall-clock milliseconds for events, routing
 /// time windows and registrations.
@@ -169,7 +216,8 @@ pub struct Counters {
     pub recordings_failed: u64,
     /// Calls refused with 500 because recording was critical and failed.
     pub refused_record_critical: u64,
-    /// Messages answered 400 or dropped as malformed.
+    /// Malformed messages (answered 400/505/501 or dropped) and TCP streams closed because
+    /// they could not be framed.
     pub bad_messages: u64,
 }
 
@@ -442,6 +490,8 @@ pub struct B2bua {
     api_results: VecDeque<(Ticket, Result<CallInfo, ApiError>)>,
     next_ticket: u64,
     counters: Counters,
+    /// Log rate limits for refused input, by [`Refusal::index`].
+    refusal_logs: [RateLimiter; 3],
     /// Random bytes for UUIDs, refreshed per use.
     rng: fastrand::Rng,
 }
@@ -470,6 +520,9 @@ impl B2bua {
             api_results: VecDeque::new(),
             next_ticket: 1,
             counters: Counters::default(),
+            refusal_logs: std::array::from_fn(|_| {
+                RateLimiter::new(REFUSED_LOG_BURST, REFUSED_LOG_WINDOW)
+            }),
             rng: fastrand::Rng::new(),
         }
     }
@@ -529,7 +582,11 @@ impl B2bua {
         self.drain(now);
     }
 
-    /// A SIP message received from `source`.
+    /// A SIP message received from `source`: one datagram (of any size; over
+    /// [`MAX_MESSAGE_SIZE`](crate::sip::MAX_MESSAGE_SIZE) it is refused) or one message cut by
+    /// the stream framer. Malformed input is answered statelessly where RFC 3261 allows
+    /// (400, 505, 501, see [`bad_request_response`]), counted in `bad_messages` and logged
+    /// rate-limited; nothing here can fail or panic on any input.
     pub fn handle_sip(&mut self, now: Now, bytes: &[u8], source: Peer) {
         match Message::parse(bytes) {
             Ok(msg) => {
@@ -538,12 +595,66 @@ impl B2bua {
             }
             Err(e) => {
                 self.counters.bad_messages += 1;
-                if let Some(resp) = bad_request_response(bytes, &e) {
+                let kind = if matches!(e, ParseError::TooLarge { .. }) {
+                    Refusal::Oversized
+                } else {
+                    Refusal::Message
+                };
+                let mut answered = None;
+                if let Some(mut resp) = bad_request_response(bytes, &e) {
+                    if resp.status == 501 {
+                        resp.headers.push("Allow", ALLOW);
+                    }
+                    answered = Some(resp.status);
                     self.txl.send_stateless(source, resp.to_bytes());
                 }
+                self.log_refused(now.mono, kind, source, &e, answered, bytes);
             }
         }
         self.drain(now);
+    }
+
+    /// A TCP connection from `source` had to be closed because its byte stream could not be
+    /// framed (`why`); `input` is what of it is known (the offending header section or the
+    /// last bytes read). Counted in `bad_messages` and logged rate-limited. The shell sends
+    /// the error response itself (it must be the last thing written before the close).
+    pub fn handle_stream_refused(
+        &mut self,
+        now: Now,
+        source: Peer,
+        why: &dyn fmt::Display,
+        answered: Option<u16>,
+        input: &[u8],
+    ) {
+        self.counters.bad_messages += 1;
+        self.log_refused(now.mono, Refusal::Stream, source, why, answered, input);
+    }
+
+    /// One log line about refused input, if the rate limit of its kind allows: the peer,
+    /// why, the status answered (if any), and an escaped excerpt of the input.
+    fn log_refused(
+        &mut self,
+        now: Instant,
+        kind: Refusal,
+        source: Peer,
+        why: &dyn fmt::Display,
+        answered: Option<u16>,
+        input: &[u8],
+    ) {
+        let Some(suppressed) = self.refusal_logs[kind.index()].check(now) else {
+            return;
+        };
+        let input = excerpt(input, REFUSED_LOG_EXCERPT);
+        tracing::info!(
+            kind = kind.as_str(),
+            peer = %source.addr,
+            transport = source.transport.via_token(),
+            error = %why,
+            answered = ?answered,
+            suppressed,
+            %input,
+            "refused SIP input"
+        );
     }
 
     /// A transport failure sending a message of transaction `tx`.
@@ -573,7 +684,9 @@ impl B2bua {
             .ok_or_else(|| ApiError::UnknownCall(id.to_owned()))?;
         let ticket = Ticket(self.next_ticket);
         self.next_ticket += 1;
-        let call = self.calls.get_mut(&key).expect("checked above");
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Err(ApiError::UnknownCall(id.to_owned()));
+        };
         if call.phase != Phase::Confirmed {
             return Err(ApiError::Conflict(format!(
                 "call {id} is {}, not established",
@@ -770,7 +883,12 @@ impl B2bua {
 
     fn on_incoming(&mut self, now: Now, incoming: Incoming, source: Peer) {
         match incoming {
-            Incoming::Absorbed | Incoming::Discarded(_) | Incoming::StrayResponse(_) => {}
+            // RFC 3261 §18.1.2 / RFC 4475 §3.3.10: a response matching no transaction is
+            // dropped (also one whose lower Via would send it on to a broadcast address).
+            Incoming::Absorbed | Incoming::StrayResponse(_) => {}
+            Incoming::Discarded(why) => {
+                self.log_refused(now.mono, Refusal::Message, source, &why, None, &[]);
+            }
             Incoming::Request { tx, request } => self.on_request(now, tx, request, source),
             Incoming::Cancel {
                 tx,
@@ -782,8 +900,41 @@ impl B2bua {
         }
     }
 
+    /// RFC 3261 §8.2: method inspection (out of dialog), then the Request-URI scheme, then
+    /// Require, then the dialog or the method's handler (which inspect the body).
     fn on_request(&mut self, now: Now, tx: TxId, req: Request, source: Peer) {
         let to_tag = req.to_tag();
+        if to_tag.is_none() {
+            // §8.2.1: a method sipctl does not know gets 501, one it knows but does not take
+            // outside a dialog 405; both list what it takes (RFC 4475 §3.1.1.2, §3.1.1.5).
+            let status = match &req.method {
+                Method::Invite | Method::Register | Method::Options | Method::Bye => None,
+                Method::Other(_) => Some(501),
+                _ => Some(405),
+            };
+            if let Some(status) = status {
+                let mut resp = Response::for_request(&req, status, reason_phrase(status));
+                resp.headers.push("Allow", ALLOW);
+                return self.send_response(now, tx, resp);
+            }
+        }
+        // §8.2.2.1: a Request-URI scheme sipctl does not serve (RFC 4475 §3.3.2, §3.3.3).
+        if !SCHEMES.contains(&req.uri.scheme.as_str()) {
+            return self.respond(now, tx, &req, 416, None);
+        }
+        // §8.2.2.3: sipctl supports no extension a request could require (no 100rel, no
+        // session timers); Proxy-Require is for proxies and ignored (RFC 4475 §3.3.5).
+        let required: Vec<String> = req
+            .headers
+            .values("Require")
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if !required.is_empty() {
+            let mut resp = Response::for_request(&req, 420, reason_phrase(420));
+            resp.headers.push("Unsupported", required.join(", "));
+            return self.send_response(now, tx, resp);
+        }
         if let Some(tag) = to_tag {
             let key = (req.call_id().unwrap_or_default().to_owned(), tag);
             match self.dialogs.get(&key).copied() {
@@ -796,23 +947,57 @@ impl B2bua {
             Method::Invite => self.on_invite(now, tx, req, source),
             Method::Register => self.on_register(now, tx, &req),
             Method::Options => {
+                // §11.2: Allow and Accept; RFC 4475 §3.3.11: Max-Forwards 0 only stops
+                // forwarding, the endpoint answers.
                 let mut resp = Response::for_request(&req, 200, "OK");
                 resp.set_to_tag(&generate_tag());
-                resp.headers.push(
-                    "Allow",
-                    "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE",
-                );
+                resp.headers.push("Allow", ALLOW);
+                resp.headers.push("Accept", "application/sdp");
                 self.send_response(now, tx, resp);
             }
-            Method::Bye => self.respond(now, tx, &req, 481, None),
-            _ => self.respond(now, tx, &req, 405, None),
+            _ => self.respond(now, tx, &req, 481, None),
         }
+    }
+
+    /// What an INVITE's body and Accept header rule out before anything else is done with
+    /// it (RFC 3261 §8.2.3): a body that is not SDP, or in an encoding other than identity,
+    /// gets 415 with Accept / Accept-Encoding (RFC 4475 §3.3.6); an Accept that leaves no
+    /// room for an SDP answer gets 406 (RFC 4475 §3.3.15). An empty body passes (it is handled
+    /// by the caller: 488 for an initial INVITE, a session refresh in a dialog).
+    fn invite_body_refusal(req: &Request) -> Option<Response> {
+        if !req.body.is_empty() {
+            let encoding = req.headers.values("Content-Encoding");
+            if encoding.iter().any(|e| !e.eq_ignore_ascii_case("identity")) {
+                let mut resp = Response::for_request(req, 415, reason_phrase(415));
+                resp.headers.push("Accept-Encoding", "identity");
+                return Some(resp);
+            }
+            if !req.content_type().is_some_and(is_sdp_type) {
+                let mut resp = Response::for_request(req, 415, reason_phrase(415));
+                resp.headers.push("Accept", "application/sdp");
+                return Some(resp);
+            }
+        }
+        let accept = req.headers.values("Accept");
+        if req.headers.contains("Accept") && !accept.iter().any(|a| accepts_sdp(a)) {
+            let mut resp = Response::for_request(req, 406, reason_phrase(406));
+            resp.headers.push(
+                "Warning",
+                "399 sipctl \"the answer is application/sdp, which Accept does not list\"",
+            );
+            return Some(resp);
+        }
+        None
     }
 
     fn on_register(&mut self, now: Now, tx: TxId, req: &Request) {
         let Some(to) = req.to_addr() else {
             return self.respond(now, tx, req, 400, None);
         };
+        // RFC 3261 §10.2 / RFC 4475 §3.3.4: the address-of-record is a SIP or SIPS URI.
+        if !matches!(to.uri.scheme.as_str(), "sip" | "sips") {
+            return self.respond(now, tx, req, 400, None);
+        }
         let Some(number) = to.uri.user.clone() else {
             return self.respond(now, tx, req, 404, None);
         };
@@ -878,14 +1063,13 @@ impl B2bua {
         if req.max_forwards() == Some(0) {
             return self.respond(now, tx, &req, 483, None);
         }
-        let Some(remote_tag) = from.tag().map(str::to_owned) else {
-            return self.respond(now, tx, &req, 400, None);
-        };
-        if req.body.is_empty()
-            || !req
-                .content_type()
-                .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
-        {
+        // RFC 3261 §12.1.1 / RFC 4475 §3.4.1: an RFC 2543 caller sends no From tag; the
+        // dialog then has an empty remote tag.
+        let remote_tag = from.tag().map(str::to_owned);
+        if let Some(resp) = Self::invite_body_refusal(&req) {
+            return self.send_response(now, tx, resp);
+        }
+        if req.body.is_empty() {
             // Offerless INVITE: the offer would come in our 200 and the answer in A's ACK,
             // which the media control below does not do.
             let mut resp = Response::for_request(&req, 488, "Not Acceptable Here");
@@ -937,7 +1121,7 @@ impl B2bua {
         let mut a = Leg {
             call_id: call_id.clone(),
             local_tag: local_tag.clone(),
-            remote_tag: Some(remote_tag),
+            remote_tag,
             local: strip_tag(&to),
             remote: strip_tag(&from),
             local_cseq: 0,
@@ -1046,7 +1230,9 @@ impl B2bua {
         let Some((uri, dest)) = resolve(&target_uri) else {
             return self.fail_call(now, id, 502, &format!("cannot reach {target_uri}"));
         };
-        let call = self.calls.get_mut(&id).expect("inserted above");
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         let b_to = NameAddr::new(Uri {
             params: Vec::new(),
             ..req.uri.clone()
@@ -1124,7 +1310,9 @@ impl B2bua {
             let tag = c.a.local_tag.clone();
             self.respond(now, itx, &ireq, 487, Some(&tag));
         }
-        let c = self.calls.get_mut(&id).expect("present");
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         if let Some((btx, _)) = c.b_invite {
             if c.b_provisional {
                 let _ = self.txl.send_cancel(now.mono, btx);
@@ -1167,6 +1355,9 @@ impl B2bua {
                     // RFC 3261 §14.2: a re-INVITE while one of ours is pending.
                     let mut resp = Response::for_request(&req, 491, "Request Pending");
                     resp.headers.push("Retry-After", 2);
+                    return self.send_response(now, tx, resp);
+                }
+                if let Some(resp) = Self::invite_body_refusal(&req) {
                     return self.send_response(now, tx, resp);
                 }
                 if let Some(contact) = req.contact() {
@@ -1304,7 +1495,7 @@ impl B2bua {
                         "the {} answered the re-INVITE with {} {}",
                         party_name(side),
                         resp.status,
-                        resp.reason
+                        peer_text(&resp.reason)
                     );
                     self.on_reinvite_failed(now, id, side, resp.status, why);
                 }
@@ -1389,7 +1580,9 @@ impl B2bua {
             let seq = resp.cseq().map(|c| c.seq).unwrap_or(b.local_cseq);
             let leg = b.clone();
             self.ack(tx, &leg, seq);
-            let c = self.calls.get_mut(&id).expect("present");
+            let Some(c) = self.calls.get_mut(&id) else {
+                return;
+            };
             if c.phase == Phase::Ending || c.a_invite.is_none() {
                 // Cancelled meanwhile: hang up the callee at once.
                 let mut b = leg;
@@ -1409,7 +1602,11 @@ impl B2bua {
             return;
         }
         // A final failure from the callee goes back to the caller as it is.
-        let reason = format!("callee answered {} {}", resp.status, resp.reason);
+        let reason = format!(
+            "callee answered {} {}",
+            resp.status,
+            peer_text(&resp.reason)
+        );
         if let Some((atx, areq)) = c.a_invite.take() {
             let mut out = Response::for_request(&areq, resp.status, &resp.reason);
             out.set_to_tag(&c.a.local_tag);
@@ -1956,7 +2153,8 @@ impl B2bua {
         if !resp.is_success() {
             let why = format!(
                 "the transfer target answered {} {}",
-                resp.status, resp.reason
+                resp.status,
+                peer_text(&resp.reason)
             );
             return self.transfer_failed(now, id, resp.status, &why);
         }
@@ -2139,7 +2337,9 @@ impl B2bua {
             self.api_results
                 .push_back((t, Err(ApiError::Failed(format!("the call ended: {why}")))));
         }
-        let c = self.calls.get_mut(&id).expect("present");
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         c.op = None;
         if hangup && was_confirmed {
             // BYE the leg that did not hang up. A BYE from A: BYE B; from B: BYE A. Both
@@ -2161,7 +2361,9 @@ impl B2bua {
                 self.send_request(now, id, TxPurpose::Bye, bye, peer);
             }
         }
-        let c = self.calls.get_mut(&id).expect("present");
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         let recorded = c.recording_announced;
         if c.at_recorder {
             c.at_recorder = false;
@@ -2266,6 +2468,54 @@ fn party_name(side: Side) -> &'static str {
         Side::A => "caller",
         Side::B => "callee",
     }
+}
+
+/// A reason phrase (peer input) made fit for a log line or an event: at most
+/// [`REFUSED_LOG_EXCERPT`] bytes, cut at a char boundary, control characters escaped.
+fn peer_text(s: &str) -> String {
+    let mut end = s.len().min(REFUSED_LOG_EXCERPT);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let shown: String = s
+        .get(..end)
+        .unwrap_or_default()
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    if end < s.len() {
+        format!("{shown}…")
+    } else {
+        shown
+    }
+}
+
+/// `application/sdp`, parameters and case aside.
+fn is_sdp_type(content_type: &str) -> bool {
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    media.eq_ignore_ascii_case("application/sdp")
+}
+
+/// Whether one element of an Accept header admits an SDP body (`*/*`, `application/*`,
+/// `application/sdp`, with any parameters other than `q=0`).
+fn accepts_sdp(element: &str) -> bool {
+    let mut parts = element.split(';');
+    let media = parts.next().unwrap_or_default().trim();
+    let refused = parts.any(|p| {
+        p.split_once('=').is_some_and(|(n, v)| {
+            n.trim().eq_ignore_ascii_case("q") && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+        })
+    });
+    !refused
+        && ["*/*", "application/*", "application/sdp"]
+            .iter()
+            .any(|m| media.eq_ignore_ascii_case(m))
 }
 
 fn strip_tag(n: &NameAddr) -> NameAddr {
@@ -2696,6 +2946,217 @@ mod tests {
         );
         assert_eq!(h.events(), ["created", "recording_failed", "released"]);
         assert_eq!(h.core.counters().refused_record_critical, 1);
+    }
+
+    /// Replaces the first `from` in a message with `to`.
+    fn edit(msg: &[u8], from: &str, to: &str) -> Vec<u8> {
+        String::from_utf8(msg.to_vec())
+            .unwrap()
+            .replacen(from, to, 1)
+            .into_bytes()
+    }
+
+    #[test]
+    fn requests_are_inspected_in_rfc3261_order() {
+        let mut h = Harness::new(RECORDED_DN);
+        let status = |h: &mut Harness, msg: &[u8]| {
+            h.sip_in(A, msg);
+            let out = h.sip_out();
+            let r = out.iter().find_map(|(_, m)| m.as_response()).cloned();
+            r.map(|r| (r.status, r))
+        };
+        let options = |uri: &str, branch: &str| {
+            format!(
+                "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.10:5060;branch=z9hG4bK-{branch}\r\n\
+                 From: <sip:100@198.18.0.10>;tag=o\r\nTo: <sip:1001@198.18.0.1>\r\nCall-ID: opt-{branch}\r\n\
+                 CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            )
+            .into_bytes()
+        };
+        // §8.2.1: unknown method 501, known but not taken outside a dialog 405, both with Allow
+        let foo = String::from_utf8(options("sip:1001@198.18.0.1", "m1"))
+            .unwrap()
+            .replace("OPTIONS", "FOO");
+        let (st, r) = status(&mut h, foo.as_bytes()).unwrap();
+        assert_eq!(st, 501);
+        assert_eq!(r.headers.get("Allow"), Some(ALLOW));
+        let sub = String::from_utf8(options("sip:1001@198.18.0.1", "m2"))
+            .unwrap()
+            .replace("OPTIONS", "SUBSCRIBE");
+        let (st, r) = status(&mut h, sub.as_bytes()).unwrap();
+        assert_eq!(st, 405);
+        assert_eq!(r.headers.get("Allow"), Some(ALLOW));
+        // the method check comes before the scheme check (a FOO to urn: is 501)
+        let foo_urn = foo.replacen("sip:1001@198.18.0.1", "urn:service:sos", 1);
+        let foo_urn = foo_urn.replace("z9hG4bK-m1", "z9hG4bK-m3");
+        assert_eq!(status(&mut h, foo_urn.as_bytes()).map(|s| s.0), Some(501));
+        // §8.2.2.1: schemes
+        assert_eq!(
+            status(&mut h, &options("urn:service:sos", "s1")).map(|s| s.0),
+            Some(416)
+        );
+        let (st, r) = status(&mut h, &options("tel:+4930123", "s2")).unwrap();
+        assert_eq!(st, 200);
+        assert_eq!(r.headers.get("Accept"), Some("application/sdp"));
+        // §8.2.2.3: Require, listed back in Unsupported; Proxy-Require alone is ignored
+        let req = edit(
+            &options("sip:1001@198.18.0.1", "r1"),
+            "Content-Length",
+            "Require: 100rel, timer\r\nContent-Length",
+        );
+        let (st, r) = status(&mut h, &req).unwrap();
+        assert_eq!(st, 420);
+        assert_eq!(r.headers.get("Unsupported"), Some("100rel, timer"));
+        let req = edit(
+            &options("sip:1001@198.18.0.1", "r2"),
+            "Content-Length",
+            "Proxy-Require: x\r\nContent-Length",
+        );
+        assert_eq!(status(&mut h, &req).map(|s| s.0), Some(200));
+        // §8.2.3 / RFC 4475 §3.3.6, §3.3.15: INVITE bodies and Accept
+        let inv = edit(
+            &invite(""),
+            "Content-Type: application/sdp",
+            "Content-Type: text/plain",
+        );
+        let (st, r) = status(&mut h, &inv).unwrap();
+        assert_eq!(st, 415);
+        assert_eq!(r.headers.get("Accept"), Some("application/sdp"));
+        let inv = edit(
+            &invite("Content-Encoding: gzip\r\n"),
+            "z9hG4bK-inv1",
+            "z9hG4bK-inv2",
+        );
+        let (st, r) = status(&mut h, &inv).unwrap();
+        assert_eq!(st, 415);
+        assert_eq!(r.headers.get("Accept-Encoding"), Some("identity"));
+        for (i, accept) in ["text/plain", "application/sdp;q=0", ""].iter().enumerate() {
+            let inv = edit(
+                &invite(&format!("Accept: {accept}\r\n")),
+                "z9hG4bK-inv1",
+                &format!("z9hG4bK-acc{i}"),
+            );
+            assert_eq!(status(&mut h, &inv).map(|s| s.0), Some(406), "{accept:?}");
+        }
+        assert!(h.ng_out().is_empty(), "nothing reached the recorder");
+        // RFC 4475 §3.4.1: an RFC 2543 INVITE without From tag is taken (the DN records: NG offer)
+        let inv = edit(
+            &edit(&invite("Accept: application/*\r\n"), ";tag=atag", ""),
+            "z9hG4bK-inv1",
+            "z9hG4bK-2543",
+        );
+        h.sip_in(A, &inv);
+        assert!(h.sip_out().is_empty());
+        assert_eq!(h.ng_out().len(), 1, "the call goes on to the recorder");
+    }
+
+    #[test]
+    fn in_dialog_requests_are_inspected_too() {
+        let mut h = Harness::new(RECORDED_DN);
+        let a_tag = recorded_call(&mut h);
+        let _ = h.sip_out();
+        let _ = h.ng_out();
+        // a re-INVITE requiring session timers: 420, the call is untouched
+        let re = edit(
+            &in_dialog("INVITE", &a_tag, 2, SDP_A),
+            "Contact:",
+            "Require: timer\r\nContact:",
+        );
+        h.sip_in(A, &re);
+        let out = h.sip_out();
+        assert_eq!(out.len(), 1);
+        assert_eq!(response(&out[0].1).status, 420);
+        // a re-INVITE with a body that is not SDP: 415
+        let re = edit(
+            &in_dialog("INVITE", &a_tag, 3, SDP_A),
+            "application/sdp",
+            "application/x-unknown",
+        );
+        h.sip_in(A, &re);
+        let out = h.sip_out();
+        assert_eq!(response(&out[0].1).status, 415);
+        assert!(
+            h.ng_out().is_empty(),
+            "no NG request for refused re-INVITEs"
+        );
+        assert_eq!(h.core.calls()[0].state, "confirmed");
+    }
+
+    #[test]
+    fn registrar_refuses_non_sip_addresses_of_record() {
+        let mut h = Harness::new("[[dn]]\nnumber = \"1002\"\n");
+        let reg = "REGISTER sip:198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.20:5060;branch=z9hG4bK-reg\r\n\
+                   From: <sip:1002@198.18.0.1>;tag=r\r\nTo: <tel:1002>\r\nCall-ID: reg@b\r\n\
+                   CSeq: 1 REGISTER\r\nContact: <sip:1002@198.18.0.20:5062>\r\nContent-Length: 0\r\n\r\n";
+        h.sip_in(B, reg.as_bytes());
+        let out = h.sip_out();
+        assert_eq!(response(&out[0].1).status, 400);
+        assert!(h.core.directory().registration("1002", 0).is_none());
+    }
+
+    #[test]
+    fn malformed_input_is_counted_and_answered_with_the_right_code() {
+        let mut h = Harness::new(RECORDED_DN);
+        // 505 for another SIP version, 501 (with Allow) for an unknown method whose CSeq
+        // differs, nothing for garbage; all counted
+        let v7 = edit(&invite(""), "SIP/2.0\r\n", "SIP/7.0\r\n");
+        h.sip_in(A, &v7);
+        let newm = edit(
+            &edit(&invite(""), "INVITE sip:", "NEWMETHOD sip:"),
+            "z9hG4bK-inv1",
+            "z9hG4bK-nm",
+        );
+        h.sip_in(A, &newm);
+        h.sip_in(A, b"abc\xc3\xa9 sip:x SIP/2.0\r\n\r\n");
+        let mut statuses = Vec::new();
+        while let Some(t) = h.core.poll_transmit() {
+            let text = String::from_utf8_lossy(&t.bytes).into_owned();
+            statuses.push(text.lines().next().unwrap_or("").to_owned());
+            if text.starts_with("SIP/2.0 501") {
+                assert!(text.contains(&format!("Allow: {ALLOW}\r\n")), "{text}");
+            }
+        }
+        assert_eq!(
+            statuses,
+            [
+                "SIP/2.0 505 Version Not Supported",
+                "SIP/2.0 501 Not Implemented"
+            ]
+        );
+        assert_eq!(h.core.counters().bad_messages, 3);
+    }
+
+    #[test]
+    fn peer_text_is_short_and_escaped() {
+        assert_eq!(peer_text("Busy Here"), "Busy Here");
+        assert_eq!(peer_text("a\u{0}b\u{1b}[2J"), "a\\u{0}b\\u{1b}[2J");
+        let long = "é".repeat(300);
+        let t = peer_text(&long);
+        assert!(t.ends_with('…') && t.len() <= REFUSED_LOG_EXCERPT + '…'.len_utf8());
+        assert!(t.starts_with("éé"));
+    }
+
+    #[test]
+    fn accept_and_content_type_matching() {
+        for yes in [
+            "application/sdp",
+            "Application/SDP;charset=x",
+            "*/*",
+            "application/*;q=0.5",
+        ] {
+            assert!(accepts_sdp(yes), "{yes}");
+        }
+        for no in [
+            "text/plain",
+            "application/sdp;q=0",
+            "application/sdp; q=0.000",
+            "",
+            "multipart/mixed",
+        ] {
+            assert!(!accepts_sdp(no), "{no}");
+        }
+        assert!(is_sdp_type("application/SDP ; x=y"));
+        assert!(!is_sdp_type("application/sdpx"));
     }
 
     #[test]

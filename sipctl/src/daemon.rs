@@ -16,7 +16,19 @@ use tokio::sync::{mpsc, oneshot};
 use crate::api::{self, ApiMsg};
 use crate::b2bua::{B2bua, CoreConfig, Now, Ticket};
 use crate::config::{Config, Transport as ConfigTransport};
-use crate::sip::{Frame, Peer, StreamFramer, TimerConfig, Transport, MAX_MESSAGE_SIZE};
+use crate::sip::{
+    bad_request_response, Frame, FramingError, ParseError, Peer, StreamFramer, TimerConfig,
+    Transport, MAX_MESSAGE_SIZE,
+};
+
+/// A TCP connection with part of a message buffered is closed when no byte arrives for this
+/// long (64*T1; RFC 4475 §3.1.2.2: "close the connection if none is forthcoming within a
+/// reasonable period of time"). Idle connections between messages stay open.
+pub const PARTIAL_MESSAGE_TIMEOUT: Duration = Duration::from_secs(32);
+
+/// How long a connection closed for a framing error waits for its error response to be
+/// written.
+const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Messages to the core task.
 enum CoreMsg {
@@ -26,6 +38,14 @@ enum CoreMsg {
     TcpOpened(SocketAddr, mpsc::Sender<Vec<u8>>),
     /// A TCP connection closed or failed.
     TcpClosed(SocketAddr),
+    /// A TCP connection is closed because its stream cannot be framed: the error, the
+    /// status sent before closing (if any) and what is known of the offending input.
+    TcpRefused {
+        from: SocketAddr,
+        why: String,
+        answered: Option<u16>,
+        input: Vec<u8>,
+    },
 }
 
 fn now() -> Now {
@@ -180,13 +200,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tokio::select! {
             r = udp_recv => match r {
                 Ok((n, from)) => {
-                    let data = udp_buf[..n].to_vec();
-                    if n > MAX_MESSAGE_SIZE {
-                        tracing::debug!(%from, n, "oversized SIP datagram dropped");
-                    } else if data.iter().all(|b| b.is_ascii_whitespace()) {
-                        // Keep-alive.
-                    } else {
-                        core.handle_sip(now(), &data, Peer::udp(from));
+                    // A datagram over the limit arrives cut at MAX_MESSAGE_SIZE + 1 bytes; the
+                    // core refuses it (counted, logged rate-limited).
+                    let data = udp_buf.get(..n).unwrap_or_default();
+                    if !data.iter().all(|b| b.is_ascii_whitespace()) {
+                        core.handle_sip(now(), data, Peer::udp(from));
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "SIP UDP receive"),
@@ -195,6 +213,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 CoreMsg::Tcp(bytes, from) => core.handle_sip(now(), &bytes, Peer::tcp(from)),
                 CoreMsg::TcpOpened(from, w) => { tcp_writers.insert(from, w); }
                 CoreMsg::TcpClosed(from) => { tcp_writers.remove(&from); }
+                CoreMsg::TcpRefused { from, why, answered, input } => {
+                    core.handle_stream_refused(now(), Peer::tcp(from), &why, answered, &input);
+                }
             },
             r = ng.recv(&mut ng_buf) => match r {
                 Ok(n) => core.handle_ng(now(), &ng_buf[..n]),
@@ -274,7 +295,13 @@ async fn accept_loop(listener: TcpListener, core: mpsc::Sender<CoreMsg>) {
                 if core.send(CoreMsg::TcpOpened(from, w_tx)).await.is_err() {
                     return;
                 }
-                tokio::spawn(connection(stream, from, core.clone(), w_rx));
+                tokio::spawn(connection(
+                    stream,
+                    from,
+                    core.clone(),
+                    w_rx,
+                    PARTIAL_MESSAGE_TIMEOUT,
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "SIP TCP accept");
@@ -289,7 +316,7 @@ fn connect(to: SocketAddr, core: mpsc::Sender<CoreMsg>) -> mpsc::Sender<Vec<u8>>
     let (w_tx, w_rx) = mpsc::channel(256);
     tokio::spawn(async move {
         match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(to)).await {
-            Ok(Ok(stream)) => connection(stream, to, core, w_rx).await,
+            Ok(Ok(stream)) => connection(stream, to, core, w_rx, PARTIAL_MESSAGE_TIMEOUT).await,
             _ => {
                 tracing::warn!(%to, "SIP TCP connect failed");
                 let _ = core.send(CoreMsg::TcpClosed(to)).await;
@@ -300,29 +327,71 @@ fn connect(to: SocketAddr, core: mpsc::Sender<CoreMsg>) -> mpsc::Sender<Vec<u8>>
 }
 
 /// Reads framed SIP messages from a TCP connection into the core and writes what the core
-/// sends to this peer.
+/// sends to this peer. When the stream cannot be framed, the error response (400 for a bad
+/// Content-Length, RFC 4475 §3.1.2.3 / §3.3.9; 513 for an oversized message) is written
+/// last and the connection closed; a partial message that stalls for `stall` (the daemon
+/// uses [`PARTIAL_MESSAGE_TIMEOUT`]) closes it too.
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     core: mpsc::Sender<CoreMsg>,
     mut out: mpsc::Receiver<Vec<u8>>,
+    stall: Duration,
 ) {
     let (mut rd, mut wr) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        while let Some(bytes) = out.recv().await {
-            if wr.write_all(&bytes).await.is_err() {
-                break;
+    // The last bytes to write before closing (the error response of a framing error).
+    let (last_tx, mut last_rx) = oneshot::channel::<Vec<u8>>();
+    let mut writer = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                biased;
+                m = out.recv() => match m {
+                    Some(bytes) => {
+                        if wr.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                last = &mut last_rx => {
+                    if let Ok(bytes) = last {
+                        let _ = wr.write_all(&bytes).await;
+                    }
+                    let _ = wr.shutdown().await;
+                    return;
+                }
             }
         }
     });
     let mut framer = StreamFramer::new(MAX_MESSAGE_SIZE);
     let mut buf = vec![0u8; 16 * 1024];
+    let mut last_tx = Some(last_tx);
     'read: loop {
-        let n = match rd.read(&mut buf).await {
+        let read = rd.read(&mut buf);
+        let r = if framer.buffered() > 0 {
+            match tokio::time::timeout(stall, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let _ = core
+                        .send(CoreMsg::TcpRefused {
+                            from: peer,
+                            why: "a partial message stalled; connection closed".to_owned(),
+                            answered: None,
+                            input: Vec::new(),
+                        })
+                        .await;
+                    break;
+                }
+            }
+        } else {
+            read.await
+        };
+        let n = match r {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        framer.push(&buf[..n]);
+        let chunk = buf.get(..n).unwrap_or_default();
+        framer.push(chunk);
         loop {
             match framer.poll_frame() {
                 Ok(Some(Frame::Message(m))) => {
@@ -333,12 +402,138 @@ async fn connection(
                 Ok(Some(Frame::Ping)) => {}
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::info!(%peer, error = %e, "closing SIP TCP connection");
+                    let resp = stream_error_response(&framer, &e);
+                    let answered = resp.as_ref().map(|(status, _)| *status);
+                    let input = framer.rejected_head().unwrap_or(chunk).to_vec();
+                    if let (Some((_, bytes)), Some(tx)) = (resp, last_tx.take()) {
+                        if tx.send(bytes).is_ok() {
+                            let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, &mut writer).await;
+                        }
+                    }
+                    let _ = core
+                        .send(CoreMsg::TcpRefused {
+                            from: peer,
+                            why: e.to_string(),
+                            answered,
+                            input,
+                        })
+                        .await;
                     break 'read;
                 }
             }
         }
     }
+    drop(last_tx);
     writer.abort();
     let _ = core.send(CoreMsg::TcpClosed(peer)).await;
+}
+
+/// The error response for a framing error, when the offending message's header section was
+/// read: (status, bytes).
+fn stream_error_response(framer: &StreamFramer, e: &FramingError) -> Option<(u16, Vec<u8>)> {
+    let head = framer.rejected_head()?;
+    let resp = bad_request_response(head, &ParseError::from(e))?;
+    Some((resp.status, resp.to_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The TCP connection task against a real loopback socket (the behaviour under test is
+    //! about the socket: what is written before the close, and when it closes).
+
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Runs `connection` for one accepted socket; returns the client end and the core's
+    /// receiving channel.
+    async fn serve(stall: Duration) -> (std::net::TcpStream, mpsc::Receiver<CoreMsg>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = std::net::TcpStream::connect(addr).expect("connect");
+        let (stream, from) = listener.accept().await.expect("accept");
+        let (core_tx, core_rx) = mpsc::channel(16);
+        let (_w_tx, w_rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            // keep the writer channel open as the core would
+            let _keep = _w_tx;
+            connection(stream, from, core_tx, w_rx, stall).await;
+        });
+        (client, core_rx)
+    }
+
+    /// Reads until EOF on a blocking thread (bounded by the socket timeout).
+    async fn read_to_eof(mut client: std::net::TcpStream) -> (Vec<u8>, bool) {
+        tokio::task::spawn_blocking(move || {
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut got = Vec::new();
+            let eof = client.read_to_end(&mut got).is_ok();
+            (got, eof)
+        })
+        .await
+        .expect("reader")
+    }
+
+    const HEAD: &str = "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK-c1\r\n\
+                        From: <sip:a@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: c1@test\r\nCSeq: 1 OPTIONS\r\n";
+
+    #[tokio::test]
+    async fn a_framing_error_is_answered_then_the_connection_closes() {
+        let (mut client, mut core) = serve(Duration::from_secs(30)).await;
+        client
+            .write_all(format!("{HEAD}Content-Length: -1\r\n\r\n").as_bytes())
+            .expect("write");
+        let (got, eof) = read_to_eof(client).await;
+        assert!(eof, "closed by sipctl");
+        assert!(
+            got.starts_with(b"SIP/2.0 400 "),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        match core.recv().await {
+            Some(CoreMsg::TcpRefused {
+                answered, input, ..
+            }) => {
+                assert_eq!(answered, Some(400));
+                assert!(input.starts_with(b"OPTIONS "));
+            }
+            _ => panic!("the core hears of the refusal"),
+        }
+        assert!(matches!(core.recv().await, Some(CoreMsg::TcpClosed(_))));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_partial_message_closes_the_connection() {
+        let (mut client, mut core) = serve(Duration::from_millis(300)).await;
+        let t0 = Instant::now();
+        client.write_all(HEAD.as_bytes()).expect("write"); // no empty line yet
+        let (got, eof) = read_to_eof(client).await;
+        assert!(eof && got.is_empty(), "closed without an answer");
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(4),
+            "{waited:?}"
+        );
+        assert!(matches!(
+            core.recv().await,
+            Some(CoreMsg::TcpRefused { answered: None, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_between_messages_stays_open() {
+        let (mut client, mut core) = serve(Duration::from_millis(200)).await;
+        client
+            .write_all(format!("{HEAD}Content-Length: 0\r\n\r\n").as_bytes())
+            .expect("write");
+        assert!(matches!(core.recv().await, Some(CoreMsg::Tcp(..))));
+        // nothing buffered: no stall timer; after 3x the stall time it is still open
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(core.try_recv().is_err(), "no refusal, no close");
+        client
+            .write_all(format!("{HEAD}Content-Length: 0\r\n\r\n").as_bytes())
+            .expect("write");
+        assert!(matches!(core.recv().await, Some(CoreMsg::Tcp(..))));
+    }
 }

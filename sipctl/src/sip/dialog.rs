@@ -362,8 +362,12 @@ impl Dialog {
                         .any(|n| p.name.eq_ignore_ascii_case(n))
                 });
                 ruri.headers = None;
-                let mut routes: Vec<String> =
-                    self.route_set[1..].iter().map(|r| r.to_string()).collect();
+                let mut routes: Vec<String> = self
+                    .route_set
+                    .iter()
+                    .skip(1)
+                    .map(|r| r.to_string())
+                    .collect();
                 routes.push(format!("<{}>", self.remote_target));
                 (ruri, routes)
             }

@@ -17,7 +17,15 @@
 //! other way: push header values (typed values implement `Display`) and call `to_bytes()`, which
 //! always writes a correct `Content-Length`.
 //!
-//! Nothing here panics on network input: every fallible step returns [`ParseError`].
+//! Nothing here panics on network input: every fallible step returns [`ParseError`]. Text is
+//! cut only at ASCII delimiters (found with `find`/`split_once`, or through `get`), never at a
+//! computed byte index, so no input can put a slice inside a UTF-8 character; the size limit
+//! ([`MAX_MESSAGE_SIZE`]) and [`MAX_HEADERS`] bound the work and allocation per message.
+//!
+//! Strictness follows RFC 4475 (the torture tests, `sipctl/tests/rfc4475/`): empty parameters,
+//! empty Via list elements, repeated single-value headers, extra whitespace in the request
+//! line, headers in a Request-URI and malformed Contacts of requests are refused; unknown
+//! methods and schemes, RFC 2543 syntax, and odd but legal characters are accepted.
 
 use std::fmt;
 
@@ -54,6 +62,10 @@ pub enum ParseError {
     /// The request line or status line is malformed.
     #[error("malformed start line")]
     BadStartLine,
+    /// A well-formed request line names a SIP version other than 2.0 (answer 505,
+    /// RFC 3261 §8.2.2 / RFC 4475 §3.1.2.16).
+    #[error("unsupported SIP version")]
+    VersionNotSupported,
     /// The Request-URI of the request line cannot be parsed.
     #[error("malformed Request-URI")]
     BadRequestUri,
@@ -69,6 +81,13 @@ pub enum ParseError {
     /// A header is present but its value cannot be parsed.
     #[error("malformed {0} header")]
     BadHeader(&'static str),
+    /// A header that takes a single value appears more than once (RFC 3261 §7.3.1,
+    /// RFC 4475 §3.3.8).
+    #[error("header {0} appears more than once")]
+    DuplicateHeader(&'static str),
+    /// The CSeq method of a request differs from its method (RFC 3261 §8.1.1.5).
+    #[error("CSeq method differs from the request method")]
+    CSeqMismatch,
     /// Content-Length is not a number or appears with different values.
     #[error("malformed Content-Length")]
     BadContentLength,
@@ -190,6 +209,10 @@ fn is_token(s: &str) -> bool {
 }
 
 /// Splits `s` at every `sep` that is outside double quotes and angle brackets.
+///
+/// `sep`, the quote, the angle brackets and the backslash are ASCII, so every index this cuts
+/// at is a char boundary (UTF-8 continuation bytes are never ASCII); a quoted-pair skips one
+/// byte, and the remaining bytes of a multi-byte escaped character match none of them.
 fn split_outside_quotes(s: &str, sep: u8) -> Vec<&str> {
     let bytes = s.as_bytes();
     let mut out = Vec::new();
@@ -212,12 +235,12 @@ fn split_outside_quotes(s: &str, sep: u8) -> Vec<&str> {
         } else if b == b'>' {
             in_angle = false;
         } else if b == sep && !in_angle {
-            out.push(&s[start..i]);
+            out.push(s.get(start..i).unwrap_or_default());
             start = i + 1;
         }
         i += 1;
     }
-    out.push(&s[start.min(s.len())..]);
+    out.push(s.get(start..).unwrap_or_default());
     out
 }
 
@@ -233,10 +256,10 @@ pub fn split_list(value: &str) -> Vec<&str> {
 
 /// Expands a compact header name (RFC 3261 §7.3.3 and the extensions that define one).
 fn expand_compact(name: &str) -> &str {
-    if name.len() != 1 {
+    let &[b] = name.as_bytes() else {
         return name;
-    }
-    match name.as_bytes()[0].to_ascii_lowercase() {
+    };
+    match b.to_ascii_lowercase() {
         b'a' => "Accept-Contact",
         b'b' => "Referred-By",
         b'c' => "Content-Type",
@@ -289,19 +312,18 @@ impl Param {
     }
 }
 
-/// Parses `;a=b;c` (the leading `;` already split off: input is the list of raw segments).
+/// Parses the segments of `;a=b;c` (each segment is what follows one `;`). An empty
+/// segment (`;;`, a trailing `;`) is an error: the grammar has no empty parameters
+/// (RFC 3261 §25.1 `*( SEMI generic-param )`, RFC 4475 §3.1.2.1).
 fn parse_params<'a>(segments: impl Iterator<Item = &'a str>) -> Option<Vec<Param>> {
     let mut out = Vec::new();
     for seg in segments {
         let seg = seg.trim();
-        if seg.is_empty() {
-            continue;
-        }
-        let (name, value) = match seg.find('=') {
-            Some(eq) => (seg[..eq].trim(), Some(seg[eq + 1..].trim().to_string())),
+        let (name, value) = match seg.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim().to_string())),
             None => (seg, None),
         };
-        if name.is_empty() || name.contains(|c: char| c.is_whitespace()) {
+        if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '"') {
             return None;
         }
         out.push(Param::new(name, value));
@@ -360,23 +382,29 @@ pub struct Uri {
 }
 
 impl Uri {
-    /// Parses a URI. Whitespace, `<`, `>` and `"` are rejected.
+    /// Parses a URI (surrounding whitespace is trimmed). Whitespace, control characters,
+    /// `<`, `>` and `"` inside are rejected; `sip`/`sips` URIs are split into their parts
+    /// (RFC 3261 §19.1.1, §25.1), `tel` into number and parameters (RFC 3966), anything else
+    /// is kept opaque after the scheme.
     pub fn parse(s: &str) -> Result<Uri, ParseError> {
         let s = s.trim();
-        if s.is_empty() || s.contains(|c: char| c.is_whitespace() || "<>\"".contains(c)) {
+        if s.is_empty()
+            || s.contains(|c: char| c.is_whitespace() || c.is_control() || "<>\"".contains(c))
+        {
             return Err(ParseError::BadUri);
         }
-        let colon = s.find(':').ok_or(ParseError::BadUri)?;
-        let scheme = s[..colon].to_ascii_lowercase();
-        if scheme.is_empty()
-            || !scheme.as_bytes()[0].is_ascii_alphabetic()
+        let (scheme, rest) = s.split_once(':').ok_or(ParseError::BadUri)?;
+        let scheme = scheme.to_ascii_lowercase();
+        if !scheme
+            .as_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_alphabetic)
             || !scheme
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
         {
             return Err(ParseError::BadUri);
         }
-        let rest = &s[colon + 1..];
         match scheme.as_str() {
             "sip" | "sips" => Self::parse_sip(scheme, rest),
             "tel" => {
@@ -417,29 +445,27 @@ impl Uri {
     /// RFC 3261 §25.1 SIP-URI after the scheme: `[userinfo "@"] hostport uri-parameters
     /// [headers]`.
     fn parse_sip(scheme: String, rest: &str) -> Result<Uri, ParseError> {
-        let (main, headers) = match rest.find('?') {
-            Some(q) => (&rest[..q], Some(rest[q + 1..].to_string())),
-            None => (rest, None),
+        // `@` cannot appear unescaped in the user, password, host, parameters or headers, so
+        // the first one ends the userinfo. The user part may contain `;`, `?`, `/`, `,`
+        // (user-unreserved, e.g. `+1234;npdi@host`, RFC 4475 §3.1.1.2), so the userinfo is cut
+        // off before `;` and `?` are looked for.
+        let (userinfo, after) = match rest.split_once('@') {
+            Some((ui, after)) => (Some(ui), after),
+            None => (None, rest),
         };
-        // The user part may itself contain ';' (e.g. `+1234;npdi@host`), so '@' is searched
-        // first; the host part never contains '@'.
-        let (userinfo, hostpart) = match main.rfind('@') {
-            Some(at) => (Some(&main[..at]), &main[at + 1..]),
-            None => (None, main),
+        let (main, headers) = match after.split_once('?') {
+            Some((m, h)) => (m, Some(h.to_string())),
+            None => (after, None),
         };
         let (user, password) = match userinfo {
-            Some(ui) => {
-                if ui.is_empty() {
-                    return Err(ParseError::BadUri);
-                }
-                match ui.find(':') {
-                    Some(c) => (Some(ui[..c].to_string()), Some(ui[c + 1..].to_string())),
-                    None => (Some(ui.to_string()), None),
-                }
-            }
+            Some("") => return Err(ParseError::BadUri),
+            Some(ui) => match ui.split_once(':') {
+                Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
+                None => (Some(ui.to_string()), None),
+            },
             None => (None, None),
         };
-        let mut segs = hostpart.split(';');
+        let mut segs = main.split(';');
         let hostport = segs.next().unwrap_or_default();
         let (host, port) = parse_hostport(hostport).ok_or(ParseError::BadUri)?;
         let params = parse_params(segs).ok_or(ParseError::BadUri)?;
@@ -529,17 +555,23 @@ impl fmt::Display for Uri {
 fn parse_hostport(s: &str) -> Option<(String, Option<u16>)> {
     let s = s.trim();
     let (host, port_str) = if let Some(rest) = s.strip_prefix('[') {
-        let close = rest.find(']')?;
-        let host = &s[..close + 2];
-        let after = &rest[close + 1..];
+        let (inside, after) = rest.split_once(']')?;
+        if inside.is_empty()
+            || !inside
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b":.".contains(&b))
+        {
+            return None;
+        }
+        let host = s.get(..inside.len() + 2)?;
         if after.is_empty() {
             (host, None)
         } else {
             (host, Some(after.strip_prefix(':')?))
         }
     } else {
-        match s.find(':') {
-            Some(c) => (&s[..c], Some(&s[c + 1..])),
+        match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
             None => (s, None),
         }
     };
@@ -552,7 +584,7 @@ fn parse_hostport(s: &str) -> Option<(String, Option<u16>)> {
     }
     let port = match port_str {
         Some(p) => {
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
             Some(p.parse::<u16>().ok()?)
@@ -587,7 +619,17 @@ impl NameAddr {
         }
     }
 
-    /// Parses one name-addr / addr-spec with parameters.
+    /// Parses one name-addr / addr-spec with parameters (RFC 3261 §20.10, §25.1).
+    ///
+    /// * A quoted display name may contain any quoted-pair. An unquoted one must not contain
+    ///   the separators that change the structure of the value (comma, semicolon, quote,
+    ///   angle brackets, backslash; RFC 4475 §3.1.2.15) nor control characters; other
+    ///   non-token bytes (`@`, non-ASCII) are let through, as deployed UAs send them.
+    /// * The URI inside `<>` must not have whitespace around it (`< sip:a@b >` is refused,
+    ///   RFC 4475 §3.1.2.14).
+    /// * Without `<>`, everything after the first `;` is a header parameter, and a URI
+    ///   carrying `?` headers or a `,` is refused: those need `<>` (RFC 3261 §20.10,
+    ///   RFC 4475 §3.1.2.13).
     pub fn parse(s: &str) -> Result<NameAddr, ParseError> {
         let s = s.trim();
         let (display, rest) = if let Some(after) = s.strip_prefix('"') {
@@ -609,21 +651,31 @@ impl NameAddr {
                 }
             }
             let end = end.ok_or(ParseError::BadUri)?;
-            let rest = after[end + 1..].trim_start();
+            // `end` is the index of the closing quote, one byte long.
+            let rest = after.get(end + 1..).unwrap_or_default().trim_start();
             if !rest.starts_with('<') {
                 return Err(ParseError::BadUri);
             }
             (Some(name), rest)
         } else if let Some(lt) = s.find('<') {
-            let name = s[..lt].trim();
-            if name.contains(['"', '>', ';']) {
+            // `<` is ASCII: `lt` is a char boundary.
+            let name = s.get(..lt).unwrap_or_default().trim();
+            if name
+                .bytes()
+                .any(|b| (b.is_ascii_control() && b != b'\t') || b",;\"<>\\".contains(&b))
+            {
                 return Err(ParseError::BadUri);
             }
-            ((!name.is_empty()).then(|| name.to_string()), &s[lt..])
+            let rest = s.get(lt..).unwrap_or_default();
+            ((!name.is_empty()).then(|| name.to_string()), rest)
         } else {
             // addr-spec: everything after the first ';' is a header parameter (RFC 3261 §20.10)
             let mut segs = split_outside_quotes(s, b';').into_iter();
-            let uri = Uri::parse(segs.next().unwrap_or_default())?;
+            let uri_text = segs.next().unwrap_or_default();
+            if uri_text.contains(['?', ',']) {
+                return Err(ParseError::BadUri);
+            }
+            let uri = Uri::parse(uri_text)?;
             let params = parse_params(segs).ok_or(ParseError::BadUri)?;
             return Ok(NameAddr {
                 display: None,
@@ -632,14 +684,19 @@ impl NameAddr {
             });
         };
         // rest starts with '<'
-        let close = rest.find('>').ok_or(ParseError::BadUri)?;
-        let uri = Uri::parse(&rest[1..close])?;
-        let tail = rest[close + 1..].trim();
-        if !tail.is_empty() && !tail.starts_with(';') {
+        let inner_and_tail = rest.strip_prefix('<').ok_or(ParseError::BadUri)?;
+        let (inner, tail) = inner_and_tail.split_once('>').ok_or(ParseError::BadUri)?;
+        if inner.is_empty() || inner.trim() != inner {
             return Err(ParseError::BadUri);
         }
-        let params =
-            parse_params(split_outside_quotes(tail, b';').into_iter()).ok_or(ParseError::BadUri)?;
+        let uri = Uri::parse(inner)?;
+        let tail = tail.trim();
+        let params = if tail.is_empty() {
+            Vec::new()
+        } else {
+            let after = tail.strip_prefix(';').ok_or(ParseError::BadUri)?;
+            parse_params(split_outside_quotes(after, b';').into_iter()).ok_or(ParseError::BadUri)?
+        };
         Ok(NameAddr {
             display,
             uri,
@@ -707,35 +764,18 @@ impl Via {
         }
     }
 
-    /// Parses one Via value.
+    /// Parses one Via value (one element of a Via list): `SIP/2.0/transport sent-by *(;param)`.
     pub fn parse(s: &str) -> Result<Via, ParseError> {
         let bad = ParseError::BadHeader("Via");
-        // sent-protocol = protocol-name SLASH protocol-version SLASH transport, with optional
-        // whitespace around the slashes (SLASH = SWS "/" SWS, RFC 3261 §25.1).
-        let mut rest = s.trim();
-        let mut proto = Vec::with_capacity(3);
-        for i in 0..3 {
-            let end = rest
-                .find(|c: char| c == '/' || c.is_whitespace())
-                .unwrap_or(rest.len());
-            let tok = &rest[..end];
-            if !is_token(tok) {
-                return Err(bad);
-            }
-            proto.push(tok);
-            rest = rest[end..].trim_start();
-            if i < 2 {
-                rest = rest.strip_prefix('/').ok_or(bad.clone())?.trim_start();
-            }
-        }
-        if !proto[0].eq_ignore_ascii_case("SIP") || proto[1] != "2.0" {
+        let (name, version, transport, rest) = split_sent_protocol(s).ok_or(bad.clone())?;
+        if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
             return Err(bad);
         }
         let mut segs = split_outside_quotes(rest, b';').into_iter();
         let (host, port) = parse_hostport(segs.next().unwrap_or_default()).ok_or(bad.clone())?;
         let params = parse_params(segs).ok_or(bad)?;
         Ok(Via {
-            transport: proto[2].to_ascii_uppercase(),
+            transport: transport.to_ascii_uppercase(),
             host,
             port,
             params,
@@ -789,6 +829,31 @@ impl fmt::Display for Via {
         write!(f, "SIP/2.0/{} {}", self.transport, self.sent_by())?;
         write_params(f, &self.params)
     }
+}
+
+/// Splits `sent-protocol` (protocol-name SLASH protocol-version SLASH transport, with optional
+/// whitespace around the slashes: SLASH = SWS "/" SWS, RFC 3261 §25.1) off a Via value:
+/// `(name, version, transport, rest)`, each a token.
+fn split_sent_protocol(s: &str) -> Option<(&str, &str, &str, &str)> {
+    let mut rest = s.trim();
+    let mut tokens = [""; 3];
+    for (i, slot) in tokens.iter_mut().enumerate() {
+        // '/' and whitespace: the end is a char boundary (`find` returns one).
+        let end = rest
+            .find(|c: char| c == '/' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let (tok, after) = rest.split_at_checked(end)?;
+        if !is_token(tok) {
+            return None;
+        }
+        *slot = tok;
+        rest = after.trim_start();
+        if i < 2 {
+            rest = rest.strip_prefix('/')?.trim_start();
+        }
+    }
+    let [name, version, transport] = tokens;
+    Some((name, version, transport, rest))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1370,33 +1435,75 @@ impl Message {
     }
 }
 
-/// When [`Message::parse`] rejected `data` with `err`, builds the `400 Bad Request` to send
-/// back statelessly to the packet's source, if that is possible and allowed: the input must be
-/// a request other than ACK (RFC 3261 §17.1.1.3: ACK is never answered) with Via, From, To,
-/// Call-ID and CSeq present and a parsable top Via. RFC 3261 §8.2.2 / §16.3 / §18.3.
+/// Parses one UDP datagram or one framed TCP message into a [`Request`] or [`Response`] with
+/// the default [`MAX_MESSAGE_SIZE`] limit, checking the mandatory headers; the same as
+/// [`Message::parse`]. Total on every input: it returns an error, never panics, and its work
+/// and allocations are bounded by the input size.
+pub fn parse(data: &[u8]) -> Result<Message, ParseError> {
+    Message::parse(data)
+}
+
+/// When [`Message::parse`] rejected `data` with `err`, builds the error response to send back
+/// statelessly to the packet's source, if one is possible and allowed:
+///
+/// * `505 Version Not Supported` for a well-formed request line of another SIP version
+///   (RFC 3261 §8.2.2, RFC 4475 §3.1.2.16);
+/// * `501 Not Implemented` for an unknown method whose CSeq names another method (RFC 4475
+///   §3.1.2.18 prefers it to 400; the caller adds `Allow`);
+/// * `513 Message Too Large` for a stream message whose header section was read but whose
+///   declared size exceeds the limit ([`StreamFramer::rejected_head`](super::StreamFramer::rejected_head));
+/// * `400 Bad Request` (the reason phrase says why) for everything else.
+///
+/// The input must be a request other than ACK (RFC 3261 §17.1.1.3: ACK is never answered)
+/// with a top Via that has a `SIP/version/transport sent-by` shape and a CSeq; From, To and Call-ID are
+/// copied when present (RFC 4475 §3.3.1 wants a 400 even without them). RFC 3261 §8.2.2,
+/// §16.3, §18.3.
 ///
 /// Returns `None` for responses (RFC 3261 §18.3: malformed responses are discarded),
-/// oversized input and anything too broken to address a reply to.
+/// input over [`MAX_MESSAGE_SIZE`] (a truncated datagram) and anything too broken to address
+/// a reply to. Total on every input.
 pub fn bad_request_response(data: &[u8], err: &ParseError) -> Option<Response> {
-    if matches!(err, ParseError::TooLarge { .. }) || data.len() > MAX_MESSAGE_SIZE {
+    if data.len() > MAX_MESSAGE_SIZE {
         return None;
     }
     // Parse only the start line's method and the header section; the rest may be broken.
     let raw = parse_raw_lenient(data)?;
-    let first = raw.start_line.split_whitespace().next()?;
-    if first.to_ascii_uppercase().starts_with("SIP/") || first == "ACK" || !is_token(first) {
+    let method = raw.start_line.split(' ').next()?;
+    if method
+        .as_bytes()
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+        || method == "ACK"
+        || !is_token(method)
+    {
         return None;
     }
     let h = &raw.headers;
-    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-        if !h.contains(name) {
-            return None;
-        }
+    // The reply goes to the packet's source; the top Via only has to look like one (its
+    // parameters may be what is wrong, RFC 4475 §3.1.2.1, and a SIP/7.0 request's Via says
+    // SIP/7.0, §3.1.2.16).
+    let top = *h.values("Via").first()?;
+    let (protocol, _, _, sent_by) = split_sent_protocol(top)?;
+    if !protocol.eq_ignore_ascii_case("SIP") || sent_by.is_empty() {
+        return None;
     }
-    Via::parse(h.values("Via").first()?).ok()?;
-    let reason = format!("Bad Request ({err})");
-    let mut resp = response_from_headers(h, 400, &reason);
-    if NameAddr::parse(resp.headers.get("To")?).is_ok() {
+    if !h.contains("CSeq") {
+        return None;
+    }
+    let (status, reason) = match err {
+        ParseError::VersionNotSupported => (505, reason_phrase(505).to_owned()),
+        ParseError::CSeqMismatch if matches!(Method::parse(method), Some(Method::Other(_))) => {
+            (501, reason_phrase(501).to_owned())
+        }
+        ParseError::TooLarge { .. } => (513, reason_phrase(513).to_owned()),
+        e => (400, format!("Bad Request ({e})")),
+    };
+    let mut resp = response_from_headers(h, status, &reason);
+    if resp
+        .headers
+        .get("To")
+        .is_some_and(|to| NameAddr::parse(to).is_ok())
+    {
         resp.set_to_tag(&generate_tag());
     }
     Some(resp)
@@ -1431,17 +1538,17 @@ impl RawMessage<'_> {
             declared = Some(n);
         }
         let body = match declared {
-            Some(n) if n > self.body.len() => {
-                if strict_body {
+            None => self.body,
+            Some(n) => match self.body.get(..n) {
+                Some(b) => b,
+                None if strict_body => {
                     return Err(ParseError::BodyTruncated {
                         declared: n,
                         available: self.body.len(),
-                    });
+                    })
                 }
-                self.body
-            }
-            Some(n) => &self.body[..n],
-            None => self.body,
+                None => self.body,
+            },
         };
         Ok((start, self.headers, body.to_vec()))
     }
@@ -1451,11 +1558,11 @@ impl RawMessage<'_> {
 /// leniently, bare LF line ends.
 pub(crate) fn find_header_end(data: &[u8]) -> Option<(usize, usize)> {
     let mut i = 0;
-    while i < data.len() {
-        if data[i] == b'\n' {
-            match data.get(i + 1) {
-                Some(b'\n') => return Some((i, i + 2)),
-                Some(b'\r') if data.get(i + 2) == Some(&b'\n') => return Some((i, i + 3)),
+    while let Some(&b) = data.get(i) {
+        if b == b'\n' {
+            match (data.get(i + 1), data.get(i + 2)) {
+                (Some(b'\n'), _) => return Some((i, i + 2)),
+                (Some(b'\r'), Some(b'\n')) => return Some((i, i + 3)),
                 _ => {}
             }
         }
@@ -1471,24 +1578,30 @@ pub(crate) fn leading_crlf(data: &[u8]) -> usize {
         .count()
 }
 
-fn parse_raw(data: &[u8]) -> Result<RawMessage<'_>, ParseError> {
-    let data = &data[leading_crlf(data)..];
-    let (hend, bstart) = find_header_end(data).ok_or(ParseError::MissingHeaderEnd)?;
-    let section = std::str::from_utf8(&data[..hend]).map_err(|_| ParseError::NotUtf8)?;
+/// Splits a header section (start line first) into the start line and the headers.
+/// Strict: a malformed line is an error. Lenient (to address an error response): malformed
+/// lines and lines past [`MAX_HEADERS`] are skipped.
+fn parse_section(section: &str, lenient: bool) -> Result<(&str, Headers), ParseError> {
     let mut lines = section
         .split('\n')
         .map(|l| l.strip_suffix('\r').unwrap_or(l));
     let start_line = lines.next().ok_or(ParseError::BadStartLine)?;
     let mut headers = Headers::new();
+    let mut skipping = false;
     for (idx, line) in lines.enumerate() {
         let lineno = idx + 2;
         if line.starts_with([' ', '\t']) {
             // RFC 3261 §7.3.1: a line starting with whitespace continues the previous value;
             // the fold is replaced by a single SP.
-            let last = headers
-                .list
-                .last_mut()
-                .ok_or(ParseError::BadHeaderLine(lineno))?;
+            if skipping {
+                continue;
+            }
+            let Some(last) = headers.list.last_mut() else {
+                if lenient {
+                    continue;
+                }
+                return Err(ParseError::BadHeaderLine(lineno));
+            };
             let cont = line.trim();
             if !cont.is_empty() {
                 if !last.value.is_empty() {
@@ -1498,51 +1611,80 @@ fn parse_raw(data: &[u8]) -> Result<RawMessage<'_>, ParseError> {
             }
             continue;
         }
-        let colon = line.find(':').ok_or(ParseError::BadHeaderLine(lineno))?;
         // RFC 3261 §7.3.1: whitespace is allowed on either side of the colon.
-        let name = line[..colon].trim();
-        if !is_token(name) {
+        let parsed = line
+            .split_once(':')
+            .map(|(name, value)| (name.trim(), value.trim()))
+            .filter(|(name, _)| is_token(name));
+        let Some((name, value)) = parsed else {
+            if lenient {
+                skipping = true;
+                continue;
+            }
             return Err(ParseError::BadHeaderLine(lineno));
-        }
+        };
         if headers.len() >= MAX_HEADERS {
+            if lenient {
+                break;
+            }
             return Err(ParseError::TooManyHeaders);
         }
-        headers.push(name.to_string(), line[colon + 1..].trim());
+        skipping = false;
+        headers.push(name.to_string(), value);
     }
+    Ok((start_line, headers))
+}
+
+fn parse_raw(data: &[u8]) -> Result<RawMessage<'_>, ParseError> {
+    let data = data.get(leading_crlf(data)..).unwrap_or_default();
+    let (hend, bstart) = find_header_end(data).ok_or(ParseError::MissingHeaderEnd)?;
+    let section = data.get(..hend).unwrap_or_default();
+    let section = std::str::from_utf8(section).map_err(|_| ParseError::NotUtf8)?;
+    let (start_line, headers) = parse_section(section, false)?;
     Ok(RawMessage {
         start_line,
         headers,
-        body: &data[bstart..],
+        body: data.get(bstart..).unwrap_or_default(),
     })
 }
 
-/// Header section only, tolerating a missing empty line (the whole input is headers then).
+/// Start line and header section only, for addressing an error response: tolerates a missing
+/// empty line (the whole input is headers then) and skips malformed header lines. The body
+/// is left empty.
 fn parse_raw_lenient(data: &[u8]) -> Option<RawMessage<'_>> {
-    match parse_raw(data) {
-        Ok(r) => Some(r),
-        Err(ParseError::MissingHeaderEnd) => {
-            let mut owned = data.to_vec();
-            owned.extend_from_slice(b"\r\n\r\n");
-            // Re-parse with a terminator; we cannot borrow from `owned`, so rebuild headers
-            // and return them with an empty body and a start line borrowed from `data`.
-            let r = parse_raw(&owned).ok()?;
-            let headers = r.headers;
-            let d = &data[leading_crlf(data)..];
-            let end = d.iter().position(|b| *b == b'\n').unwrap_or(d.len());
-            let start_line = std::str::from_utf8(&d[..end]).ok()?.trim_end_matches('\r');
-            Some(RawMessage {
-                start_line,
-                headers,
-                body: &[],
-            })
+    let data = data.get(leading_crlf(data)..).unwrap_or_default();
+    let section = match find_header_end(data) {
+        Some((hend, _)) => data.get(..hend).unwrap_or_default(),
+        None => {
+            // A bare trailing line end is not part of the last header.
+            let end = data.len()
+                - data
+                    .iter()
+                    .rev()
+                    .take_while(|b| **b == b'\r' || **b == b'\n')
+                    .count();
+            data.get(..end).unwrap_or_default()
         }
-        Err(_) => None,
-    }
+    };
+    let section = std::str::from_utf8(section).ok()?;
+    let (start_line, headers) = parse_section(section, true).ok()?;
+    Some(RawMessage {
+        start_line,
+        headers,
+        body: &[],
+    })
 }
 
+/// Parses a request line or status line (RFC 3261 §7.1, §7.2). Works on bytes for every
+/// comparison, so no input can put a slice off a char boundary.
 fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
-    if line.len() >= 4 && line[..4].eq_ignore_ascii_case("SIP/") {
-        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase (RFC 3261 §7.2)
+    if line
+        .as_bytes()
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase (RFC 3261 §7.2); a
+        // missing SP before an empty reason is tolerated.
         let mut it = line.splitn(3, ' ');
         let version = it.next().unwrap_or_default();
         let code = it.next().ok_or(ParseError::BadStartLine)?;
@@ -1562,23 +1704,72 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
             reason: reason.trim().to_string(),
         })
     } else {
-        // Request-Line = Method SP Request-URI SP SIP-Version CRLF (RFC 3261 §7.1)
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        if parts.len() != 3 || !parts[2].eq_ignore_ascii_case("SIP/2.0") {
+        // Request-Line = Method SP Request-URI SP SIP-Version CRLF (RFC 3261 §7.1): exactly
+        // one SP between the elements and none at the end (RFC 4475 §3.1.2.8-10 allow
+        // refusing extra whitespace; we do, with 400).
+        let mut parts = line.split(' ');
+        let (Some(method), Some(uri), Some(version), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(ParseError::BadStartLine);
+        };
+        if !version.eq_ignore_ascii_case("SIP/2.0") {
+            return Err(if is_sip_version(version) {
+                ParseError::VersionNotSupported
+            } else {
+                ParseError::BadStartLine
+            });
         }
-        let method = Method::parse(parts[0]).ok_or(ParseError::BadStartLine)?;
-        let uri = Uri::parse(parts[1]).map_err(|_| ParseError::BadRequestUri)?;
+        let method = Method::parse(method).ok_or(ParseError::BadStartLine)?;
+        let uri = Uri::parse(uri).map_err(|_| ParseError::BadRequestUri)?;
+        // RFC 3261 §19.1.1 (table): headers are not allowed in a Request-URI; RFC 4475
+        // §3.1.2.11 allows refusing them with 400.
+        if uri.headers.is_some() {
+            return Err(ParseError::BadRequestUri);
+        }
         Ok(StartLine::Request { method, uri })
     }
 }
 
+/// `SIP/` 1*DIGIT `.` 1*DIGIT (RFC 3261 §25.1 SIP-Version), case-insensitive.
+fn is_sip_version(v: &str) -> bool {
+    let Some(rest) = v
+        .as_bytes()
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case(b"SIP/"))
+        .and_then(|_| v.get(4..))
+    else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit());
+    rest.split_once('.')
+        .is_some_and(|(major, minor)| digits(major) && digits(minor))
+}
+
+/// Single-value headers (RFC 3261 §7.3.1, §20): more than one line of these is an error
+/// (RFC 4475 §3.3.8).
+const SINGLE_VALUE_HEADERS: [&str; 5] = ["From", "To", "Call-ID", "CSeq", "Max-Forwards"];
+
 /// RFC 3261 §8.1.1 / §8.2.2: Via, From, To, Call-ID and CSeq are mandatory in every message
-/// and must parse; a request's CSeq method must equal its method (§8.1.1.5).
+/// and must parse (every Via element, not only the top one); single-value headers appear once;
+/// a request's CSeq method must equal its method (§8.1.1.5) and its Contact values must parse.
 fn validate(start: &StartLine, headers: &Headers) -> Result<(), ParseError> {
-    let vias = headers.values("Via");
-    let top = vias.first().ok_or(ParseError::MissingHeader("Via"))?;
-    Via::parse(top)?;
+    let mut any_via = false;
+    for line in headers.get_all("Via") {
+        // An empty list element (`a,,b`, a trailing `,`) is not a Via (RFC 4475 §3.1.2.1).
+        for v in split_outside_quotes(line, b',') {
+            Via::parse(v)?;
+            any_via = true;
+        }
+    }
+    if !any_via {
+        return Err(ParseError::MissingHeader("Via"));
+    }
+    for name in SINGLE_VALUE_HEADERS {
+        if headers.get_all(name).nth(1).is_some() {
+            return Err(ParseError::DuplicateHeader(name));
+        }
+    }
     for (name, label) in [("From", "From"), ("To", "To")] {
         let v = headers.get(name).ok_or(ParseError::MissingHeader(label))?;
         NameAddr::parse(v).map_err(|_| ParseError::BadHeader(label))?;
@@ -1601,7 +1792,13 @@ fn validate(start: &StartLine, headers: &Headers) -> Result<(), ParseError> {
     }
     if let StartLine::Request { method, .. } = start {
         if &cseq.method != method {
-            return Err(ParseError::BadHeader("CSeq"));
+            return Err(ParseError::CSeqMismatch);
+        }
+        // RFC 4475 §3.1.2.13: a Contact URI with headers outside `<>` is reasonably refused.
+        for c in headers.values("Contact") {
+            if c != "*" {
+                NameAddr::parse(c).map_err(|_| ParseError::BadHeader("Contact"))?;
+            }
         }
     }
     Ok(())
@@ -1858,9 +2055,21 @@ mod tests {
                 .filter(|l| !l.starts_with(&format!("{name}:")))
                 .collect::<Vec<_>>()
                 .join("\r\n");
-            assert_eq!(Message::parse(m.as_bytes()), Err(err), "{name}");
-            // still enough to answer 400? only if the 5 mandatory headers exist
-            assert!(bad_request_response(m.as_bytes(), &ParseError::MissingHeader("x")).is_none());
+            assert_eq!(Message::parse(m.as_bytes()), Err(err.clone()), "{name}");
+            // still enough to answer 400? Via and CSeq are needed to address it; From, To and
+            // Call-ID are copied when present (RFC 4475 §3.3.1)
+            let resp = bad_request_response(m.as_bytes(), &err);
+            if matches!(name, "Via" | "CSeq") {
+                assert!(resp.is_none(), "{name}");
+            } else {
+                let resp = resp.expect(name);
+                assert_eq!(resp.status, 400);
+                assert!(resp.headers.get(name).is_none());
+                assert!(
+                    Message::parse(&resp.to_bytes()).is_err(),
+                    "the 400 lacks {name}"
+                );
+            }
         }
         // Max-Forwards is optional
         let m = INVITE.replace("Max-Forwards: 70\r\n", "");
@@ -1871,9 +2080,15 @@ mod tests {
             Err(ParseError::BadHeader("Max-Forwards"))
         );
         let m = INVITE.replace("CSeq: 314159 INVITE", "CSeq: 314159 BYE");
+        assert_eq!(Message::parse(m.as_bytes()), Err(ParseError::CSeqMismatch));
+        let resp = bad_request_response(m.as_bytes(), &ParseError::CSeqMismatch).expect("400");
+        assert_eq!(resp.status, 400, "a known method: 400");
+        let m = m.replace("INVITE sip:", "NEWMETHOD sip:");
+        assert_eq!(Message::parse(m.as_bytes()), Err(ParseError::CSeqMismatch));
+        let resp = bad_request_response(m.as_bytes(), &ParseError::CSeqMismatch).expect("501");
         assert_eq!(
-            Message::parse(m.as_bytes()),
-            Err(ParseError::BadHeader("CSeq"))
+            resp.status, 501,
+            "an unknown method: 501 (RFC 4475 §3.1.2.18)"
         );
         let m = INVITE.replace("CSeq: 314159 INVITE", "CSeq: 4294967296 INVITE");
         assert_eq!(
@@ -1973,6 +2188,14 @@ mod tests {
         );
         assert_eq!(
             Message::parse(b"INVITE sip:a@b SIP/3.0\r\n\r\n"),
+            Err(ParseError::VersionNotSupported)
+        );
+        assert_eq!(
+            Message::parse(b"INVITE sip:a@b SIP/2.0x\r\n\r\n"),
+            Err(ParseError::BadStartLine)
+        );
+        assert_eq!(
+            Message::parse(b"INVITE sip:a@b HTTP/1.1\r\n\r\n"),
             Err(ParseError::BadStartLine)
         );
         assert_eq!(
@@ -2013,6 +2236,280 @@ mod tests {
             Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\n folded\r\n\r\n"),
             Err(ParseError::BadHeaderLine(2))
         );
+    }
+
+    /// The packet that used to panic (`line[..4]` off a char boundary) and every shape like
+    /// it: multi-byte characters at each byte offset of the start line, in header names, in
+    /// values and in the typed headers. Nothing may panic; everything must be refused or
+    /// parsed.
+    #[test]
+    fn multibyte_utf8_anywhere_never_panics() {
+        let pkt = b"abc\xc3\xa9 sip:x SIP/2.0\r\n\r\n";
+        assert_eq!(Message::parse(pkt), Err(ParseError::BadStartLine));
+        assert!(bad_request_response(pkt, &ParseError::BadStartLine).is_none());
+        let base = "SIP/2.0 200 OK";
+        for ch in ["é", "€", "😀", "\u{85}", "\u{3000}"] {
+            for line in [base, "OPTIONS sip:a@b SIP/2.0", "abc sip:x SIP/2.0"] {
+                for at in 0..=line.len() {
+                    let Some((head, tail)) = line.split_at_checked(at) else {
+                        continue;
+                    };
+                    let start = format!("{head}{ch}{tail}");
+                    let msg =
+                        INVITE.replacen("INVITE sip:bob@biloxi.example.com SIP/2.0", &start, 1);
+                    if let Err(e) = Message::parse(msg.as_bytes()) {
+                        let _ = bad_request_response(msg.as_bytes(), &e);
+                    }
+                    // and the bare start line
+                    let bare = format!("{start}\r\n\r\n");
+                    if let Err(e) = Message::parse(bare.as_bytes()) {
+                        let _ = bad_request_response(bare.as_bytes(), &e);
+                    }
+                }
+            }
+            for (from, to) in [
+                ("Via: SIP/2.0/UDP", &format!("Via: SIP{ch}/2.0/UDP") as &str),
+                ("SIP/2.0/UDP pc33", &format!("SIP/2.0/U{ch}DP pc33")),
+                ("pc33.atlanta", &format!("pc33{ch}.atlanta")),
+                ("Max-Forwards: 70", &format!("Max-Forwards: 7{ch}")),
+                ("To: Bob", &format!("To: B{ch}ob")),
+                ("To: Bob", &format!("T{ch}o: Bob")),
+                ("<sip:bob@", &format!("<{ch}sip:bob@")),
+                ("tag=1928301774", &format!("tag{ch}=1928301774")),
+                ("CSeq: 314159", &format!("CSeq: 3{ch}14159")),
+                ("314159 INVITE", &format!("314159 INV{ch}ITE")),
+                ("Content-Length: 4", &format!("Content-Length: {ch}4")),
+            ] {
+                let msg = INVITE.replacen(from, to, 1);
+                if let Err(e) = Message::parse(msg.as_bytes()) {
+                    let _ = bad_request_response(msg.as_bytes(), &e);
+                }
+            }
+            for typed in [
+                format!("sip:{ch}@h"),
+                format!("sip:a@{ch}"),
+                format!("sip:a@[{ch}]"),
+                format!("sip:a@h:5{ch}"),
+                format!("{ch}:x"),
+                format!("tel:{ch};a={ch}"),
+            ] {
+                let _ = Uri::parse(&typed);
+                let _ = NameAddr::parse(&typed);
+                let _ = NameAddr::parse(&format!("\"{ch}\\{ch}\" <{typed}>;{ch}={ch}"));
+                let _ = Via::parse(&format!("SIP/2.0/UDP {typed}"));
+                let _ = CSeq::parse(&typed);
+            }
+        }
+    }
+
+    #[test]
+    fn request_line_whitespace_is_strict() {
+        for (line, err) in [
+            // RFC 4475 §3.1.2.9 lwsstart, §3.1.2.10 trws, §3.1.2.8 lwsruri
+            ("INVITE  sip:a@b  SIP/2.0", ParseError::BadStartLine),
+            ("OPTIONS sip:a@b SIP/2.0  ", ParseError::BadStartLine),
+            ("INVITE sip:a@b; lr SIP/2.0", ParseError::BadStartLine),
+            ("INVITE\tsip:a@b\tSIP/2.0", ParseError::BadStartLine),
+            (" INVITE sip:a@b SIP/2.0", ParseError::BadStartLine),
+            // RFC 4475 §3.1.2.11 escruri, §3.1.2.7 ltgtruri
+            (
+                "INVITE sip:a@b?Route=%3Csip:c%3E SIP/2.0",
+                ParseError::BadRequestUri,
+            ),
+            ("INVITE <sip:a@b> SIP/2.0", ParseError::BadRequestUri),
+            // RFC 4475 §3.1.2.16 badvers
+            ("OPTIONS sip:a@b SIP/7.0", ParseError::VersionNotSupported),
+        ] {
+            let msg = INVITE.replacen("INVITE sip:bob@biloxi.example.com SIP/2.0", line, 1);
+            assert_eq!(Message::parse(msg.as_bytes()), Err(err), "{line:?}");
+        }
+        // the 505 is addressed even though the Via says SIP/7.0 too
+        let msg = INVITE
+            .replacen(
+                "INVITE sip:bob@biloxi.example.com SIP/2.0",
+                "INVITE sip:a@b SIP/7.0",
+                1,
+            )
+            .replace("Via: SIP/2.0/UDP", "Via: SIP/7.0/UDP");
+        let resp =
+            bad_request_response(msg.as_bytes(), &ParseError::VersionNotSupported).expect("505");
+        assert_eq!(resp.status, 505);
+        assert_eq!(
+            resp.headers.get("Via"),
+            Some("SIP/7.0/UDP pc33.atlanta.example.com;branch=z9hG4bK776asdhds")
+        );
+        // an unknown method with a matching CSeq is a valid request (the TU answers 501)
+        let msg = INVITE
+            .replacen("INVITE sip:", "RE%47ISTER sip:", 1)
+            .replace("CSeq: 314159 INVITE", "CSeq: 314159 RE%47ISTER");
+        assert!(matches!(
+            Message::parse(msg.as_bytes()),
+            Ok(Message::Request(Request { method: Method::Other(m), .. })) if m == "RE%47ISTER"
+        ));
+    }
+
+    #[test]
+    fn vias_and_params_are_strict() {
+        // RFC 4475 §3.1.2.1 badinv01: empty parameters and list elements
+        for via in [
+            "Via: SIP/2.0/UDP 192.0.2.15;;,;,,",
+            "Via: SIP/2.0/UDP 192.0.2.15;;branch=z9hG4bKa",
+            "Via: SIP/2.0/UDP 192.0.2.15;branch=z9hG4bKa;",
+            "Via: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bK776asdhds,,SIP/2.0/UDP h",
+            "Via: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bK776asdhds, junk",
+        ] {
+            let msg = INVITE.replace(
+                "Via: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bK776asdhds",
+                via,
+            );
+            assert_eq!(
+                Message::parse(msg.as_bytes()),
+                Err(ParseError::BadHeader("Via")),
+                "{via}"
+            );
+        }
+        // a bad lower Via in its own line too
+        let msg = INVITE.replace("Max-Forwards: 70", "Via: SIP/2.0/UDP\r\nMax-Forwards: 70");
+        assert_eq!(
+            Message::parse(msg.as_bytes()),
+            Err(ParseError::BadHeader("Via"))
+        );
+        // ... and a good one is fine, with whitespace around the slashes and `=`
+        let msg = INVITE.replace(
+            "Max-Forwards: 70",
+            "v: SIP / 2.0 / TCP spindle.example.com ; branch = z9hG4bK9ikj8\r\nMax-Forwards: 70",
+        );
+        let r = req(&msg);
+        assert_eq!(r.vias().map(|v| v.len()), Ok(2));
+        assert_eq!(
+            r.vias()
+                .ok()
+                .and_then(|v| v.get(1).and_then(|v| v.branch().map(str::to_owned))),
+            Some("z9hG4bK9ikj8".into())
+        );
+        // Contact of a request must parse
+        for contact in [
+            "\"Joe\" <sip:joe@example.org>;;;;",
+            "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+            "<sip:a@b",
+        ] {
+            let msg = INVITE.replace("<sip:alice@pc33.atlanta.example.com>", contact);
+            assert_eq!(
+                Message::parse(msg.as_bytes()),
+                Err(ParseError::BadHeader("Contact")),
+                "{contact}"
+            );
+        }
+        let msg = INVITE.replace("<sip:alice@pc33.atlanta.example.com>", "*");
+        assert!(Message::parse(msg.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn single_value_headers_appear_once() {
+        // RFC 4475 §3.3.8 multi01
+        for (name, line) in [
+            ("CSeq", "CSeq: 59 INVITE"),
+            ("Call-ID", "i: other@h"),
+            ("To", "t: <sip:other@h>"),
+            ("From", "From: <sip:x@h>;tag=2"),
+            ("Max-Forwards", "Max-Forwards: 5"),
+        ] {
+            let msg = INVITE.replace("Content-Type:", &format!("{line}\r\nContent-Type:"));
+            assert_eq!(
+                Message::parse(msg.as_bytes()),
+                Err(ParseError::DuplicateHeader(name)),
+                "{line}"
+            );
+            let resp = bad_request_response(msg.as_bytes(), &ParseError::DuplicateHeader(name));
+            assert_eq!(resp.map(|r| r.status), Some(400));
+        }
+    }
+
+    #[test]
+    fn name_addr_strictness() {
+        for bad in [
+            // RFC 4475 §3.1.2.14 badaspec, §3.1.2.15 baddn, §3.1.2.13 regbadct
+            "\"Watson, Thomas\" < sip:t.watson@example.org >",
+            "<sip:t.watson@example.org >",
+            "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+            "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+            "sip:a@b,sip:c@d",
+            "<sip:a@b>;tag=1;",
+            "<>",
+            "<sip:a@b>;",
+        ] {
+            assert!(NameAddr::parse(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "caller<sip:caller@example.com>;tag=323",
+            "A. Bell <sip:a.g.bell@example.com>;tag=qweoiqpe",
+            "token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;fromParam''~+*_!.-%=\"\u{440}\u{430}\";tag=_token~1'+`*%!-.",
+            "<sip:user@example.com?Route=%3Csip:sip.example.com%3E>",
+            "sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n",
+            "alice@example.com <sip:a@b>",
+        ] {
+            let n = NameAddr::parse(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(NameAddr::parse(&n.to_string()), Ok(n), "{good}");
+        }
+    }
+
+    #[test]
+    fn uri_user_may_hold_question_marks_and_commas() {
+        // RFC 4475 §3.1.1.2 intmeth: user-unreserved includes `?`, `,`, `;`, `/`
+        let s = "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com";
+        let u = Uri::parse(s).expect("uri");
+        assert_eq!(
+            u.user.as_deref(),
+            Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*")
+        );
+        assert_eq!(
+            u.password.as_deref(),
+            Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)")
+        );
+        assert_eq!(u.host, "example.com");
+        assert!(u.headers.is_none() && u.params.is_empty());
+        assert_eq!(u.to_string(), s);
+        // `?` after the host starts the headers
+        let u = Uri::parse("sip:a@b;lr?subject=x").expect("uri");
+        assert_eq!(u.headers.as_deref(), Some("subject=x"));
+        assert!(u.is_loose_router());
+        for bad in [
+            "sip:a@h;;lr",
+            "sip:a@h;",
+            "sip:a@[zz]",
+            "sip:a@[]",
+            "sip:a@h\u{0}",
+            "sip:a@h:050600",
+        ] {
+            assert!(Uri::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_header_lines_still_get_a_400_when_addressable() {
+        let m = INVITE.replace("Max-Forwards: 70", "Max-Forwards 70");
+        let err = Message::parse(m.as_bytes()).expect_err("bad line");
+        let resp = bad_request_response(m.as_bytes(), &err).expect("400");
+        assert_eq!(resp.status, 400);
+        assert_eq!(
+            resp.call_id(),
+            Some("a84b4c76e66710@pc33.atlanta.example.com")
+        );
+        // no blank line at the end of a datagram (RFC 4475 §3.1.2.15 baddn's file)
+        let m = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n";
+        let err = Message::parse(m.as_bytes()).expect_err("no end");
+        assert_eq!(err, ParseError::MissingHeaderEnd);
+        let resp = bad_request_response(m.as_bytes(), &err).expect("400");
+        assert_eq!(resp.headers.get("CSeq"), Some("1 OPTIONS"));
+        // a stream message too large: 513
+        let resp = bad_request_response(
+            m.as_bytes(),
+            &ParseError::TooLarge {
+                len: 1 << 20,
+                limit: MAX_MESSAGE_SIZE,
+            },
+        );
+        assert_eq!(resp.map(|r| r.status), Some(513));
     }
 
     #[test]
@@ -2157,6 +2654,26 @@ mod tests {
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..1024)) {
             if let Err(e) = Message::parse(&data) {
                 let _ = bad_request_response(&data, &e);
+            }
+        }
+
+        #[test]
+        fn unicode_in_any_line_never_panics(text in "\\PC{0,12}", line in 0usize..11, at in 0usize..40) {
+            // Arbitrary characters (multi-byte ones included) spliced into one line of a valid
+            // message at any char position.
+            let mut lines: Vec<String> = INVITE.split("\r\n").map(str::to_owned).collect();
+            let l = &mut lines[line % 10];
+            let cut = l.char_indices().map(|(i, _)| i).chain([l.len()]).nth(at).unwrap_or(l.len());
+            l.insert_str(cut, &text);
+            let data = lines.join("\r\n");
+            match Message::parse(data.as_bytes()) {
+                Ok(m) => {
+                    let again = Message::parse(&m.to_bytes());
+                    proptest::prop_assert!(again.is_ok(), "{again:?}");
+                }
+                Err(e) => {
+                    let _ = bad_request_response(data.as_bytes(), &e);
+                }
             }
         }
 

@@ -5,12 +5,21 @@
 //! to send, events and the next deadline (the quinn-proto model).
 //!
 //! # Layers
-//! * [`message`]: parse one datagram / framed message with [`Message::parse`] into a
-//!   [`Request`] or [`Response`]; typed header views through [`HeaderAccess`] (`top_via()`,
-//!   `from_addr()`, `to_tag()`, `cseq()`, `contacts()`, `record_routes()` …); builders
-//!   ([`Response::for_request`], [`Request::cancel`], [`Headers`] editing) and `to_bytes()`.
-//!   On a parse error, [`bad_request_response`] gives the stateless 400 when one is allowed.
-//! * [`framing`]: [`StreamFramer`] cuts a TCP byte stream into messages (RFC 3261 §18.3).
+//! * [`message`]: parse one datagram / framed message with [`parse`] (= [`Message::parse`])
+//!   into a [`Request`] or [`Response`]; typed header views through [`HeaderAccess`]
+//!   (`top_via()`, `from_addr()`, `to_tag()`, `cseq()`, `contacts()`, `record_routes()` …)
+//!   and parsers for single values ([`Uri::parse`], [`NameAddr::parse`], [`Via::parse`],
+//!   [`CSeq::parse`]); builders ([`Response::for_request`], [`Request::cancel`], [`Headers`]
+//!   editing) and `to_bytes()`. On a parse error, [`bad_request_response`] gives the
+//!   stateless 400 (or 505 / 501 / 513) when one is allowed.
+//! * [`framing`]: [`StreamFramer`] cuts a TCP byte stream into messages (RFC 3261 §18.3), in
+//!   time linear in the bytes pushed.
+//!
+//! Every parser here is total: any input gives a value or an error, never a panic, with work
+//! and allocation bounded by the input (at most [`MAX_MESSAGE_SIZE`] bytes, [`MAX_HEADERS`]
+//! lines). Strings are cut only at ASCII delimiters found by `find`/`split_once` or through
+//! `get`, so no index can land inside a UTF-8 character. These are the entry points of the
+//! fuzz targets.
 //! * [`transaction`]: [`TransactionLayer`] runs the four RFC 3261 §17 state machines
 //!   (plus RFC 6026): retransmissions, timers A–M, matching, ACK for non-2xx, 100 Trying.
 //! * [`dialog`]: [`Dialog`] holds RFC 3261 §12 dialog state and builds in-dialog requests;
@@ -23,6 +32,8 @@
 //!     Err(e) => if let Some(r) =                   while let Some(f) = framer.poll_frame()? {
 //!         bad_request_response(bytes, &e)            Frame::Message(m) => same as datagram
 //!       { layer.send_stateless(from, r.to_bytes()) } Frame::Ping => write "\r\n" }
+//!                                                  on Err(e): answer from
+//!                                                  framer.rejected_head(), then close
 //!     Ok(msg) => match layer.handle_incoming(now, msg, from) {
 //!       Incoming::Request { tx, request }  => TU: dialog lookup via DialogId, answer with
 //!                                             layer.send_response(now, tx, resp)
@@ -53,7 +64,7 @@ pub mod transaction;
 pub use dialog::{Dialog, DialogError, DialogId, DialogState, Role};
 pub use framing::{Frame, FramingError, StreamFramer};
 pub use message::{
-    bad_request_response, generate_branch, generate_call_id, generate_tag, header_name_eq,
+    bad_request_response, generate_branch, generate_call_id, generate_tag, header_name_eq, parse,
     reason_phrase, split_list, CSeq, Header, HeaderAccess, Headers, Message, Method, NameAddr,
     Param, ParseError, Request, Response, Uri, Via, BRANCH_MAGIC_COOKIE, MAX_HEADERS,
     MAX_MESSAGE_SIZE,

@@ -364,7 +364,11 @@ fn server_key(req: &Request, method: Method) -> Option<TxKey> {
     let via = req.top_via()?;
     let cseq = req.cseq()?;
     let branch = match via.branch() {
-        Some(b) if b.starts_with(BRANCH_MAGIC_COOKIE) => b.to_string(),
+        // A cookie with nothing after it identifies no transaction (RFC 4475 §3.2.1): that
+        // request falls back to the RFC 2543 rules below, as the RFC allows.
+        Some(b) if b.len() > BRANCH_MAGIC_COOKIE.len() && b.starts_with(BRANCH_MAGIC_COOKIE) => {
+            b.to_string()
+        }
         // RFC 3261 §17.2.3, RFC 2543 peers: match on Request-URI, tags, Call-ID, CSeq number
         // and top Via. The To tag is left out so the ACK (which carries it) matches too.
         _ => format!(
@@ -1097,6 +1101,32 @@ mod tests {
         let mut r = Response::for_request(req, status, "x");
         r.set_to_tag("b1");
         r
+    }
+
+    #[test]
+    fn a_bare_magic_cookie_branch_falls_back_to_rfc2543_matching() {
+        // RFC 4475 §3.2.1: `branch=z9hG4bK` identifies no transaction. Two different requests
+        // with it are two transactions (RFC 2543 matching includes the Call-ID), and a true
+        // retransmission of one is still absorbed.
+        let mut l = TransactionLayer::default();
+        let t0 = Instant::now();
+        let one = mk(Method::Options, BRANCH_MAGIC_COOKIE);
+        let mut two = one.clone();
+        two.headers.set("Call-ID", "call-2@192.0.2.1");
+        let Incoming::Request { tx: a, .. } =
+            l.handle_incoming(t0, Message::Request(one.clone()), alice())
+        else {
+            panic!("first request")
+        };
+        let Incoming::Request { tx: b, .. } = l.handle_incoming(t0, Message::Request(two), alice())
+        else {
+            panic!("a different request with the same bare branch is a new transaction")
+        };
+        assert_ne!(a, b);
+        assert_eq!(
+            l.handle_incoming(t0, Message::Request(one), alice()),
+            Incoming::Absorbed
+        );
     }
 
     #[test]
