@@ -2,7 +2,8 @@
 //!
 //! * `agent`: only interactions involving one of its DNs; everything else does not exist
 //!   for it (the API answers 404, not 403, so an agent cannot probe for recordings).
-//! * `supervisor`: every interaction; no delete, no legal hold, no audit, no retention.
+//! * `supervisor`: every interaction and the processor's counters (`/v1/status`); no
+//!   delete, no legal hold, no audit, no retention.
 //! * `admin`: everything.
 
 use serde::{Deserialize, Serialize};
@@ -67,6 +68,12 @@ impl Access {
         }
     }
 
+    /// Whether this caller may read the processor's global counters (`/v1/status`): they
+    /// describe every recording, so agents may not.
+    pub fn can_read_status(&self) -> bool {
+        matches!(self.role, Role::Supervisor | Role::Admin)
+    }
+
     /// Whether this caller may delete recordings, set legal holds and read the audit trail.
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
@@ -96,6 +103,7 @@ mod tests {
         assert!(!who(Role::Agent, &[]).can_see(&call(&["1001"])));
         assert_eq!(agent.dn_limit(), Some(&["1001".to_string()][..]));
         assert!(!agent.is_admin());
+        assert!(!agent.can_read_status());
     }
 
     #[test]
@@ -105,6 +113,7 @@ mod tests {
             assert!(w.can_see(&[]));
             assert!(w.can_see(&["2002".to_string()]));
             assert_eq!(w.dn_limit(), None);
+            assert!(w.can_read_status());
         }
         assert!(!who(Role::Supervisor, &[]).is_admin());
         assert!(who(Role::Admin, &[]).is_admin());

@@ -2,14 +2,16 @@
 //! packet loss, jitter and an E-model MOS estimate from the per-stream statistics.
 //!
 //! The arithmetic ([`activity`], [`r_factor`], [`mos_from_r`], [`direction_quality`]) is
-//! pure and unit-tested; [`analyse`] applies it to an opened [`Recording`] (in memory, no
-//! I/O).
+//! pure and unit-tested; [`analyse`] applies it to an opened [`Recording`], reading its
+//! blocks one at a time.
 //!
-//! **Voice activity.** The stereo WAV export (caller left, callee right, 8000 Hz) is cut
-//! into 20 ms frames; a frame of a channel is *talk* when its RMS level is at least
-//! [`VOICE_RMS_THRESHOLD`] (about −40 dBFS, above G.711 idle noise, below quiet speech).
-//! Talk per channel, overtalk (both talk) and silence (neither talks) are counted in
-//! frames.
+//! **Voice activity.** The stereo audio of the WAV export (caller left, callee right,
+//! 8000 Hz) is cut into 20 ms frames; a frame of a channel is *talk* when its RMS level is
+//! at least [`VOICE_RMS_THRESHOLD`] (about −40 dBFS, above G.711 idle noise, below quiet
+//! speech). Talk per channel, overtalk (both talk) and silence (neither talks) are counted
+//! in frames. The audio is not assembled: [`ActivitySink`] takes it as it leaves the
+//! exporter's reorder window, and the silence between packets arrives as a run length that
+//! is counted arithmetically, so an hour of silence costs what a packet costs.
 //!
 //! **MOS.** ITU-T G.107 E-model, simplified for G.711 (Ie = 0) with the default values of
 //! everything that is not measured: `R = 93.2 − Id − Ie_eff`, with
@@ -23,9 +25,9 @@
 
 use std::collections::HashMap;
 
-use linecord_recfile::export::write_wav;
-use linecord_recfile::reader::{stats_from_records, Recording};
-use linecord_recfile::{Component, Record, StreamInfo, StreamStats};
+use linecord_recfile::export::{render_recording, StereoSink, WavOptions};
+use linecord_recfile::reader::Recording;
+use linecord_recfile::{Component, StreamInfo, StreamStats};
 
 use crate::model::Analysis;
 
@@ -90,6 +92,82 @@ pub fn activity(left: &[i16], right: &[i16]) -> Activity {
     }
     a.total_ms = frames as u64 * FRAME_MS;
     a
+}
+
+/// Voice activity of audio delivered frame by frame and silence by run length (see the
+/// module documentation); the same result as [`activity`] on the whole channels.
+#[derive(Debug, Clone, Default)]
+pub struct ActivitySink {
+    /// Samples in the current frame so far.
+    filled: usize,
+    /// Sum of squares of the current frame's samples, per channel.
+    energy: [f64; 2],
+    /// Frames closed so far.
+    frames: u64,
+    activity: Activity,
+}
+
+impl ActivitySink {
+    fn close_frame(&mut self) {
+        let n = self.filled as f64;
+        let talk = self.energy.map(|e| (e / n).sqrt() >= VOICE_RMS_THRESHOLD);
+        self.activity.talk_ms[0] += u64::from(talk[0]) * FRAME_MS;
+        self.activity.talk_ms[1] += u64::from(talk[1]) * FRAME_MS;
+        match talk {
+            [true, true] => self.activity.overtalk_ms += FRAME_MS,
+            [false, false] => self.activity.silence_ms += FRAME_MS,
+            _ => {}
+        }
+        self.frames += 1;
+        self.filled = 0;
+        self.energy = [0.0; 2];
+    }
+
+    /// The activity of everything delivered (a last partial frame counts as a frame).
+    pub fn finish(mut self) -> Activity {
+        if self.filled > 0 {
+            self.close_frame();
+        }
+        self.activity.total_ms = self.frames * FRAME_MS;
+        self.activity
+    }
+}
+
+impl StereoSink for ActivitySink {
+    fn audio(&mut self, left: &[i16], right: &[i16]) -> std::io::Result<()> {
+        for (&l, &r) in left.iter().zip(right) {
+            self.energy[0] += f64::from(l) * f64::from(l);
+            self.energy[1] += f64::from(r) * f64::from(r);
+            self.filled += 1;
+            if self.filled == FRAME_SAMPLES {
+                self.close_frame();
+            }
+        }
+        Ok(())
+    }
+
+    fn silence(&mut self, frames: u64) -> std::io::Result<()> {
+        let mut left = frames;
+        if self.filled > 0 {
+            let k = left.min((FRAME_SAMPLES - self.filled) as u64);
+            self.filled += k as usize;
+            left -= k;
+            if self.filled == FRAME_SAMPLES {
+                self.close_frame();
+            } else {
+                return Ok(());
+            }
+        }
+        // Whole silent frames, counted; the rest starts a frame of zeros.
+        let whole = left / FRAME_SAMPLES as u64;
+        self.activity.silence_ms = self
+            .activity
+            .silence_ms
+            .saturating_add(whole.saturating_mul(FRAME_MS));
+        self.frames = self.frames.saturating_add(whole);
+        self.filled = (left % FRAME_SAMPLES as u64) as usize;
+        Ok(())
+    }
 }
 
 /// Splits a 16-bit stereo PCM WAV with the 44-byte header of
@@ -206,34 +284,37 @@ pub struct AnalysisNotes {
     pub audio: Option<String>,
 }
 
-/// Analyses an opened recording: audio activity from its WAV export, quality from the
-/// footer's stream statistics (or, for a file without a footer, statistics computed from
-/// the records that could be read). Never fails: what cannot be analysed is left empty
-/// and explained in the notes.
+/// Analyses an opened recording: audio activity from its WAV export's audio (streamed, see
+/// the module documentation; nothing is placed outside the recording's span), quality from
+/// the footer's stream statistics (or, for a file without a footer, statistics computed
+/// from the records that could be read). Never fails: what cannot be analysed is left
+/// empty and explained in the notes. Memory stays bounded whatever the call's length (one
+/// block and the exporter's window).
 pub fn analyse(rec: &Recording) -> (Analysis, AnalysisNotes) {
-    let records: Vec<Record> = rec.records().unwrap_or_default();
     let streams = rec.streams();
     let mut notes = AnalysisNotes::default();
     let mut a = Analysis::default();
 
-    let mut wav = Vec::new();
-    match write_wav(&rec.header, &streams, &records, &mut wav) {
-        Ok(_) => match stereo_from_wav(&wav) {
-            Some((l, r)) => {
-                let act = activity(&l, &r);
-                a.talk_ms = act.talk_ms;
-                a.silence_ms = act.silence_ms;
-                a.overtalk_ms = act.overtalk_ms;
-                a.audio_ms = act.total_ms;
-            }
-            None => notes.audio = Some("the WAV export is not 16-bit stereo".into()),
-        },
+    let mut sink = ActivitySink::default();
+    // No duration cap: silence costs nothing here, and the span bounds the timeline.
+    let opts = WavOptions {
+        max_samples: u64::MAX,
+        span_us: None,
+    };
+    match render_recording(rec, &opts, &mut sink) {
+        Ok(_) => {
+            let act = sink.finish();
+            a.talk_ms = act.talk_ms;
+            a.silence_ms = act.silence_ms;
+            a.overtalk_ms = act.overtalk_ms;
+            a.audio_ms = act.total_ms;
+        }
         Err(e) => notes.audio = Some(e.to_string()),
     }
 
     let stats = match &rec.footer {
         Some(f) => f.streams.clone(),
-        None => stats_from_records(&records),
+        None => rec.computed_stats(),
     };
     let dirs = directions(&stats, &streams);
     for (i, d) in dirs.iter().enumerate() {
@@ -361,5 +442,48 @@ mod tests {
         let q0 = direction_quality(&d[0]).expect("mos");
         let q1 = direction_quality(&d[1]).expect("mos");
         assert!(q0 < q1);
+    }
+
+    #[test]
+    fn the_streaming_sink_counts_like_the_whole_channels() {
+        // Talk, hiss and digital silence in odd-sized pieces, some as silence runs.
+        let pieces: Vec<(usize, f64, bool)> = vec![
+            (1000, 8000.0, false),
+            (37, 0.0, true),
+            (3333, 50.0, false),
+            (16_000, 0.0, true),
+            (161, 9000.0, false),
+            (159, 0.0, true),
+            (800, 400.0, false),
+            (1, 0.0, true),
+        ];
+        let (mut left, mut right) = (Vec::new(), Vec::new());
+        let mut sink = ActivitySink::default();
+        for (i, &(n, amp, silent)) in pieces.iter().enumerate() {
+            if silent {
+                left.extend(std::iter::repeat_n(0, n));
+                right.extend(std::iter::repeat_n(0, n));
+                sink.silence(n as u64).expect("sink");
+            } else {
+                let l = tone(n, amp);
+                let r = if i % 2 == 0 {
+                    tone(n, amp / 2.0)
+                } else {
+                    vec![0; n]
+                };
+                left.extend_from_slice(&l);
+                right.extend_from_slice(&r);
+                sink.audio(&l, &r).expect("sink");
+            }
+        }
+        assert_eq!(sink.finish(), activity(&left, &right));
+        // Hours of silence are counted, not iterated.
+        let mut sink = ActivitySink::default();
+        sink.audio(&tone(100, 8000.0), &[0; 100]).expect("sink");
+        sink.silence(8 * 3600 * 8000).expect("sink");
+        let a = sink.finish();
+        assert_eq!(a.total_ms, 8 * 3600 * 1000 + 20);
+        assert_eq!(a.talk_ms, [20, 0]);
+        assert_eq!(a.silence_ms, 8 * 3600 * 1000);
     }
 }

@@ -9,6 +9,7 @@
 //! retention-days = 365            # absent: keep forever
 //! retention-interval-secs = 3600  # how often retention runs (also once at start)
 //! poll-interval-ms = 200          # queue polling when idle
+//! max-audio-duration-secs = 43200 # longest audio served as WAV (12 h); longer: 422
 //!
 //! # Scale-out backends (docs/processor.md, "Scale-out"); each replaces an embedded one.
 //! # db = "postgres://linecord@db.example.com/linecord"   # PostgreSQL index
@@ -59,6 +60,11 @@ pub const DEFAULT_TOKEN: &str = "admin-token";
 pub const DEFAULT_RETENTION_INTERVAL_SECS: u64 = 3600;
 /// Default queue polling interval.
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 200;
+/// Default longest audio served as WAV: 12 hours (a 1.38 GB WAV at 8 kHz stereo 16-bit).
+pub const DEFAULT_MAX_AUDIO_DURATION_SECS: u64 = 12 * 3600;
+/// Longest audio that can be configured: what a WAV's 32-bit sizes can describe at
+/// 8 kHz stereo 16-bit (about 37 hours).
+pub const MAX_MAX_AUDIO_DURATION_SECS: u64 = (u32::MAX as u64 - 36) / 4 / 8000;
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +146,8 @@ pub struct FileConfig {
     pub retention_interval_secs: Option<u64>,
     /// Milliseconds between polls of an empty queue.
     pub poll_interval_ms: Option<u64>,
+    /// Longest audio (seconds) `GET /v1/recordings/{id}/audio.wav` generates.
+    pub max_audio_duration_secs: Option<u64>,
     /// API tokens.
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenConfig>,
@@ -225,6 +233,8 @@ pub struct Config {
     pub retention_interval: Duration,
     /// Time between polls of an empty queue.
     pub poll_interval: Duration,
+    /// Longest audio served as WAV, in samples per channel at 8000 Hz.
+    pub max_audio_samples: u64,
     /// Accepted tokens.
     pub tokens: Vec<Token>,
     /// Whether the built-in [`DEFAULT_TOKEN`] is in use.
@@ -283,6 +293,15 @@ impl Config {
                     dns: Vec::new(),
                 },
             });
+        }
+        let max_audio_secs = file
+            .max_audio_duration_secs
+            .unwrap_or(DEFAULT_MAX_AUDIO_DURATION_SECS);
+        if max_audio_secs == 0 || max_audio_secs > MAX_MAX_AUDIO_DURATION_SECS {
+            return Err(ConfigError::Invalid(format!(
+                "max-audio-duration-secs must be 1..={MAX_MAX_AUDIO_DURATION_SECS} (a WAV \
+                 cannot describe more), not {max_audio_secs}"
+            )));
         }
         if file.retention_days == Some(0) {
             return Err(ConfigError::Invalid(
@@ -367,6 +386,7 @@ impl Config {
                     .unwrap_or(DEFAULT_POLL_INTERVAL_MS)
                     .max(1),
             ),
+            max_audio_samples: max_audio_secs * 8000,
             tokens,
             default_token,
         })
@@ -385,6 +405,7 @@ mod tests {
         assert!(c.default_token);
         assert_eq!(c.tokens[0].secret, DEFAULT_TOKEN);
         assert_eq!(c.tokens[0].access.role, Role::Admin);
+        assert_eq!(c.max_audio_samples, 12 * 3600 * 8000);
         let open = FileConfig {
             listen: Some("0.0.0.0:8090".into()),
             ..FileConfig::default()
@@ -473,5 +494,27 @@ mod tests {
         assert!(Config::resolve(both).is_err());
         let bad: FileConfig = toml::from_str("storage = \"/plain/dir\"").expect("toml");
         assert!(Config::resolve(bad).is_err());
+    }
+
+    #[test]
+    fn audio_duration_limit() {
+        let f: FileConfig = toml::from_str("max-audio-duration-secs = 60").expect("toml");
+        assert_eq!(
+            Config::resolve(f).expect("valid").max_audio_samples,
+            480_000
+        );
+        for bad in [
+            "max-audio-duration-secs = 0",
+            "max-audio-duration-secs = 200000",
+        ] {
+            let f: FileConfig = toml::from_str(bad).expect("toml");
+            let e = Config::resolve(f).expect_err(bad).to_string();
+            assert!(e.contains("max-audio-duration-secs"), "{e}");
+        }
+        let f: FileConfig = toml::from_str(&format!(
+            "max-audio-duration-secs = {MAX_MAX_AUDIO_DURATION_SECS}"
+        ))
+        .expect("toml");
+        assert!(Config::resolve(f).is_ok());
     }
 }

@@ -67,7 +67,7 @@ fn event_key(e: &EventRow) -> (u64, u64, &str, &str) {
     (e.time_ms, e.seq, e.switch.as_str(), e.event_id.as_str())
 }
 
-/// The events sorted for a timeline ([`event_key`]) with duplicates (same `event_id`)
+/// The events sorted for a timeline (`event_key`) with duplicates (same `event_id`)
 /// dropped.
 pub fn timeline(events: &[EventRow]) -> Vec<EventRow> {
     let mut v: Vec<EventRow> = events.to_vec();
@@ -214,6 +214,8 @@ pub fn consolidate(
     for r in &recs {
         text.extend(r.metadata.iter().cloned());
         text.extend(r.switch.iter().cloned());
+        // `q=partial`, `q=damaged`, … find interactions with such a recording.
+        text.push(r.status.clone());
     }
     text.sort();
     text.dedup();

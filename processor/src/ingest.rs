@@ -7,7 +7,10 @@
 //! `recording_id` / `event_id`, and the database commit happens before the job is
 //! completed. Bad input (unparseable job, unknown schema, missing or unreadable file) fails
 //! the job with the reason; a recording file readable only in part is indexed with what
-//! could be read and its status says so. Errors of the storage or the index are retried
+//! could be read and its status says so (`damaged`, or `partial` when the recorder said
+//! writing failed part-way: such a file is expected to end without a footer). The file is
+//! read block by block ([`Recording::open`]) and analysed in a stream, so what ingest holds
+//! in memory does not grow with the recording. Errors of the storage or the index are retried
 //! ([`TRANSIENT_RETRIES`]) before the job is failed, so nothing blocks the queue.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -254,13 +257,15 @@ impl<Q: Queue> Processor<Q> {
         let mut notes: Vec<String> = job.error.iter().cloned().collect();
         let mut metadata = meta_text;
         if let Some(path) = file {
-            let bytes = std::fs::read(&path).map_err(|source| JobFailure::File {
-                path: path.clone(),
-                source,
-            })?;
-            let rec = Recording::from_bytes(bytes).map_err(|source| JobFailure::Unreadable {
-                path: path.clone(),
-                source,
+            let rec = Recording::open(std::path::Path::new(&path)).map_err(|e| match e {
+                ReadError::Io(source) => JobFailure::File {
+                    path: path.clone(),
+                    source,
+                },
+                source => JobFailure::Unreadable {
+                    path: path.clone(),
+                    source,
+                },
             })?;
             if rec.header.recording_id != job.recording_id {
                 return Err(JobFailure::WrongFile {
@@ -269,9 +274,15 @@ impl<Q: Queue> Processor<Q> {
                 });
             }
             if !rec.is_intact() {
-                notes.push(damage_note(&rec));
-                row.status = "damaged".into();
-                Counters::bump(&self.counters.damaged);
+                if job.status == RecordingStatus::Partial {
+                    // The recorder stopped writing part-way: the missing footer and a torn
+                    // last block are what such a file looks like; the status stays.
+                    notes.push(partial_note(&rec));
+                } else {
+                    notes.push(damage_note(&rec));
+                    row.status = "damaged".into();
+                    Counters::bump(&self.counters.damaged);
+                }
             }
             let (analysis, an_notes) = analyse(&rec);
             if let Some(n) = an_notes.audio {
@@ -332,6 +343,27 @@ fn damage_note(rec: &Recording) -> String {
         parts.join(", "),
         rec.blocks.len()
     )
+}
+
+/// What could be read of a `partial` recording (writing failed part-way).
+fn partial_note(rec: &Recording) -> String {
+    let mut parts = vec![format!(
+        "writing stopped part-way; indexed the {} complete block(s)",
+        rec.blocks.len()
+    )];
+    if rec.footer.is_none() {
+        parts.push("no footer".to_owned());
+    }
+    if rec.tail_bytes > 0 {
+        parts.push(format!("{} byte(s) of a torn last block", rec.tail_bytes));
+    }
+    if !rec.bad_blocks.is_empty() {
+        parts.push(format!(
+            "{} damaged block(s) before the end",
+            rec.bad_blocks.len()
+        ));
+    }
+    parts.join(", ")
 }
 
 /// The index row of an event job.

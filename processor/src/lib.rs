@@ -16,7 +16,8 @@
 //! * [`storage`], [`repo`]: traits with their embedded implementations (local directory,
 //!   SQLite); [`storage_object`] (S3-compatible object storage, `file://`) and [`repo_pg`]
 //!   (PostgreSQL) are the scale-out ones. [`blocking`]: the private runtime of async clients.
-//! * [`api`]: the HTTP API of `docs/openapi.yaml` and the UI files.
+//! * [`api`]: the HTTP API of `docs/openapi.yaml` and the UI files; [`audio`]: WAV
+//!   playback generated on the fly for each byte range, within bounds.
 //! * [`retention`]: deletion by age, respecting legal holds, audited.
 //!
 //! How to run it and what each part does: `docs/processor.md`.
@@ -26,6 +27,7 @@
 pub mod access;
 pub mod analysis;
 pub mod api;
+pub mod audio;
 pub mod blocking;
 pub mod config;
 pub mod consolidate;

@@ -288,6 +288,8 @@ where
         counters: counters.clone(),
         queue_stats: Arc::new(move || stats_queue.stats().ok()),
         now_ms,
+        max_audio_samples: config.max_audio_samples,
+        wav_slots: Arc::new(tokio::sync::Semaphore::new(processor::api::WAV_GENERATORS)),
     };
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)

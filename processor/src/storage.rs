@@ -3,8 +3,10 @@
 //! ([`LocalStorage`]). The object-store backend ([`crate::storage_object::ObjectStorage`])
 //! implements the same trait with the same keys.
 //!
-//! Derived files (the WAV cache) live under keys of their own, next to the recording:
-//! `2026/11/25/cache/<recording-id>.wav` ([`wav_cache_key`]).
+//! Derived files had keys of their own next to the recording: `2026/11/25/cache/<id>.wav`
+//! ([`wav_cache_key`]). WAV audio is now generated for each request and never stored;
+//! the key is kept so that deleting a recording also removes a cache file an older
+//! version left.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -84,6 +86,12 @@ pub trait Storage: Send + Sync {
     fn read_all(&self, key: &str) -> Result<Vec<u8>, StorageError>;
     /// Removes the object; `false` if there was none.
     fn delete(&self, key: &str) -> Result<bool, StorageError>;
+    /// A local file holding the object, if the backend has one (readers can then read it
+    /// in place, block by block, instead of loading it whole).
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        let _ = key;
+        None
+    }
 }
 
 /// Recordings in a local directory tree: `<root>/<key>`.
@@ -206,6 +214,10 @@ impl Storage for LocalStorage {
     fn read_all(&self, key: &str) -> Result<Vec<u8>, StorageError> {
         let p = self.path(key)?;
         fs::read(&p).map_err(io_err("reading", &p))
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok()
     }
 
     fn delete(&self, key: &str) -> Result<bool, StorageError> {

@@ -698,3 +698,307 @@ fn retention_removes_old_recordings_except_those_on_legal_hold() {
     assert_eq!(e["token_name"], json!("retention"));
     assert_eq!(s.status()["recordings"], json!(2));
 }
+
+#[test]
+fn status_is_for_supervisors_and_admins() {
+    let dir = TempDir::new("status-roles");
+    let config = write_config(&dir.0, "");
+    let s = Server::start(&dir.0, &config);
+    for (token, want) in [
+        (ADMIN, 200),
+        (SUPERVISOR, 200),
+        (AGENT_1001, 403),
+        (AGENT_3003, 403),
+    ] {
+        let r = s.get("/v1/status", Some(token), None);
+        assert_eq!(r.status, want, "{token}: {}", r.text());
+        if want == 200 {
+            assert!(r.json()["jobs_processed"].is_u64(), "{token}");
+        } else {
+            let body = r.json();
+            assert!(
+                body.get("jobs_processed").is_none(),
+                "no counters for agents"
+            );
+            assert!(
+                body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("supervisor or admin")),
+                "{body}"
+            );
+        }
+    }
+    let r = s.get(&format!("/v1/status?access_token={AGENT_1001}"), None, None);
+    assert_eq!(r.status, 403, "the query-string token is the same agent");
+    assert_eq!(s.get("/v1/status", None, None).status, 401);
+    assert_eq!(s.get("/v1/status", Some("wrong"), None).status, 401);
+}
+
+/// The `.lcr` of a recording whose only packets (a short PCMU packet per party) are at its
+/// start and 8 hours later, with a footer saying it lasted 8 hours: a few hundred bytes that
+/// used to make a 921 MB WAV in memory at ingest and a 921 MB cache file on playback.
+fn sparse_eight_hour_lcr(f: &Fixture) -> Vec<u8> {
+    use linecord_recfile::block::{seal, BlockBuilder};
+    use linecord_recfile::format::{encode_footer, encode_header};
+    use linecord_recfile::reader::{recovery_footer, Recording};
+    use linecord_recfile::{
+        CodecInfo, Completeness, Component, FileHeader, PartyInfo, RtpFields, StreamInfo,
+    };
+    let stream = |id: u16, party: u8| StreamInfo {
+        id,
+        party,
+        media_index: 0,
+        component: Component::Rtp,
+        source: String::new(),
+        destination: String::new(),
+        codecs: vec![CodecInfo {
+            payload_type: 0,
+            name: "PCMU".into(),
+            clock_rate: 8000,
+            channels: 1,
+        }],
+    };
+    let header = FileHeader {
+        recording_id: f.recording_id.clone(),
+        call_id: f.call_id.clone(),
+        start_unix_ms: f.start_ms,
+        metadata: f.metadata.clone(),
+        parties: vec![PartyInfo::default(), PartyInfo::default()],
+        streams: vec![stream(0, 0), stream(2, 1)],
+    };
+    let mut file = Vec::new();
+    encode_header(&header, &mut file);
+    for (i, at) in [0u64, f.secs * 1_000_000 - 20_000].into_iter().enumerate() {
+        let mut b = BlockBuilder::with_capacity(1024);
+        for sid in [0u16, 2] {
+            let rtp = RtpFields {
+                marker: false,
+                payload_type: 0,
+                sequence: i as u16,
+                timestamp: i as u32 * 160,
+                ssrc: 7 + u32::from(sid),
+            };
+            b.push_packet(sid, at, Some(&rtp), &[0x80; 40]);
+        }
+        seal(&b, &mut file);
+    }
+    let rec = Recording::from_bytes(file.clone()).expect("opens");
+    let mut footer = recovery_footer(&rec, f.start_ms + f.secs * 1000);
+    footer.completeness = Completeness::Complete;
+    encode_footer(&footer, &mut file);
+    file
+}
+
+/// Peak RSS the processor may reach ingesting and serving the sparse 8-hour recording.
+const SPARSE_RSS_BOUND_KIB: u64 = 100 * 1024;
+
+/// No file in the store may exceed this (there is no WAV cache any more).
+const STORE_FILE_BOUND: u64 = 1 << 20;
+
+fn largest_file(dir: &std::path::Path) -> u64 {
+    let mut largest = 0;
+    let mut todo = vec![dir.to_owned()];
+    // Each iteration takes one directory off the list (the tree is finite).
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                todo.push(e.path());
+            } else {
+                largest = largest.max(m.len());
+            }
+        }
+    }
+    largest
+}
+
+#[test]
+fn a_sparse_eight_hour_recording_costs_little_to_ingest_and_serve() {
+    let dir = TempDir::new("sparse");
+    let spool_dir = dir.join("spool");
+    Spool::open(&spool_dir).expect("spool");
+    let f = Fixture {
+        recording_id: rid(T_A, 77),
+        call_id: "sparse-call".into(),
+        start_ms: T_A,
+        secs: 8 * 3600,
+        metadata: Some("caller=+491;callee=1001;dn=1001".into()),
+        lose_every: 0,
+    };
+    let bytes = sparse_eight_hour_lcr(&f);
+    assert!(bytes.len() < 1024, "{} bytes", bytes.len());
+    let path = dir
+        .join("recordings")
+        .join(format!("{}.lcr", f.recording_id));
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+    std::fs::write(&path, &bytes).expect("write");
+    let job = serde_json::to_vec(&recording_job(&f, &path)).expect("json");
+    push_raw(&spool_dir, 1, &f.recording_id, &job);
+
+    // Default limits: 12 hours of audio.
+    let config = write_config(&dir.0, "");
+    let s = Server::start(&dir.0, &config);
+    wait_until(120, "the recording indexed", || {
+        s.status()["recording_jobs"] == json!(1)
+    });
+    let hwm = s.vm_hwm_kib();
+    eprintln!("processor VmHWM after ingesting the sparse 8 h recording: {hwm} KiB");
+    assert!(hwm < SPARSE_RSS_BOUND_KIB, "ingest peak RSS {hwm} KiB");
+    let d = s.json(&format!("/v1/interactions/{}", f.call_id), ADMIN);
+    let seg = &d["segments"][0];
+    assert_eq!(seg["status"], json!("complete"), "{d}");
+    // Two 20 ms frames of talk (a loud 5 ms packet per party at each end), the rest silence.
+    assert_eq!(seg["analysis"]["overtalk_ms"], json!(40), "{seg}");
+    assert_eq!(
+        seg["analysis"]["silence_ms"],
+        json!(8 * 3600 * 1000 - 40),
+        "{seg}"
+    );
+
+    // Playback: 8 h of stereo 16-bit 8 kHz, generated as it is sent, no cache file.
+    let audio = format!("/v1/recordings/{}/audio.wav", f.recording_id);
+    let frames: u64 = 8 * 3600 * 8000 - 160 + 40;
+    let size = 44 + 4 * frames;
+    let r = s.get(&audio, Some(ADMIN), Some("bytes=0-99"));
+    assert_eq!(r.status, 206, "{}", r.text());
+    assert_eq!(r.body.len(), 100);
+    assert_eq!(&r.body[..4], b"RIFF");
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes 0-99/{size}").as_str())
+    );
+    let tail = s.get(&audio, Some(ADMIN), Some("bytes=-320"));
+    assert_eq!(tail.status, 206);
+    assert_eq!(tail.body.len(), 320);
+    let middle = s.get(&audio, Some(ADMIN), Some("bytes=400000000-400000099"));
+    assert_eq!(middle.status, 206);
+    assert!(middle.body.iter().all(|&b| b == 0), "silence in the middle");
+    let (status, headers, n) = s.get_len(&audio, ADMIN, None);
+    assert_eq!(status, 200);
+    assert_eq!(n, size, "the whole WAV streamed");
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "content-length" && v == &size.to_string()));
+    let hwm = s.vm_hwm_kib();
+    eprintln!("processor VmHWM after serving the {size}-byte WAV: {hwm} KiB");
+    assert!(hwm < SPARSE_RSS_BOUND_KIB, "serving peak RSS {hwm} KiB");
+    let largest = largest_file(&dir.join("store"));
+    assert!(
+        largest <= STORE_FILE_BOUND,
+        "a {largest}-byte file in the store"
+    );
+    assert!(s.terminate(20));
+
+    // A lower limit refuses it, clearly, and writes nothing either.
+    let config = write_config(&dir.0, "max-audio-duration-secs = 3600");
+    let s = Server::start(&dir.0, &config);
+    let r = s.get(&audio, Some(ADMIN), None);
+    assert_eq!(r.status, 422, "{}", r.text());
+    let e = r.json()["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        e.contains("max-audio-duration-secs") && e.contains("3600 s"),
+        "{e}"
+    );
+    assert!(largest_file(&dir.join("store")) <= STORE_FILE_BOUND);
+    let audit = s.json("/v1/audit", ADMIN);
+    let playbacks = audit["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["action"] == json!("playback"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(playbacks, 4, "the refused request is not a playback");
+}
+
+#[test]
+fn a_partial_recording_is_indexed_and_plays() {
+    let dir = TempDir::new("partial");
+    let spool_dir = dir.join("spool");
+    Spool::open(&spool_dir).expect("spool");
+    let f = Fixture {
+        recording_id: rid(T_B + 60_000, 42),
+        call_id: "partial-call".into(),
+        start_ms: T_B + 60_000,
+        secs: 6,
+        metadata: Some("caller=+4940777;callee=1001;dn=1001;switch=sw1".into()),
+        lose_every: 0,
+    };
+    // The disk filled 60 % of the way: no footer, a torn last block.
+    let full = build_lcr(&f);
+    let cut = &full[..full.len() * 6 / 10];
+    let path = dir
+        .join("recordings")
+        .join(format!("{}.lcr", f.recording_id));
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+    std::fs::write(&path, cut).expect("write");
+    let mut job = recording_job(&f, &path);
+    job["status"] = json!("partial");
+    job["complete"] = json!(false);
+    job["packets_lost"] = json!(96);
+    job["error"] = json!("writing the recording: No space left on device (os error 28)");
+    push_raw(
+        &spool_dir,
+        1,
+        &f.recording_id,
+        &serde_json::to_vec(&job).expect("json"),
+    );
+
+    let config = write_config(&dir.0, "");
+    let s = Server::start(&dir.0, &config);
+    wait_until(60, "the recording indexed", || {
+        s.status()["recording_jobs"] == json!(1)
+    });
+    let st = s.status();
+    assert_eq!(st["jobs_failed"], json!(0), "{st}");
+    assert_eq!(
+        st["damaged_recordings"],
+        json!(0),
+        "partial is not damage: {st}"
+    );
+
+    // Detail: status, why, and the analysis of what was written.
+    let d = s.json(&format!("/v1/interactions/{}", f.call_id), AGENT_1001);
+    let seg = &d["segments"][0];
+    assert_eq!(seg["status"], json!("partial"), "{d}");
+    let note = seg["status_note"].as_str().unwrap_or_default();
+    assert!(note.contains("No space left on device"), "{note}");
+    assert!(
+        note.contains("writing stopped part-way") && note.contains("no footer"),
+        "{note}"
+    );
+    // The caller talks 0–3 s and 2.4–3.6 s, the callee 2.4–6 s: the callee's talk ends where
+    // the writing stopped.
+    let talk = |i: usize| seg["analysis"]["talk_ms"][i].as_u64().expect("talk");
+    assert!(talk(0) > 2000, "{seg}");
+    assert!(talk(1) > 0 && talk(1) < 3000, "{seg}");
+    assert_eq!(seg["duration_ms"], json!(6000));
+
+    // Search finds it, by its parties and by its status.
+    let list = s.json("/v1/interactions?q=partial", ADMIN);
+    assert_eq!(ids(&list), ["partial-call"]);
+    assert_eq!(
+        ids(&s.json("/v1/interactions?caller=4940777", AGENT_1001)),
+        ["partial-call"]
+    );
+
+    // Playback: every complete block's audio, with ranges.
+    let audio = format!("/v1/recordings/{}/audio.wav", f.recording_id);
+    let r = s.get(&audio, Some(AGENT_1001), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(&r.body[..4], b"RIFF");
+    let n = r.body.len();
+    let frames = (n - 44) / 4;
+    assert!(frames > 8000 && frames < 6 * 8000, "{frames} frames");
+    assert!(r.body[44..].iter().any(|&b| b != 0), "the audio is there");
+    let part = s.get(&audio, Some(AGENT_1001), Some("bytes=44-1043"));
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, r.body[44..1044]);
+    let o = s.get(
+        &format!("/v1/recordings/{}/original.lcr", f.recording_id),
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(o.body, cut, "the stored file is the recorder's");
+}

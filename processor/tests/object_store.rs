@@ -137,10 +137,8 @@ fn processor_stores_serves_ranges_and_deletes_through_object_storage() {
     assert_eq!(whole.status, 200, "{}", whole.text());
     assert_eq!(&whole.body[..4], b"RIFF");
     assert!(
-        objects
-            .join(format!("2026/11/25/cache/{rid}.wav"))
-            .is_file(),
-        "the WAV cache is an object too"
+        !objects.join(format!("2026/11/25/cache/{rid}.wav")).exists(),
+        "the WAV is generated for each request, never stored"
     );
     let part = s.get(
         &format!("/v1/recordings/{rid}/audio.wav"),

@@ -19,6 +19,14 @@
     'min_mos', 'max_mos', 'q', 'sort', 'limit', 'offset'];
   // Segments whose audio is fetched and decoded at the same time.
   const MEDIA_CONCURRENCY = 2;
+  // What a recording's status means (shown as the status tag's tooltip).
+  const STATUS_TEXT = {
+    incomplete: 'Some packets were not recorded',
+    recovered: 'The recorder stopped unexpectedly; every complete block was kept',
+    partial: 'Writing failed part-way (e.g. the disk filled); the audio written before is kept',
+    damaged: 'The file is damaged; what could be read is shown',
+    failed: 'Nothing could be recorded',
+  };
 
   const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -547,7 +555,10 @@
         el('span', { class: 'muted sub' },
           ` ${fmtDateTime(seg.start)} · ${fmtDuration(seg.duration_ms)}`,
           seg.switch ? ` · ${seg.switch}` : ''),
-        seg.status && seg.status !== 'complete' ? el('span', { class: `tag status-${seg.status}`, text: seg.status }) : null),
+        seg.status && seg.status !== 'complete'
+          ? el('span', { class: `tag status-${seg.status}`, title: STATUS_TEXT[seg.status] || seg.status, text: seg.status })
+          : null),
+      seg.status_note ? el('p', { class: 'status-note', text: seg.status_note }) : null,
       el('div', { class: 'wave' },
         el('div', { class: 'lanes', 'aria-hidden': 'true' }, el('span', { text: 'Caller' }), el('span', { text: 'Callee' })),
         el('div', { class: 'wave-box', title: 'Click to play from here' }, canvas, playhead)),

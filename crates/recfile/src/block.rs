@@ -417,62 +417,167 @@ pub struct BlockInfo {
     pub len: usize,
 }
 
+/// The fixed 37-byte framing of a block, as read (not yet checked against its data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BlockHeader {
+    /// 0 stored, 1 lz4.
+    pub(crate) codec: u8,
+    /// Bytes after the header (S).
+    pub(crate) stored: u32,
+    /// Bytes of records once decompressed (R).
+    pub(crate) raw_len: u32,
+    /// Records claimed.
+    pub(crate) records: u32,
+    /// Time of the first record.
+    pub(crate) first_us: u64,
+    /// Time of the last record.
+    pub(crate) last_us: u64,
+    /// The stored CRC (over header bytes 4..33 and the S stored bytes).
+    pub(crate) crc: u32,
+    /// CRC32C of header bytes 4..33 alone.
+    pub(crate) header_crc: u32,
+}
+
+/// Most raw bytes one stored byte of an lz4 block can expand to (a match-length extension
+/// byte adds 255 bytes of output; every other input byte adds less).
+const LZ4_MAX_RATIO: u64 = 255;
+
+impl BlockHeader {
+    /// Framed length: header plus stored bytes.
+    pub(crate) fn framed_len(&self) -> u64 {
+        BLOCK_HEADER_LEN as u64 + u64::from(self.stored)
+    }
+
+    /// Reads the header at the start of `bytes` and checks what can be checked without the
+    /// data: magic, completeness of the header, the 16 MiB bounds, the codec, and that the
+    /// raw length is one the stored length can produce (stored = raw for codec 0; at most
+    /// 255 × stored + 16 for lz4). Does not look at the stored bytes.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<BlockHeader, BlockError> {
+        let magic = bytes.get(..4).ok_or(BlockError::Truncated)?;
+        if magic != BLOCK_MAGIC {
+            return Err(BlockError::Corrupt("bad block magic".into()));
+        }
+        let h = bytes
+            .get(4..BLOCK_HEADER_LEN)
+            .ok_or(BlockError::Truncated)?;
+        let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let u64_at = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&h[i..i + 8]);
+            u64::from_le_bytes(a)
+        };
+        let header = BlockHeader {
+            codec: h[0],
+            stored: u32_at(1),
+            raw_len: u32_at(5),
+            records: u32_at(9),
+            first_us: u64_at(13),
+            last_us: u64_at(21),
+            crc: u32_at(29),
+            header_crc: crc32c::crc32c(&h[..BLOCK_HEADER_LEN - 8]),
+        };
+        let (stored, raw) = (u64::from(header.stored), u64::from(header.raw_len));
+        if raw > MAX_RAW_BLOCK as u64 || stored > MAX_RAW_BLOCK as u64 {
+            // No writer produces such a block: its header is damaged.
+            return Err(BlockError::Checksum);
+        }
+        match header.codec {
+            0 if stored == raw => {}
+            0 => {
+                return Err(BlockError::Corrupt(
+                    "stored length differs from raw length".into(),
+                ))
+            }
+            1 if raw <= stored * LZ4_MAX_RATIO + 16 => {}
+            1 => {
+                return Err(BlockError::Corrupt(
+                    "raw length beyond what lz4 can expand to".into(),
+                ))
+            }
+            c => return Err(BlockError::Corrupt(format!("unknown block codec {c}"))),
+        }
+        Ok(header)
+    }
+
+    /// The info of a block with this header at offset 0.
+    pub(crate) fn info(&self) -> BlockInfo {
+        BlockInfo {
+            offset: 0,
+            first_us: self.first_us,
+            last_us: self.last_us,
+            records: self.records,
+            len: BLOCK_HEADER_LEN + self.stored as usize,
+        }
+    }
+
+    /// Whether `data` (the S stored bytes) matches the CRC.
+    pub(crate) fn crc_matches(&self, data: &[u8]) -> bool {
+        crc32c::crc32c_append(self.header_crc, data) == self.crc
+    }
+
+    /// The raw records of a block whose CRC matched: `data` itself (stored) or `data`
+    /// decompressed into `scratch` (exactly R bytes, never more).
+    pub(crate) fn raw<'a>(
+        &self,
+        data: &'a [u8],
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8], BlockError> {
+        if self.codec == 0 {
+            return Ok(data);
+        }
+        let raw_len = self.raw_len as usize;
+        scratch.clear();
+        scratch.resize(raw_len, 0);
+        match lz4_flex::block::decompress_into(data, scratch) {
+            Ok(n) if n == raw_len => Ok(&scratch[..]),
+            Ok(_) => Err(BlockError::Corrupt("raw length mismatch".into())),
+            Err(e) => Err(BlockError::Corrupt(format!("lz4: {e}"))),
+        }
+    }
+}
+
+/// Checks that `raw` holds exactly `records` well-formed records, without keeping them
+/// (stops at the first error, or as soon as there are more records than claimed).
+pub(crate) fn validate_records(raw: &[u8], records: u32) -> Result<(), BlockError> {
+    let mut c = Cursor::new(raw);
+    let mut st = DeltaState::default();
+    let mut n = 0u32;
+    while !c.is_empty() {
+        decode_next(&mut c, &mut st)?;
+        n = n
+            .checked_add(1)
+            .filter(|&n| n <= records)
+            .ok_or_else(|| BlockError::Corrupt("record count mismatch".into()))?;
+    }
+    if n != records {
+        return Err(BlockError::Corrupt("record count mismatch".into()));
+    }
+    Ok(())
+}
+
 /// Checks the framing and CRC of the block at the start of `bytes` without decoding its
 /// records; returns its info and the raw (decompressed) records.
 pub fn verify_block(bytes: &[u8]) -> Result<(BlockInfo, Vec<u8>), BlockError> {
-    let mut c = Cursor::new(bytes);
-    let magic = c.take(4).map_err(|_| BlockError::Truncated)?;
-    if magic != BLOCK_MAGIC {
-        return Err(BlockError::Corrupt("bad block magic".into()));
-    }
-    let h = c
-        .take(BLOCK_HEADER_LEN - 8)
-        .map_err(|_| BlockError::Truncated)?;
-    let crc = c.u32().map_err(|_| BlockError::Truncated)?;
-    let mut hc = Cursor::new(h);
-    let field = |r: Result<u64, FormatError>| r.map_err(|_| BlockError::Truncated);
-    let codec = hc.u8().map_err(|_| BlockError::Truncated)?;
-    let stored = field(hc.u32().map(u64::from))? as usize;
-    let raw_len = field(hc.u32().map(u64::from))? as usize;
-    let records = field(hc.u32().map(u64::from))? as u32;
-    let first_us = field(hc.u64())?;
-    let last_us = field(hc.u64())?;
-    if raw_len > MAX_RAW_BLOCK || stored > MAX_RAW_BLOCK {
-        // No writer produces such a block: its header is damaged.
+    let h = BlockHeader::parse(bytes)?;
+    let data = bytes
+        .get(BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + h.stored as usize)
+        .ok_or(BlockError::Truncated)?;
+    if !h.crc_matches(data) {
         return Err(BlockError::Checksum);
     }
-    let data = c.take(stored).map_err(|_| BlockError::Truncated)?;
-    if crc32c::crc32c_append(crc32c::crc32c(h), data) != crc {
-        return Err(BlockError::Checksum);
-    }
-    let raw = match codec {
-        0 if stored == raw_len => data.to_vec(),
-        1 => lz4_flex::block::decompress(data, raw_len)
-            .map_err(|e| BlockError::Corrupt(format!("lz4: {e}")))?,
-        _ => return Err(BlockError::Corrupt(format!("unknown block codec {codec}"))),
-    };
-    if raw.len() != raw_len {
-        return Err(BlockError::Corrupt("raw length mismatch".into()));
-    }
-    Ok((
-        BlockInfo {
-            offset: 0,
-            first_us,
-            last_us,
-            records,
-            len: c.pos,
-        },
-        raw,
-    ))
+    let mut scratch = Vec::new();
+    let raw = h.raw(data, &mut scratch)?.to_vec();
+    Ok((h.info(), raw))
 }
 
 /// Opens the block at the start of `bytes`: framing, CRC, decompression, records.
+///
+/// The records are checked first without being kept, so a block claiming more records
+/// than it holds costs no allocation for them.
 pub fn open_block(bytes: &[u8]) -> Result<(BlockInfo, Vec<Record>), BlockError> {
     let (info, raw) = verify_block(bytes)?;
+    validate_records(&raw, info.records)?;
     let records = decode_records(&raw)?;
-    if records.len() != info.records as usize {
-        return Err(BlockError::Corrupt("record count mismatch".into()));
-    }
     Ok((info, records))
 }
 
@@ -482,67 +587,119 @@ pub fn decode_records(raw: &[u8]) -> Result<Vec<Record>, BlockError> {
     let mut st = DeltaState::default();
     let mut out = Vec::new();
     while !c.is_empty() {
-        let t = c.u8()?;
-        let kind = t >> 6;
-        if t & F_RESERVED != 0
-            || (kind == KIND_RTCP && t & F_PREDICTED != 0)
-            || (kind == KIND_EVENT && t & 0x3f != 0)
-        {
-            return Err(BlockError::Corrupt(format!("invalid record tag {t:#04x}")));
-        }
-        let mut stream = StreamId::from(t & 0x07);
-        if kind != KIND_EVENT && stream == StreamId::from(STREAM_ESCAPE) {
-            stream = StreamId::try_from(c.varint()?)
-                .map_err(|_| BlockError::Corrupt("stream id".into()))?;
-        }
-        match kind {
-            KIND_RTP | KIND_RTCP => {
-                let s = st.stream(stream);
-                let arrival_us = s.arrival_from(c.zigzag()?);
-                let rtp = if kind == KIND_RTP {
-                    let base = s.predicted();
-                    let f = if t & F_PREDICTED != 0 {
-                        base.ok_or_else(|| {
-                            BlockError::Corrupt("prediction without history".into())
-                        })?
-                    } else {
-                        get_rtp_fields(&mut c, &base.unwrap_or(ZERO_RTP))?
-                    };
-                    s.update_rtp(f);
-                    Some(f)
-                } else {
-                    None
-                };
-                let len = if t & F_SAME_LEN != 0 {
-                    if !s.seen {
-                        return Err(BlockError::Corrupt("length reuse without history".into()));
-                    }
-                    s.last_len
-                } else {
-                    usize::try_from(c.varint()?)
-                        .map_err(|_| BlockError::Corrupt("length".into()))?
-                };
-                s.seen = true;
-                s.last_len = len;
-                let payload = c.take(len)?.to_vec();
-                st.last_time = arrival_us;
-                out.push(Record::Packet(PacketRecord {
-                    stream,
-                    arrival_us,
-                    rtp,
-                    payload,
-                }));
-            }
-            KIND_EVENT => {
-                let at_us = st.last_time.wrapping_add(c.zigzag()? as u64);
-                let event = decode_event(&mut c)?;
-                st.last_time = at_us;
-                out.push(Record::Event(EventRecord { at_us, event }));
-            }
-            _ => return Err(BlockError::Corrupt(format!("unknown record kind {kind}"))),
-        }
+        out.push(decode_next(&mut c, &mut st)?.to_record());
     }
     Ok(out)
+}
+
+/// A decoded record whose payload still points into the block's raw bytes.
+#[derive(Debug)]
+pub(crate) enum RecordRef<'a> {
+    /// A packet (payload borrowed).
+    Packet {
+        /// Stream.
+        stream: StreamId,
+        /// Arrival time.
+        arrival_us: u64,
+        /// RTP fields, `None` for RTCP.
+        rtp: Option<RtpFields>,
+        /// Payload.
+        payload: &'a [u8],
+    },
+    /// An event.
+    Event(EventRecord),
+}
+
+impl RecordRef<'_> {
+    /// The owned record.
+    pub(crate) fn to_record(&self) -> Record {
+        match self {
+            RecordRef::Packet {
+                stream,
+                arrival_us,
+                rtp,
+                payload,
+            } => Record::Packet(PacketRecord {
+                stream: *stream,
+                arrival_us: *arrival_us,
+                rtp: *rtp,
+                payload: payload.to_vec(),
+            }),
+            RecordRef::Event(e) => Record::Event(e.clone()),
+        }
+    }
+}
+
+/// The decoder state of one block's records, kept between calls of [`decode_next`] so a
+/// block can be decoded one record at a time.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RecordState(DeltaState);
+
+impl RecordState {
+    /// Decodes the record at `c` (which must not be empty).
+    pub(crate) fn next<'a>(&mut self, c: &mut Cursor<'a>) -> Result<RecordRef<'a>, BlockError> {
+        decode_next(c, &mut self.0)
+    }
+}
+
+/// Decodes one record at the cursor (which must not be empty).
+fn decode_next<'a>(c: &mut Cursor<'a>, st: &mut DeltaState) -> Result<RecordRef<'a>, BlockError> {
+    let t = c.u8()?;
+    let kind = t >> 6;
+    if t & F_RESERVED != 0
+        || (kind == KIND_RTCP && t & F_PREDICTED != 0)
+        || (kind == KIND_EVENT && t & 0x3f != 0)
+    {
+        return Err(BlockError::Corrupt(format!("invalid record tag {t:#04x}")));
+    }
+    let mut stream = StreamId::from(t & 0x07);
+    if kind != KIND_EVENT && stream == StreamId::from(STREAM_ESCAPE) {
+        stream =
+            StreamId::try_from(c.varint()?).map_err(|_| BlockError::Corrupt("stream id".into()))?;
+    }
+    match kind {
+        KIND_RTP | KIND_RTCP => {
+            let s = st.stream(stream);
+            let arrival_us = s.arrival_from(c.zigzag()?);
+            let rtp = if kind == KIND_RTP {
+                let base = s.predicted();
+                let f = if t & F_PREDICTED != 0 {
+                    base.ok_or_else(|| BlockError::Corrupt("prediction without history".into()))?
+                } else {
+                    get_rtp_fields(c, &base.unwrap_or(ZERO_RTP))?
+                };
+                s.update_rtp(f);
+                Some(f)
+            } else {
+                None
+            };
+            let len = if t & F_SAME_LEN != 0 {
+                if !s.seen {
+                    return Err(BlockError::Corrupt("length reuse without history".into()));
+                }
+                s.last_len
+            } else {
+                usize::try_from(c.varint()?).map_err(|_| BlockError::Corrupt("length".into()))?
+            };
+            s.seen = true;
+            s.last_len = len;
+            let payload = c.take(len)?;
+            st.last_time = arrival_us;
+            Ok(RecordRef::Packet {
+                stream,
+                arrival_us,
+                rtp,
+                payload,
+            })
+        }
+        KIND_EVENT => {
+            let at_us = st.last_time.wrapping_add(c.zigzag()? as u64);
+            let event = decode_event(c)?;
+            st.last_time = at_us;
+            Ok(RecordRef::Event(EventRecord { at_us, event }))
+        }
+        _ => Err(BlockError::Corrupt(format!("unknown record kind {kind}"))),
+    }
 }
 
 #[cfg(test)]

@@ -1,29 +1,45 @@
 //! Turns a recording into something ordinary tools play or dissect.
 //!
-//! * [`write_wav`]: a stereo 16-bit PCM WAV at 8000 Hz, the caller (party 0) on the left
-//!   channel and the callee (party 1) on the right, G.711 decoded with [`crate::g711`] and
-//!   placed on the recording's timeline from RTP timestamps (see [`write_wav`] for the
-//!   rules).
-//! * [`write_pcap`]: a classic libpcap file with one synthetic Ethernet/IP/UDP frame per
-//!   recorded RTP or RTCP packet.
+//! * [`write_wav`] / [`write_recording_wav`]: a stereo 16-bit PCM WAV at 8000 Hz, the caller
+//!   (party 0) on the left channel and the callee (party 1) on the right, G.711 decoded with
+//!   [`crate::g711`] and placed on the recording's timeline by arrival time, refined by RTP
+//!   timestamps within a tolerance (see [`write_wav_from`] for the rules). [`render_stereo`]
+//!   delivers the same audio to any [`StereoSink`] (silence as run lengths), which is how
+//!   analysis reads it without a WAV.
+//! * [`write_pcap`] / [`write_recording_pcap`]: a classic libpcap file with one synthetic
+//!   Ethernet/IP/UDP frame per recorded RTP or RTCP packet.
 //!
 //! Both work from the data model of the crate root only: a [`FileHeader`], the streams
-//! known for the recording and its records in file order, however they were obtained.
-//! Streams are looked up in the header first, then in `streams`, and are updated in record
-//! order by [`Event::StreamAdded`] and [`Event::StreamChanged`] (so a re-INVITE's new codecs
-//! or addresses apply to the packets after it). Neither function panics on any input, and
-//! the WAV export never allocates more than [`MAX_WAV_SAMPLES`] samples per channel,
-//! whatever the timestamps or arrival times say.
+//! known for the recording and its records in file order, from any [`RecordSource`] (a
+//! slice, or a [`Recording`] decoded block by block). Streams are looked up in the header
+//! first, then in `streams`, and are updated in record order by [`Event::StreamAdded`] and
+//! [`Event::StreamChanged`] (so a re-INVITE's new codecs or addresses apply to the packets
+//! after it).
+//!
+//! **Bounds.** Neither function panics on any input. Both stream: the pcap writer holds one
+//! frame; the WAV writer holds a reorder window of [`WINDOW_SAMPLES`] per channel (16 s,
+//! about 0.5 MiB for both) and writes silence from a small zero buffer, so its memory does
+//! not depend on the call's length or on the timestamps and arrival times it reads. The WAV
+//! holds at most [`WavOptions::max_samples`] samples per channel and nothing beyond the
+//! recording's span ([`WavOptions::span_us`], from the footer for a [`Recording`]).
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
+use crate::reader::{ReadError, Recording};
 use crate::{Event, FileHeader, Record, StreamId, StreamInfo};
 
 mod pcap;
 mod wav;
+#[cfg(test)]
+mod wav_legacy;
 
-pub use pcap::{write_pcap, PcapSummary};
-pub use wav::{wav_header, write_wav, WavSummary, MAX_WAV_SAMPLES, WAV_SAMPLE_RATE};
+pub use pcap::{write_pcap, write_pcap_from, write_recording_pcap, PcapSummary};
+pub use wav::{
+    measure_recording, measure_wav, render_recording, render_stereo, wav_header,
+    write_recording_wav, write_wav, write_wav_from, StereoSink, WavOptions, WavSummary,
+    MAX_WAV_SAMPLES, SPAN_SLACK_US, WAV_HEADER_LEN, WAV_SAMPLE_RATE, WINDOW_SAMPLES,
+};
 
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +61,45 @@ pub enum ExportError {
     /// The recording holds no RTP audio packet that could be exported.
     #[error("the recording holds no RTP audio to export")]
     NoAudio,
-    /// Writing the output failed (or memory for the audio could not be reserved).
+    /// Writing the output failed.
     #[error("export I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The records could not be read again (the file changed since it was opened).
+    #[error("reading the recording: {0}")]
+    Read(#[from] ReadError),
+}
+
+/// Records that can be walked in order, more than once (exports take two or three passes).
+pub trait RecordSource {
+    /// Calls `f` with every record in order until it returns `ControlFlow::Break`.
+    fn for_each_record(
+        &self,
+        f: &mut dyn FnMut(&Record) -> ControlFlow<()>,
+    ) -> Result<(), ExportError>;
+}
+
+impl RecordSource for [Record] {
+    fn for_each_record(
+        &self,
+        f: &mut dyn FnMut(&Record) -> ControlFlow<()>,
+    ) -> Result<(), ExportError> {
+        for r in self {
+            if f(r).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RecordSource for Recording {
+    fn for_each_record(
+        &self,
+        f: &mut dyn FnMut(&Record) -> ControlFlow<()>,
+    ) -> Result<(), ExportError> {
+        let _flow = self.visit_records(f)?;
+        Ok(())
+    }
 }
 
 /// The streams of a recording as known at a point of the record sequence.
@@ -55,48 +107,63 @@ pub enum ExportError {
 /// `current` holds the latest version seen so far (header, then `streams`, updated by
 /// stream events in record order); `fallback` holds the first version found anywhere,
 /// events included, for packets that precede their stream's announcement.
-struct StreamTable<'a> {
+#[derive(Debug, Clone, Default)]
+struct StreamTable {
     /// Latest version of each stream at the current record.
-    current: HashMap<StreamId, &'a StreamInfo>,
+    current: HashMap<StreamId, StreamInfo>,
     /// First known version of each stream (header, `streams`, then events).
-    fallback: HashMap<StreamId, &'a StreamInfo>,
+    fallback: HashMap<StreamId, StreamInfo>,
 }
 
-impl<'a> StreamTable<'a> {
-    /// Builds the table as it stands before the first record.
-    fn new(header: &'a FileHeader, streams: &'a [StreamInfo], records: &'a [Record]) -> Self {
+impl StreamTable {
+    /// Builds the table as it stands before the first record (one pass over the records
+    /// for the stream events); `visit` also sees every record of that pass. With
+    /// `streams_from_events`, the latest version each stream event gives a stream that is
+    /// not in the header or `streams` counts as given in `streams` (what passing
+    /// [`Recording::streams`] as `streams` does).
+    fn new(
+        header: &FileHeader,
+        streams: &[StreamInfo],
+        records: &(impl RecordSource + ?Sized),
+        streams_from_events: bool,
+        mut visit: impl FnMut(&Record),
+    ) -> Result<Self, ExportError> {
         let mut current = HashMap::new();
         for s in header.streams.iter().chain(streams) {
-            current.entry(s.id).or_insert(s);
+            current.entry(s.id).or_insert_with(|| s.clone());
+        }
+        let mut first: HashMap<StreamId, StreamInfo> = HashMap::new();
+        let mut latest: HashMap<StreamId, StreamInfo> = HashMap::new();
+        records.for_each_record(&mut |r| {
+            if let Some(s) = stream_event(r) {
+                first.entry(s.id).or_insert_with(|| s.clone());
+                if streams_from_events {
+                    latest.insert(s.id, s.clone());
+                }
+            }
+            visit(r);
+            ControlFlow::Continue(())
+        })?;
+        for (id, s) in latest {
+            current.entry(id).or_insert(s);
         }
         let mut fallback = current.clone();
-        for s in records.iter().filter_map(stream_event) {
-            fallback.entry(s.id).or_insert(s);
+        for (id, s) in first {
+            fallback.entry(id).or_insert(s);
         }
-        StreamTable { current, fallback }
+        Ok(StreamTable { current, fallback })
     }
 
     /// Applies a record (stream events update the table; everything else is ignored).
-    fn apply(&mut self, record: &'a Record) {
+    fn apply(&mut self, record: &Record) {
         if let Some(s) = stream_event(record) {
-            self.current.insert(s.id, s);
+            self.current.insert(s.id, s.clone());
         }
     }
 
     /// The stream's info as known now, if the stream is known at all.
-    fn get(&self, id: StreamId) -> Option<&'a StreamInfo> {
-        self.current
-            .get(&id)
-            .or_else(|| self.fallback.get(&id))
-            .copied()
-    }
-
-    /// Every version of every stream: the first known ones, then all events' versions.
-    fn all_versions(&self, records: &'a [Record]) -> impl Iterator<Item = &'a StreamInfo> + '_ {
-        self.fallback
-            .values()
-            .copied()
-            .chain(records.iter().filter_map(stream_event))
+    fn get(&self, id: StreamId) -> Option<&StreamInfo> {
+        self.current.get(&id).or_else(|| self.fallback.get(&id))
     }
 }
 
@@ -342,5 +409,73 @@ mod tests {
                 records.iter().filter(|r| matches!(r, Record::Packet(p) if p.stream < 4)).count() as u64
             );
         }
+    }
+
+    #[test]
+    fn recording_exports_equal_slice_exports() {
+        use crate::block::{seal, BlockBuilder};
+        use crate::format::encode_header;
+        let codecs = vec![CodecInfo {
+            payload_type: 0,
+            name: "PCMU".into(),
+            clock_rate: 8000,
+            channels: 1,
+        }];
+        let stream = |id: u16, party: u8| StreamInfo {
+            id,
+            party,
+            media_index: 0,
+            component: Component::Rtp,
+            source: "192.0.2.1:4000".into(),
+            destination: "192.0.2.2:5000".into(),
+            codecs: codecs.clone(),
+        };
+        let header = header_with(vec![stream(0, 0)], 1_700_000_000_000);
+        let mut records = vec![Record::Event(EventRecord {
+            at_us: 5,
+            event: Event::StreamAdded(stream(2, 1)),
+        })];
+        for i in 0..400u64 {
+            for s in [0u16, 2] {
+                records.push(Record::Packet(PacketRecord {
+                    stream: s,
+                    arrival_us: i * 20_000 + u64::from(s),
+                    rtp: Some(RtpFields {
+                        marker: false,
+                        payload_type: 0,
+                        sequence: i as u16,
+                        timestamp: (i * 160) as u32,
+                        ssrc: 9 + u32::from(s),
+                    }),
+                    payload: vec![(i % 251) as u8; 160],
+                }));
+            }
+        }
+        let mut file = Vec::new();
+        encode_header(&header, &mut file);
+        for chunk in records.chunks(50) {
+            let mut b = BlockBuilder::with_capacity(16 * 1024);
+            for r in chunk {
+                match r {
+                    Record::Packet(p) => {
+                        b.push_packet(p.stream, p.arrival_us, p.rtp.as_ref(), &p.payload)
+                    }
+                    Record::Event(e) => b.push_event(e),
+                }
+            }
+            seal(&b, &mut file);
+        }
+        let rec = Recording::from_bytes(file).unwrap();
+        let (streams, all) = (rec.streams(), rec.records().unwrap());
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        write_pcap(&rec.header, &streams, &all, &mut a).unwrap();
+        write_recording_pcap(&rec, &mut b).unwrap();
+        assert!(a == b);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        write_wav(&rec.header, &streams, &all, &mut a).unwrap();
+        write_recording_wav(&rec, &WavOptions::default(), &mut b).unwrap();
+        assert!(a == b);
+        assert_eq!(a.len(), 44 + 4 * 400 * 160);
     }
 }

@@ -24,6 +24,10 @@ pub const END_MAGIC: [u8; 8] = *b"LCREND\r\n";
 pub const TRAILER_LEN: usize = 16;
 /// Largest header or footer body accepted (bounds allocation on hostile input).
 pub const MAX_META_LEN: usize = 16 << 20;
+/// Items reserved up front for a decoded list (parties, streams, codecs, index entries);
+/// longer lists grow as they are decoded, so a count that claims more items than follow
+/// costs no allocation.
+const PREALLOC_ITEMS: usize = 16;
 
 /// Why a header, footer or event could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,13 +118,6 @@ impl<'a> Cursor<'a> {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    pub(crate) fn u64(&mut self) -> Result<u64, FormatError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
-
     pub(crate) fn varint(&mut self) -> Result<u64, FormatError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
@@ -208,7 +205,7 @@ fn get_stream(c: &mut Cursor<'_>) -> Result<StreamInfo, FormatError> {
     let source = c.string()?;
     let destination = c.string()?;
     let n = c.count()?;
-    let mut codecs = Vec::with_capacity(n);
+    let mut codecs = Vec::with_capacity(n.min(PREALLOC_ITEMS));
     for _ in 0..n {
         codecs.push(CodecInfo {
             payload_type: c.u8()?,
@@ -360,7 +357,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<(FileHeader, usize), FormatError> {
     let start_unix_ms = b.varint()?;
     let metadata = b.opt_string()?;
     let n = b.count()?;
-    let mut parties = Vec::with_capacity(n);
+    let mut parties = Vec::with_capacity(n.min(PREALLOC_ITEMS));
     for _ in 0..n {
         parties.push(PartyInfo {
             tag: b.string()?,
@@ -369,7 +366,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<(FileHeader, usize), FormatError> {
         });
     }
     let n = b.count()?;
-    let mut streams = Vec::with_capacity(n);
+    let mut streams = Vec::with_capacity(n.min(PREALLOC_ITEMS));
     for _ in 0..n {
         streams.push(get_stream(&mut b)?);
     }
@@ -433,7 +430,7 @@ fn decode_footer_body(body: &[u8]) -> Result<Footer, FormatError> {
     let end_unix_ms = c.varint()?;
     let packets_lost = c.varint()?;
     let n = c.count()?;
-    let mut index = Vec::with_capacity(n);
+    let mut index = Vec::with_capacity(n.min(PREALLOC_ITEMS));
     for _ in 0..n {
         index.push(BlockIndexEntry {
             offset: c.varint()?,
@@ -443,7 +440,7 @@ fn decode_footer_body(body: &[u8]) -> Result<Footer, FormatError> {
         });
     }
     let n = c.count()?;
-    let mut streams = Vec::with_capacity(n);
+    let mut streams = Vec::with_capacity(n.min(PREALLOC_ITEMS));
     for _ in 0..n {
         streams.push(StreamStats {
             stream: c.small("stream id")?,

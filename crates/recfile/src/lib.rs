@@ -6,14 +6,24 @@
 //! statistics. A file cut short by a crash still yields every complete block. The format is
 //! specified in `docs/recording-format.md`.
 //!
-//! The crate is pure (no threads, no clocks); file I/O is limited to the reader's
-//! convenience constructors. Writers (the recorder's packet workers and writer threads) use
-//! [`block::BlockBuilder`] to append records and [`block::seal`] to compress and frame a
-//! block; the header and footer are encoded with [`format`]. The reader
-//! ([`reader::Recording`]) opens complete and truncated files alike. [`export`] turns a
-//! recording into a stereo WAV (G.711 decoded, [`g711`]) or a pcap.
+//! The crate is pure (no threads, no clocks); file I/O is limited to the reader, which reads
+//! a file in place ([`reader::Recording::open`]) or works on bytes in memory
+//! ([`reader::Recording::from_bytes`]). Writers (the recorder's packet workers and writer
+//! threads) use [`block::BlockBuilder`] to append records and [`block::seal`] to compress
+//! and frame a block; the header and footer are encoded with [`format`](mod@format). The reader opens
+//! complete, truncated and damaged files alike, in time linear in the file whatever it
+//! holds, and decodes records one block at a time. [`export`] turns a recording into a
+//! stereo WAV (G.711 decoded, [`g711`]) or a pcap, streaming: memory does not depend on the
+//! call's length.
+//!
+//! Entry points for fuzzing (total on every input, allocation bounded by the input):
+//! [`reader::Recording::from_bytes`], then [`reader::Recording::iter_records`] /
+//! [`reader::Recording::visit_records`] and [`reader::recovery_footer`];
+//! [`export::write_recording_wav`] and [`export::write_recording_pcap`] into any
+//! `std::io::Write` (e.g. `std::io::sink()`).
 
 pub mod block;
+mod crc;
 pub mod export;
 pub mod format;
 pub mod g711;

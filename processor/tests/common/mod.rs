@@ -434,6 +434,51 @@ impl Server {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident set size so far, KiB (`VmHWM` in `/proc/PID/status`).
+    pub fn vm_hwm_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status (Linux)");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
+    /// GET `path` and count the body's bytes without keeping them (for large bodies):
+    /// status, headers, body length.
+    pub fn get_len(
+        &self,
+        path: &str,
+        token: &str,
+        range: Option<&str>,
+    ) -> (u16, Vec<(String, String)>, u64) {
+        let mut req = ureq::get(&format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(600))
+            .set("Authorization", &format!("Bearer {token}"));
+        if let Some(r) = range {
+            req = req.set("Range", r);
+        }
+        let resp = match req.call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("HTTP request failed: {e}"),
+        };
+        let status = resp.status();
+        let headers = resp
+            .headers_names()
+            .into_iter()
+            .filter_map(|n| Some((n.to_ascii_lowercase(), resp.header(&n)?.to_owned())))
+            .collect();
+        let n = std::io::copy(&mut resp.into_reader(), &mut std::io::sink()).expect("body");
+        (status, headers, n)
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         self.log.lock().map(|l| l.join("\n")).unwrap_or_default()

@@ -2,8 +2,10 @@
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::ControlFlow;
 
-use super::{ExportError, StreamTable};
+use super::{ExportError, RecordSource, StreamTable};
+use crate::reader::Recording;
 use crate::{FileHeader, Record, RtpFields, StreamInfo};
 
 /// What [`write_pcap`] produced.
@@ -69,17 +71,49 @@ pub fn write_pcap(
     records: &[Record],
     out: &mut impl Write,
 ) -> Result<PcapSummary, ExportError> {
+    write_pcap_from(header, streams, records, false, out)
+}
+
+/// Writes the packets of `rec` as a pcap into `out` (the fuzzing entry point for pcap
+/// export): [`write_pcap`] with `rec`'s header, the streams its events announce (as
+/// [`Recording::streams`] gives them) and its records decoded block by block.
+///
+/// # Errors
+///
+/// As [`write_pcap`], and [`ExportError::Read`] if the records cannot be read again.
+pub fn write_recording_pcap(
+    rec: &Recording,
+    out: &mut impl Write,
+) -> Result<PcapSummary, ExportError> {
+    write_pcap_from(&rec.header, &[], rec, true, out)
+}
+
+/// [`write_pcap`] over any [`RecordSource`] (read twice: once for the stream events, then to
+/// write). With `streams_from_events`, streams that only events announce count as given in
+/// `streams` in their latest version (as passing [`Recording::streams`] does).
+///
+/// # Errors
+///
+/// As [`write_pcap`], and [`ExportError::Read`] if the records cannot be read again.
+pub fn write_pcap_from(
+    header: &FileHeader,
+    streams: &[StreamInfo],
+    records: &(impl RecordSource + ?Sized),
+    streams_from_events: bool,
+    out: &mut impl Write,
+) -> Result<PcapSummary, ExportError> {
+    let mut table = StreamTable::new(header, streams, records, streams_from_events, |_| {})?;
     out.write_all(&global_header())?;
-    let mut table = StreamTable::new(header, streams, records);
     let mut buf = Vec::with_capacity(2048);
     let mut packets = 0u64;
-    for record in records {
+    let mut failure: Option<std::io::Error> = None;
+    records.for_each_record(&mut |record| {
         table.apply(record);
         let Record::Packet(p) = record else {
-            continue;
+            return ControlFlow::Continue(());
         };
         let Some(info) = table.get(p.stream) else {
-            continue;
+            return ControlFlow::Continue(());
         };
         let (src, dst) = endpoints(info);
         buf.clear();
@@ -105,8 +139,15 @@ pub fn write_pcap(
         buf[4..8].copy_from_slice(&ts_usec.to_le_bytes());
         buf[8..12].copy_from_slice(&frame_len.to_le_bytes());
         buf[12..16].copy_from_slice(&frame_len.to_le_bytes());
-        out.write_all(&buf)?;
+        if let Err(e) = out.write_all(&buf) {
+            failure = Some(e);
+            return ControlFlow::Break(());
+        }
         packets += 1;
+        ControlFlow::Continue(())
+    })?;
+    if let Some(e) = failure {
+        return Err(e.into());
     }
     out.flush()?;
     Ok(PcapSummary { packets })

@@ -1,18 +1,41 @@
-//! Stereo WAV export of G.711 audio (see [`write_wav`]).
+//! Stereo WAV export of G.711 audio (see [`write_wav`]), streaming.
+//!
+//! One engine places the packets (see [`write_wav`] for the rules) into a reorder window of
+//! [`WINDOW_SAMPLES`] per channel and hands what leaves the window to a [`StereoSink`]:
+//! audio as sample slices, and everything after the last written sample as a count of
+//! silent frames. [`write_wav_from`] runs it twice: once without decoding to learn the
+//! length the WAV header needs ([`measure_wav`]), then to write the samples (silence from a
+//! small zero buffer). [`render_stereo`] runs it once into any sink (the processor's
+//! voice-activity analysis counts silence arithmetically that way).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
+use std::ops::ControlFlow;
 
-use super::{ExportError, StreamTable};
+use super::{ExportError, RecordSource, StreamTable};
 use crate::g711;
+use crate::reader::Recording;
 use crate::{CodecInfo, Component, FileHeader, Record, RtpFields, StreamId, StreamInfo};
 
 /// Sample rate of exported WAV files (G.711 is always 8000 Hz).
 pub const WAV_SAMPLE_RATE: u32 = 8000;
 
-/// Most samples per channel a WAV export ever holds (8 hours at 8000 Hz); audio that would
-/// land later is dropped.
+/// Default most samples per channel of a WAV export (8 hours at 8000 Hz,
+/// [`WavOptions::default`]); audio that would land later is dropped.
 pub const MAX_WAV_SAMPLES: u64 = 8 * 3600 * WAV_SAMPLE_RATE as u64;
+
+/// Length of the WAV header [`wav_header`] writes; the data follows (4 bytes per frame).
+pub const WAV_HEADER_LEN: u64 = 44;
+
+/// Samples per channel of the reorder window (2^17: 16.4 s at 8000 Hz). A packet is placed
+/// at most 2 s from its arrival time, so audio leaves the window only once nothing can
+/// land on it any more unless it arrived more than ~14 s out of order (such a packet's
+/// samples before the window are dropped and counted in [`WavSummary::packets_late`]).
+pub const WINDOW_SAMPLES: u64 = 1 << 17;
+
+/// Tolerance after the recording's span within which packets are still placed (clock
+/// granularity, the footer's millisecond end time).
+pub const SPAN_SLACK_US: u64 = 2_000_000;
 
 /// Microseconds per sample at 8000 Hz.
 const US_PER_SAMPLE: u64 = 1_000_000 / WAV_SAMPLE_RATE as u64;
@@ -20,10 +43,42 @@ const US_PER_SAMPLE: u64 = 1_000_000 / WAV_SAMPLE_RATE as u64;
 /// Largest distance between timestamp- and arrival-derived positions kept (2 s).
 const REANCHOR_SAMPLES: u64 = 2 * WAV_SAMPLE_RATE as u64;
 
-/// Stereo frames written to the output per `write_all`.
+/// Stereo frames handed to the sink (and written) at a time.
 const FRAMES_PER_WRITE: usize = 8192;
 
-/// What [`write_wav`] produced.
+/// What limits an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WavOptions {
+    /// Most samples per channel; audio beyond is dropped and [`WavSummary::truncated`] set.
+    pub max_samples: u64,
+    /// The recording's span, µs from its start ([`Recording::span_us`]). Packets arriving
+    /// more than [`SPAN_SLACK_US`] after it are outliers (skipped, counted in
+    /// [`WavSummary::packets_outside_span`]) and no sample is placed beyond that point.
+    /// `None`: no limit but `max_samples`.
+    pub span_us: Option<u64>,
+}
+
+impl Default for WavOptions {
+    /// [`MAX_WAV_SAMPLES`], no span.
+    fn default() -> Self {
+        WavOptions {
+            max_samples: MAX_WAV_SAMPLES,
+            span_us: None,
+        }
+    }
+}
+
+impl WavOptions {
+    /// The defaults with the recording's span ([`Recording::span_us`]).
+    pub fn for_recording(rec: &Recording) -> Self {
+        WavOptions {
+            span_us: rec.span_us(),
+            ..WavOptions::default()
+        }
+    }
+}
+
+/// What an export produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WavSummary {
     /// Samples in each channel (the longer channel's length; the other is padded).
@@ -33,10 +88,68 @@ pub struct WavSummary {
     /// Packets whose audio was decoded into the file.
     pub packets_used: u64,
     /// Packet records not used: telephone-event and CN packets, RTCP, packets of streams
-    /// that are not exported (other media lines, other parties, unknown streams) and
-    /// packets beyond [`MAX_WAV_SAMPLES`]. `packets_used + packets_skipped` is the number of
-    /// packet records.
+    /// that are not exported (other media lines, other parties, unknown streams), packets
+    /// beyond [`WavOptions::max_samples`] or the span, and late packets.
+    /// `packets_used + packets_skipped` is the number of packet records.
     pub packets_skipped: u64,
+    /// Of the skipped: exported packets that arrived after the span (outliers).
+    pub packets_outside_span: u64,
+    /// Of the skipped: exported packets that landed entirely behind the reorder window.
+    pub packets_late: u64,
+    /// Whether audio beyond [`WavOptions::max_samples`] was dropped.
+    pub truncated: bool,
+}
+
+/// Where [`render_stereo`] delivers the audio, in order: runs of frames (a sample of each
+/// channel) and runs of silent frames.
+pub trait StereoSink {
+    /// `left.len()` frames (`right` has the same length).
+    fn audio(&mut self, left: &[i16], right: &[i16]) -> io::Result<()>;
+    /// `frames` frames of digital silence (both channels 0).
+    fn silence(&mut self, frames: u64) -> io::Result<()>;
+}
+
+/// A sink that keeps nothing (measuring).
+struct NullSink;
+
+impl StereoSink for NullSink {
+    fn audio(&mut self, _: &[i16], _: &[i16]) -> io::Result<()> {
+        Ok(())
+    }
+    fn silence(&mut self, _: u64) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Interleaves frames into a WAV data chunk.
+struct WavWriter<'w, W: Write> {
+    out: &'w mut W,
+    buf: Vec<u8>,
+}
+
+/// Zero bytes silence is written from (1024 frames).
+static ZEROS: [u8; 4096] = [0; 4096];
+
+impl<W: Write> StereoSink for WavWriter<'_, W> {
+    fn audio(&mut self, left: &[i16], right: &[i16]) -> io::Result<()> {
+        self.buf.clear();
+        for (l, r) in left.iter().zip(right) {
+            self.buf.extend_from_slice(&l.to_le_bytes());
+            self.buf.extend_from_slice(&r.to_le_bytes());
+        }
+        self.out.write_all(&self.buf)
+    }
+
+    fn silence(&mut self, frames: u64) -> io::Result<()> {
+        let mut bytes = frames.saturating_mul(4);
+        // Each iteration writes up to 4 KiB of zeros.
+        while bytes > 0 {
+            let n = bytes.min(ZEROS.len() as u64) as usize;
+            self.out.write_all(&ZEROS[..n])?;
+            bytes -= n as u64;
+        }
+        Ok(())
+    }
 }
 
 /// The 44-byte header of a PCM 16-bit little-endian RIFF/WAVE file.
@@ -73,7 +186,91 @@ fn saturate_u32(v: u64) -> u32 {
 }
 
 /// Writes the recording's audio as a stereo 16-bit PCM WAV at 8000 Hz: party 0 (the
-/// caller) on channel 0, party 1 (the callee) on channel 1.
+/// caller) on channel 0, party 1 (the callee) on channel 1, with [`WavOptions::default`]
+/// (see [`write_wav_from`]).
+///
+/// # Errors
+///
+/// As [`write_wav_from`].
+pub fn write_wav(
+    header: &FileHeader,
+    streams: &[StreamInfo],
+    records: &[Record],
+    out: &mut impl Write,
+) -> Result<WavSummary, ExportError> {
+    write_wav_from(header, streams, records, &WavOptions::default(), out)
+}
+
+/// Writes the audio of `rec` as a WAV into `out` (the fuzzing entry point for WAV export):
+/// [`write_wav_from`] with `rec`'s header, the streams its events announce (as
+/// [`Recording::streams`] gives them) and its records decoded block by block, and with the
+/// recording's span ([`Recording::span_us`]) unless `opts` names one.
+///
+/// # Errors
+///
+/// As [`write_wav_from`].
+pub fn write_recording_wav(
+    rec: &Recording,
+    opts: &WavOptions,
+    out: &mut impl Write,
+) -> Result<WavSummary, ExportError> {
+    let opts = recording_options(rec, opts);
+    let input = Input {
+        header: &rec.header,
+        streams: &[],
+        records: rec,
+        streams_from_events: true,
+    };
+    write_input(&input, &opts, out)
+}
+
+/// [`render_stereo`] for a recording, as [`write_recording_wav`] would write it.
+///
+/// # Errors
+///
+/// As [`render_stereo`].
+pub fn render_recording(
+    rec: &Recording,
+    opts: &WavOptions,
+    sink: &mut dyn StereoSink,
+) -> Result<WavSummary, ExportError> {
+    let opts = recording_options(rec, opts);
+    let input = Input {
+        header: &rec.header,
+        streams: &[],
+        records: rec,
+        streams_from_events: true,
+    };
+    run(&input, &opts, true, sink)
+}
+
+/// What [`write_recording_wav`] would write, without writing it (no decoding; the WAV is
+/// [`WAV_HEADER_LEN`] + 4 × `samples_per_channel` bytes long).
+///
+/// # Errors
+///
+/// As [`measure_wav`].
+pub fn measure_recording(rec: &Recording, opts: &WavOptions) -> Result<WavSummary, ExportError> {
+    let opts = recording_options(rec, opts);
+    let input = Input {
+        header: &rec.header,
+        streams: &[],
+        records: rec,
+        streams_from_events: true,
+    };
+    run(&input, &opts, false, &mut NullSink)
+}
+
+fn recording_options(rec: &Recording, opts: &WavOptions) -> WavOptions {
+    WavOptions {
+        span_us: opts.span_us.or_else(|| rec.span_us()),
+        ..*opts
+    }
+}
+
+/// Writes the audio as a stereo 16-bit PCM WAV at 8000 Hz: party 0 (the caller) on channel
+/// 0, party 1 (the callee) on channel 1. Memory stays bounded (see the module
+/// documentation): the records are read twice, first to learn the length, then to write.
 ///
 /// Which packets: for each of the two parties (party 0 on the left channel, party 1 on the
 /// right), the RTP streams of the party's first audio media line (lowest `media_index`
@@ -90,123 +287,206 @@ fn saturate_u32(v: u64) -> u32 {
 /// the timestamp-derived position is more than 2 s away from the arrival-derived one, or
 /// when it lies more than one packet behind the stream's written audio *and* would
 /// overwrite samples already written (a late, reordered packet that fills a hole is placed
-/// by its timestamp). Overlaps of up to a packet are overwritten (later packet wins).
-/// Whatever was not written is silence.
+/// by its timestamp). So RTP timestamps move audio by at most 2 s from where it arrived:
+/// they cannot stretch the timeline. Overlaps of up to a packet are overwritten (later
+/// packet wins). Whatever was not written is silence.
 ///
-/// The audio is assembled in memory (at most [`MAX_WAV_SAMPLES`] per channel), then the
-/// header and the interleaved samples are written to `out`, which is flushed. Nothing is
-/// written when an error is found in the recording.
+/// Limits: packets arriving after the span ([`WavOptions::span_us`] + [`SPAN_SLACK_US`])
+/// are skipped, and nothing is placed beyond that point or beyond
+/// [`WavOptions::max_samples`]. Audio leaves the reorder window ([`WINDOW_SAMPLES`]) once a
+/// later packet needs the room; a packet placed entirely before the window's start (more
+/// than ~14 s out of arrival order) is skipped, and the part of one that starts before it
+/// is dropped (samples already handed out count as written when deciding whether a
+/// packet overwrites audio).
+///
+/// Nothing is written when an error is found in the recording: the first pass finds it;
+/// `out` is flushed at the end.
 ///
 /// # Errors
 ///
 /// [`ExportError::UnsupportedCodec`] for a packet of an exported stream in a codec other
 /// than G.711, telephone-event or CN; [`ExportError::NoAudio`] if no packet could be used;
-/// [`ExportError::Io`] if writing fails or the memory for the audio cannot be reserved.
-pub fn write_wav(
+/// [`ExportError::Io`] if writing fails; [`ExportError::Read`] if the records cannot be
+/// read again.
+pub fn write_wav_from(
     header: &FileHeader,
     streams: &[StreamInfo],
-    records: &[Record],
+    records: &(impl RecordSource + ?Sized),
+    opts: &WavOptions,
     out: &mut impl Write,
 ) -> Result<WavSummary, ExportError> {
-    let mut table = StreamTable::new(header, streams, records);
-    let selected = select_streams(&table, records);
-    let mut channels = [Channel::default(), Channel::default()];
-    let mut timelines: HashMap<StreamId, Timeline> = HashMap::new();
-    let mut packets_used = 0u64;
-    let mut packets_skipped = 0u64;
+    let input = Input {
+        header,
+        streams,
+        records,
+        streams_from_events: false,
+    };
+    write_input(&input, opts, out)
+}
 
-    for record in records {
-        table.apply(record);
-        let Record::Packet(p) = record else {
-            continue;
-        };
-        let (Some(&ch), Some(rtp)) = (selected.get(&p.stream), p.rtp.as_ref()) else {
-            packets_skipped += 1;
-            continue;
-        };
-        let codecs = table.get(p.stream).map_or(&[][..], |s| s.codecs.as_slice());
-        let law = match classify(codecs, rtp.payload_type) {
-            Payload::Audio(law) => law,
-            Payload::Skip => {
-                packets_skipped += 1;
-                continue;
-            }
-            Payload::Unsupported(name) => {
-                return Err(ExportError::UnsupportedCodec {
-                    stream: p.stream,
-                    payload_type: rtp.payload_type,
-                    name,
-                })
-            }
-        };
-        let Some(channel) = channels.get_mut(ch) else {
-            packets_skipped += 1;
-            continue;
-        };
-        let n = u64::try_from(p.payload.len()).unwrap_or(u64::MAX);
-        let previous = timelines.get(&p.stream);
-        match place(previous, channel, p.arrival_us, rtp, n) {
-            Some((pos, timeline)) => {
-                timelines.insert(p.stream, timeline);
-                channel.write(pos, &p.payload, law)?;
-                packets_used += 1;
-            }
-            None => packets_skipped += 1,
-        }
-    }
+/// The audio [`write_wav_from`] would write, delivered to `sink` in one pass instead:
+/// frames of samples, and silence as run lengths.
+///
+/// # Errors
+///
+/// As [`write_wav_from`] (`Io` from the sink).
+pub fn render_stereo(
+    header: &FileHeader,
+    streams: &[StreamInfo],
+    records: &(impl RecordSource + ?Sized),
+    opts: &WavOptions,
+    sink: &mut dyn StereoSink,
+) -> Result<WavSummary, ExportError> {
+    let input = Input {
+        header,
+        streams,
+        records,
+        streams_from_events: false,
+    };
+    run(&input, opts, true, sink)
+}
 
-    if packets_used == 0 {
-        return Err(ExportError::NoAudio);
-    }
-    let [left, right] = &channels;
-    let frames = left.samples.len().max(right.samples.len());
-    let samples_per_channel = u64::try_from(frames).unwrap_or(u64::MAX);
+/// What [`write_wav_from`] would produce, without producing it (no decoding).
+///
+/// # Errors
+///
+/// As [`write_wav_from`], without `Io`.
+pub fn measure_wav(
+    header: &FileHeader,
+    streams: &[StreamInfo],
+    records: &(impl RecordSource + ?Sized),
+    opts: &WavOptions,
+) -> Result<WavSummary, ExportError> {
+    let input = Input {
+        header,
+        streams,
+        records,
+        streams_from_events: false,
+    };
+    run(&input, opts, false, &mut NullSink)
+}
+
+/// What to export.
+struct Input<'a, R: RecordSource + ?Sized> {
+    header: &'a FileHeader,
+    streams: &'a [StreamInfo],
+    records: &'a R,
+    streams_from_events: bool,
+}
+
+fn write_input<R: RecordSource + ?Sized>(
+    input: &Input<'_, R>,
+    opts: &WavOptions,
+    out: &mut impl Write,
+) -> Result<WavSummary, ExportError> {
+    let measured = run(input, opts, false, &mut NullSink)?;
     out.write_all(&wav_header(
         WAV_SAMPLE_RATE,
         2,
-        saturate_u32(samples_per_channel),
+        saturate_u32(measured.samples_per_channel),
     ))?;
-    let mut buf = Vec::with_capacity(FRAMES_PER_WRITE.min(frames) * 4);
-    let mut start = 0;
-    while start < frames {
-        let end = frames.min(start.saturating_add(FRAMES_PER_WRITE));
-        buf.clear();
-        for i in start..end {
-            let l = left.samples.get(i).copied().unwrap_or(0);
-            let r = right.samples.get(i).copied().unwrap_or(0);
-            buf.extend_from_slice(&l.to_le_bytes());
-            buf.extend_from_slice(&r.to_le_bytes());
-        }
-        out.write_all(&buf)?;
-        start = end;
+    let mut sink = WavWriter {
+        out,
+        buf: Vec::with_capacity(FRAMES_PER_WRITE * 4),
+    };
+    let written = run(input, opts, true, &mut sink)?;
+    if written != measured {
+        return Err(ExportError::Io(io::Error::other(
+            "the recording changed while it was exported",
+        )));
     }
-    out.flush()?;
-    Ok(WavSummary {
-        samples_per_channel,
-        sample_rate: WAV_SAMPLE_RATE,
-        packets_used,
-        packets_skipped,
-    })
+    sink.out.flush()?;
+    Ok(written)
+}
+
+/// One pass of the engine over the records (after one pass to learn the streams).
+fn run<R: RecordSource + ?Sized>(
+    input: &Input<'_, R>,
+    opts: &WavOptions,
+    decode: bool,
+    sink: &mut dyn StereoSink,
+) -> Result<WavSummary, ExportError> {
+    let mut with_rtp: HashSet<StreamId> = HashSet::new();
+    let mut audio_like: HashSet<StreamId> = HashSet::new();
+    let mut table = StreamTable::new(
+        input.header,
+        input.streams,
+        input.records,
+        input.streams_from_events,
+        |r| match r {
+            Record::Packet(p) if p.rtp.is_some() => {
+                with_rtp.insert(p.stream);
+            }
+            r => {
+                if let Some(s) = super::stream_event(r) {
+                    if is_audio_line(&s.codecs) {
+                        audio_like.insert(s.id);
+                    }
+                }
+            }
+        },
+    )?;
+    audio_like.extend(
+        table
+            .fallback
+            .values()
+            .filter(|s| is_audio_line(&s.codecs))
+            .map(|s| s.id),
+    );
+    let selected = select_streams(&table.fallback, &with_rtp, &audio_like);
+    let span_end_us = opts.span_us.map(|s| s.saturating_add(SPAN_SLACK_US));
+    let mut engine = Engine {
+        selected,
+        timelines: HashMap::new(),
+        mixer: Mixer::new(),
+        max_samples: opts.max_samples,
+        limit: span_end_us.map_or(opts.max_samples, |us| {
+            opts.max_samples.min(us / US_PER_SAMPLE + 1)
+        }),
+        span_end_us,
+        decode,
+        summary: WavSummary {
+            samples_per_channel: 0,
+            sample_rate: WAV_SAMPLE_RATE,
+            packets_used: 0,
+            packets_skipped: 0,
+            packets_outside_span: 0,
+            packets_late: 0,
+            truncated: false,
+        },
+    };
+    let mut failure: Option<ExportError> = None;
+    input.records.for_each_record(&mut |record| {
+        table.apply(record);
+        match engine.packet(&table, record, sink) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if engine.summary.packets_used == 0 {
+        return Err(ExportError::NoAudio);
+    }
+    let end = engine.mixer.end;
+    engine.mixer.advance(end, sink)?;
+    engine.summary.samples_per_channel = engine.mixer.frontier;
+    Ok(engine.summary)
 }
 
 /// The exported streams and their channel (0 or 1): for each party, every RTP stream of
 /// its lowest audio media line that has RTP packets.
-fn select_streams(table: &StreamTable<'_>, records: &[Record]) -> HashMap<StreamId, usize> {
-    let with_rtp: HashSet<StreamId> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Packet(p) if p.rtp.is_some() => Some(p.stream),
-            _ => None,
-        })
-        .collect();
-    let audio_like: HashSet<StreamId> = table
-        .all_versions(records)
-        .filter(|s| is_audio_line(&s.codecs))
-        .map(|s| s.id)
-        .collect();
+fn select_streams(
+    known: &HashMap<StreamId, StreamInfo>,
+    with_rtp: &HashSet<StreamId>,
+    audio_like: &HashSet<StreamId>,
+) -> HashMap<StreamId, usize> {
     let candidates = || {
-        table
-            .fallback
+        known
             .values()
             .filter(|s| s.component == Component::Rtp && s.party <= 1)
             .filter(|s| with_rtp.contains(&s.id))
@@ -311,20 +591,106 @@ struct Timeline {
     end: i64,
 }
 
-/// Where a packet of `n` samples goes, and the stream's placement state after it; `None`
-/// if it would start at or beyond [`MAX_WAV_SAMPLES`].
+/// The placement engine of one pass.
+struct Engine {
+    selected: HashMap<StreamId, usize>,
+    timelines: HashMap<StreamId, Timeline>,
+    mixer: Mixer,
+    /// [`WavOptions::max_samples`].
+    max_samples: u64,
+    /// No sample at or beyond this position (the max, or the end of the span).
+    limit: u64,
+    /// Packets arriving after this are outliers.
+    span_end_us: Option<u64>,
+    /// Whether to decode samples (not when measuring).
+    decode: bool,
+    summary: WavSummary,
+}
+
+impl Engine {
+    /// Places one record (packets of exported streams; everything else is counted).
+    fn packet(
+        &mut self,
+        table: &StreamTable,
+        record: &Record,
+        sink: &mut dyn StereoSink,
+    ) -> Result<(), ExportError> {
+        let Record::Packet(p) = record else {
+            return Ok(());
+        };
+        let (Some(&ch), Some(rtp)) = (self.selected.get(&p.stream), p.rtp.as_ref()) else {
+            self.summary.packets_skipped += 1;
+            return Ok(());
+        };
+        let codecs = table.get(p.stream).map_or(&[][..], |s| s.codecs.as_slice());
+        let law = match classify(codecs, rtp.payload_type) {
+            Payload::Audio(law) => law,
+            Payload::Skip => {
+                self.summary.packets_skipped += 1;
+                return Ok(());
+            }
+            Payload::Unsupported(name) => {
+                return Err(ExportError::UnsupportedCodec {
+                    stream: p.stream,
+                    payload_type: rtp.payload_type,
+                    name,
+                })
+            }
+        };
+        if ch > 1 {
+            self.summary.packets_skipped += 1;
+            return Ok(());
+        }
+        if self.span_end_us.is_some_and(|end| p.arrival_us > end) {
+            self.summary.packets_skipped += 1;
+            self.summary.packets_outside_span += 1;
+            return Ok(());
+        }
+        let n = u64::try_from(p.payload.len()).unwrap_or(u64::MAX);
+        let previous = self.timelines.get(&p.stream);
+        let Some((pos, timeline)) =
+            place(previous, &self.mixer, ch, p.arrival_us, rtp, n, self.limit)
+        else {
+            self.summary.packets_skipped += 1;
+            if p.arrival_us / US_PER_SAMPLE >= self.max_samples {
+                self.summary.truncated = true;
+            }
+            return Ok(());
+        };
+        self.timelines.insert(p.stream, timeline);
+        if pos.saturating_add(n) > self.max_samples {
+            self.summary.truncated = true;
+        }
+        let law = self.decode.then_some(law);
+        if self
+            .mixer
+            .write(ch, pos, &p.payload, law, self.limit, sink)?
+        {
+            self.summary.packets_used += 1;
+        } else {
+            self.summary.packets_skipped += 1;
+            self.summary.packets_late += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Where a packet of `n` samples goes on channel `ch`, and the stream's placement state
+/// after it; `None` if it arrived at or beyond `limit`.
 fn place(
     previous: Option<&Timeline>,
-    channel: &Channel,
+    mixer: &Mixer,
+    ch: usize,
     arrival_us: u64,
     rtp: &RtpFields,
     n: u64,
+    limit: u64,
 ) -> Option<(u64, Timeline)> {
     let arrival_pos = arrival_us / US_PER_SAMPLE;
-    if arrival_pos >= MAX_WAV_SAMPLES {
+    if arrival_pos >= limit {
         return None;
     }
-    // Both bounded by MAX_WAV_SAMPLES / the payload length: the conversions cannot fail.
+    // At most u64::MAX / 125 and the payload length: the conversions cannot fail.
     let arrival_pos = i64::try_from(arrival_pos).ok()?;
     let n = i64::try_from(n).unwrap_or(i64::MAX);
 
@@ -334,7 +700,7 @@ fn place(
         let pos = t.anchor_pos.saturating_add(ext);
         let jumped = pos < 0 || pos.abs_diff(arrival_pos) > REANCHOR_SAMPLES;
         let backwards =
-            pos < t.end.saturating_sub(n) && channel.overlaps_written(pos, pos.saturating_add(n));
+            pos < t.end.saturating_sub(n) && mixer.overlaps_written(ch, pos, pos.saturating_add(n));
         (!jumped && !backwards).then_some(Timeline {
             ssrc: rtp.ssrc,
             last_ts: rtp.timestamp,
@@ -354,85 +720,180 @@ fn place(
     Some((pos, timeline))
 }
 
-/// One channel's samples and which of them were written.
-#[derive(Debug, Default)]
-struct Channel {
-    /// Samples so far (silence where nothing was written).
+/// One channel's samples in the window and which of them were written (index = position
+/// modulo [`WINDOW_SAMPLES`]). Slots outside written audio are 0 and unmarked.
+struct Ring {
     samples: Vec<i16>,
-    /// One bit per sample: set where a packet wrote it.
     written: Vec<u64>,
 }
 
-impl Channel {
-    /// Whether any sample in `start..end` was written.
-    fn overlaps_written(&self, start: i64, end: i64) -> bool {
-        let len = self.samples.len();
-        let clamp = |v: i64| usize::try_from(v.max(0)).unwrap_or(usize::MAX).min(len);
-        (clamp(start)..clamp(end)).any(|i| self.is_written(i))
+impl Ring {
+    fn new() -> Ring {
+        Ring {
+            samples: vec![0; WINDOW_SAMPLES as usize],
+            written: vec![0; WINDOW_SAMPLES as usize / 64],
+        }
     }
 
-    /// Whether sample `i` was written.
-    fn is_written(&self, i: usize) -> bool {
+    fn is_written(&self, pos: u64) -> bool {
+        let i = slot(pos);
         self.written
             .get(i / 64)
             .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
     }
 
-    /// Decodes `payload` into the samples from `pos` on (dropping what lies beyond
-    /// [`MAX_WAV_SAMPLES`]).
-    fn write(&mut self, pos: u64, payload: &[u8], law: Law) -> Result<(), ExportError> {
-        let n = u64::try_from(payload.len()).unwrap_or(u64::MAX);
-        let end = pos.saturating_add(n).min(MAX_WAV_SAMPLES);
-        if pos >= end {
-            return Ok(());
+    /// Stores `value` at `pos` (or only marks it, without a value).
+    fn put(&mut self, pos: u64, value: Option<i16>) {
+        let i = slot(pos);
+        if let (Some(v), Some(s)) = (value, self.samples.get_mut(i)) {
+            *s = v;
         }
-        let (Ok(pos), Ok(end)) = (usize::try_from(pos), usize::try_from(end)) else {
-            return Ok(());
-        };
-        self.grow(end)?;
-        let decode = match law {
-            Law::Ulaw => g711::ulaw_to_linear,
-            Law::Alaw => g711::alaw_to_linear,
-        };
-        let Some(slots) = self.samples.get_mut(pos..end) else {
-            return Ok(());
-        };
-        for (slot, &code) in slots.iter_mut().zip(payload) {
-            *slot = decode(code);
+        if let Some(w) = self.written.get_mut(i / 64) {
+            *w |= 1u64 << (i % 64);
         }
-        for i in pos..end {
-            if let Some(w) = self.written.get_mut(i / 64) {
-                *w |= 1u64 << (i % 64);
-            }
-        }
-        Ok(())
     }
 
-    /// Extends the channel with silence to `len` samples (`len` ≤ [`MAX_WAV_SAMPLES`]),
-    /// growing the allocation geometrically but never beyond that bound.
-    fn grow(&mut self, len: usize) -> Result<(), ExportError> {
-        let max = usize::try_from(MAX_WAV_SAMPLES).unwrap_or(usize::MAX);
-        grow_bounded(&mut self.samples, len, max)?;
-        grow_bounded(&mut self.written, len.div_ceil(64), max.div_ceil(64))
+    /// Resets the slots of `from..to` (at most one window) to silence.
+    fn clear(&mut self, from: u64, to: u64) {
+        for pos in from..to {
+            let i = slot(pos);
+            if let Some(s) = self.samples.get_mut(i) {
+                *s = 0;
+            }
+            if let Some(w) = self.written.get_mut(i / 64) {
+                *w &= !(1u64 << (i % 64));
+            }
+        }
     }
 }
 
-/// Resizes `v` to at least `len` zeroed items, reserving geometrically up to `max` items.
-fn grow_bounded<T: Copy + Default>(
-    v: &mut Vec<T>,
-    len: usize,
-    max: usize,
-) -> Result<(), ExportError> {
-    if len <= v.len() {
-        return Ok(());
+/// The ring slot of a position.
+fn slot(pos: u64) -> usize {
+    (pos & (WINDOW_SAMPLES - 1)) as usize
+}
+
+/// The two channels' window `[frontier, frontier + WINDOW_SAMPLES)`; everything before
+/// `frontier` has been handed to the sink.
+struct Mixer {
+    rings: [Ring; 2],
+    /// Frames handed out so far.
+    frontier: u64,
+    /// End (exclusive) of the audio written so far, on either channel.
+    end: u64,
+    /// No sample before this position in the window was written (`u64::MAX`: none is),
+    /// so what precedes it is handed out as silence.
+    lo: u64,
+}
+
+impl Mixer {
+    fn new() -> Mixer {
+        Mixer {
+            rings: [Ring::new(), Ring::new()],
+            frontier: 0,
+            end: 0,
+            lo: u64::MAX,
+        }
     }
-    if len > v.capacity() {
-        let target = v.capacity().saturating_mul(2).max(len).min(max).max(len);
-        v.try_reserve_exact(target - v.len())
-            .map_err(|_| ExportError::Io(io::Error::from(io::ErrorKind::OutOfMemory)))?;
+
+    /// Whether any sample of channel `ch` in `start..end` was written. Samples already
+    /// handed out count as written (their state is gone).
+    fn overlaps_written(&self, ch: usize, start: i64, end: i64) -> bool {
+        let start = u64::try_from(start.max(0)).unwrap_or(0);
+        let end = u64::try_from(end.max(0)).unwrap_or(0);
+        if start >= end {
+            return false;
+        }
+        if start < self.frontier {
+            return true;
+        }
+        let stop = end.min(self.frontier.saturating_add(WINDOW_SAMPLES));
+        let Some(ring) = self.rings.get(ch) else {
+            return false;
+        };
+        (start..stop).any(|p| ring.is_written(p))
     }
-    v.resize(len, T::default());
-    Ok(())
+
+    /// Decodes `payload` (with `law`; `None` only marks the samples) into channel `ch` from
+    /// `pos` on, dropping what lies at or beyond `limit` and what lies before the window.
+    /// Returns whether any sample was placed or would have been (false: entirely late).
+    fn write(
+        &mut self,
+        ch: usize,
+        pos: u64,
+        payload: &[u8],
+        law: Option<Law>,
+        limit: u64,
+        sink: &mut dyn StereoSink,
+    ) -> io::Result<bool> {
+        let n = u64::try_from(payload.len()).unwrap_or(u64::MAX);
+        let end = pos.saturating_add(n).min(limit);
+        if pos >= end {
+            // Beyond the limit (or empty): nothing to place, not late.
+            return Ok(true);
+        }
+        if end > self.frontier.saturating_add(WINDOW_SAMPLES) {
+            self.advance(end - WINDOW_SAMPLES, sink)?;
+        }
+        let start = pos.max(self.frontier);
+        if start >= end {
+            return Ok(false);
+        }
+        let decode = law.map(|l| match l {
+            Law::Ulaw => g711::ulaw_to_linear as fn(u8) -> i16,
+            Law::Alaw => g711::alaw_to_linear,
+        });
+        let skip = usize::try_from(start - pos).unwrap_or(usize::MAX);
+        let Some(ring) = self.rings.get_mut(ch) else {
+            return Ok(false);
+        };
+        for (p, &code) in (start..end).zip(payload.iter().skip(skip)) {
+            ring.put(p, decode.map(|d| d(code)));
+        }
+        self.end = self.end.max(end);
+        self.lo = self.lo.min(start);
+        Ok(true)
+    }
+
+    /// Hands frames `frontier..to` to the sink: the part that may hold written samples as
+    /// audio, the rest (before the first written sample, and after `end`) as silence.
+    fn advance(&mut self, to: u64, sink: &mut dyn StereoSink) -> io::Result<()> {
+        if to <= self.frontier {
+            return Ok(());
+        }
+        let audio_end = to.min(self.end).max(self.frontier);
+        let audio_start = self.lo.clamp(self.frontier, audio_end);
+        if audio_start > self.frontier {
+            sink.silence(audio_start - self.frontier)?;
+        }
+        let mut p = audio_start;
+        // Each iteration hands out at least one frame (audio_end - frontier ≤ a window).
+        while p < audio_end {
+            let i = slot(p);
+            let len = (audio_end - p)
+                .min(FRAMES_PER_WRITE as u64)
+                .min(WINDOW_SAMPLES - i as u64) as usize;
+            let [left, right] = &self.rings;
+            let (Some(l), Some(r)) = (left.samples.get(i..i + len), right.samples.get(i..i + len))
+            else {
+                break;
+            };
+            sink.audio(l, r)?;
+            let q = p + len as u64;
+            for ring in &mut self.rings {
+                ring.clear(p, q);
+            }
+            p = q;
+        }
+        if self.lo < to {
+            // Written samples may remain after `to`; where the first is is not tracked.
+            self.lo = if self.end > to { to } else { u64::MAX };
+        }
+        if to > audio_end {
+            sink.silence(to - audio_end)?;
+        }
+        self.frontier = to;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -1016,7 +1477,7 @@ mod tests {
     }
 
     #[test]
-    fn positions_and_allocations_are_capped() {
+    fn positions_are_capped_and_the_window_is_bounded() {
         let fields = RtpFields {
             marker: false,
             payload_type: 0,
@@ -1024,33 +1485,107 @@ mod tests {
             timestamp: 0,
             ssrc: 1,
         };
-        let mut channel = Channel::default();
+        let mut mixer = Mixer::new();
         let near_end = (MAX_WAV_SAMPLES - 100) * US_PER_SAMPLE;
-        let (pos, _) = place(None, &channel, near_end, &fields, 1000).unwrap();
+        let (pos, _) = place(None, &mixer, 0, near_end, &fields, 1000, MAX_WAV_SAMPLES).unwrap();
         assert_eq!(pos, MAX_WAV_SAMPLES - 100);
-        assert!(place(None, &channel, MAX_WAV_SAMPLES * US_PER_SAMPLE, &fields, 1).is_none());
-        assert!(place(None, &channel, u64::MAX, &fields, 1).is_none());
+        let at_cap = MAX_WAV_SAMPLES * US_PER_SAMPLE;
+        assert!(place(None, &mixer, 0, at_cap, &fields, 1, MAX_WAV_SAMPLES).is_none());
+        assert!(place(None, &mixer, 0, u64::MAX, &fields, 1, MAX_WAV_SAMPLES).is_none());
 
-        channel.write(10, &[0x80; 5], Law::Ulaw).unwrap();
-        assert_eq!(channel.samples[..10], [0; 10]);
-        assert_eq!(channel.samples[10..], [32124; 5]);
-        assert!(channel.overlaps_written(12, 13));
-        assert!(!channel.overlaps_written(0, 10));
-        assert!(!channel.overlaps_written(-5, 10));
-        // Writes at or past the cap allocate nothing.
-        channel
-            .write(MAX_WAV_SAMPLES, &[0x80; 5], Law::Ulaw)
+        struct Collect(Vec<(Vec<i16>, Vec<i16>)>, u64);
+        impl StereoSink for Collect {
+            fn audio(&mut self, l: &[i16], r: &[i16]) -> io::Result<()> {
+                self.0.push((l.to_vec(), r.to_vec()));
+                Ok(())
+            }
+            fn silence(&mut self, n: u64) -> io::Result<()> {
+                self.1 += n;
+                Ok(())
+            }
+        }
+        let mut sink = Collect(Vec::new(), 0);
+        assert!(mixer
+            .write(
+                0,
+                10,
+                &[0x80; 5],
+                Some(Law::Ulaw),
+                MAX_WAV_SAMPLES,
+                &mut sink
+            )
+            .unwrap());
+        assert!(mixer.overlaps_written(0, 12, 13));
+        assert!(!mixer.overlaps_written(0, 0, 10));
+        assert!(!mixer.overlaps_written(0, -5, 10));
+        assert!(!mixer.overlaps_written(1, 0, 20));
+        // Writes at or past the cap place nothing and hand nothing out.
+        mixer
+            .write(
+                0,
+                MAX_WAV_SAMPLES,
+                &[0x80; 5],
+                Some(Law::Ulaw),
+                MAX_WAV_SAMPLES,
+                &mut sink,
+            )
             .unwrap();
-        channel.write(u64::MAX - 2, &[0x80; 5], Law::Ulaw).unwrap();
-        assert_eq!(channel.samples.len(), 15);
-
-        // Geometric growth never reserves beyond the bound.
-        let mut v: Vec<i16> = Vec::new();
-        grow_bounded(&mut v, 10, 12).unwrap();
-        grow_bounded(&mut v, 11, 12).unwrap();
-        grow_bounded(&mut v, 12, 12).unwrap();
-        assert_eq!(v.len(), 12);
-        assert_eq!(v.capacity(), 12);
+        mixer
+            .write(
+                0,
+                u64::MAX - 2,
+                &[0x80; 5],
+                Some(Law::Ulaw),
+                MAX_WAV_SAMPLES,
+                &mut sink,
+            )
+            .unwrap();
+        assert_eq!((mixer.end, mixer.frontier), (15, 0));
+        assert!(sink.0.is_empty());
+        // A write far ahead hands the window out: the written frames as audio, then silence.
+        let far = 5 * WINDOW_SAMPLES;
+        assert!(mixer
+            .write(
+                1,
+                far,
+                &[0x80; 2],
+                Some(Law::Ulaw),
+                MAX_WAV_SAMPLES,
+                &mut sink
+            )
+            .unwrap());
+        assert_eq!(mixer.frontier, far + 2 - WINDOW_SAMPLES);
+        let audio: usize = sink.0.iter().map(|(l, _)| l.len()).sum();
+        assert_eq!(
+            audio, 5,
+            "the 10 frames before the first written one are silence"
+        );
+        assert_eq!(sink.0[0].0, [32124; 5]);
+        assert!(sink.0[0].1.iter().all(|&s| s == 0));
+        assert_eq!(audio as u64 + sink.1, mixer.frontier);
+        // Samples behind the window count as written; a packet entirely behind is late.
+        assert!(mixer.overlaps_written(0, 100, 101));
+        assert!(!mixer
+            .write(
+                0,
+                100,
+                &[0x80; 5],
+                Some(Law::Ulaw),
+                MAX_WAV_SAMPLES,
+                &mut sink
+            )
+            .unwrap());
+        // The ring slots handed out were reset.
+        assert!(mixer
+            .rings
+            .iter()
+            .all(|r| r.samples.iter().all(|&s| s == 0) || r.written.iter().any(|&w| w != 0)));
+        mixer.advance(mixer.end, &mut sink).unwrap();
+        assert!(mixer
+            .rings
+            .iter()
+            .all(|r| r.samples.iter().all(|&s| s == 0) && r.written.iter().all(|&w| w == 0)));
+        assert_eq!(mixer.frontier, far + 2);
     }
 
     #[test]
@@ -1157,5 +1692,297 @@ mod tests {
         let err = write_wav(&two_party_header(), &[], &basic_records(), &mut Failing).unwrap_err();
         assert!(matches!(err, ExportError::Io(_)));
         assert!(err.to_string().contains("disk full"));
+    }
+
+    // ---- the streaming exporter against the old whole-buffer one ----------------------
+
+    /// The old exporter's bytes (whole-call buffers, `wav_legacy`).
+    fn legacy_bytes(
+        header: &FileHeader,
+        streams: &[StreamInfo],
+        records: &[Record],
+    ) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        super::super::wav_legacy::write_wav(header, streams, records, &mut out).ok()?;
+        Some(out)
+    }
+
+    fn new_bytes(
+        header: &FileHeader,
+        streams: &[StreamInfo],
+        records: &[Record],
+    ) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        write_wav(header, streams, records, &mut out).ok()?;
+        Some(out)
+    }
+
+    fn assert_same_as_legacy(header: &FileHeader, records: &[Record]) {
+        let old = legacy_bytes(header, &[], records).expect("legacy export");
+        let new = new_bytes(header, &[], records).expect("streaming export");
+        assert_eq!(old.len(), new.len());
+        assert!(old == new, "the streaming export differs from the old one");
+    }
+
+    /// A long call (longer than several windows) with jitter, reordering, loss, an SSRC
+    /// change, DTMF and a timestamp jump: the same bytes as the old exporter.
+    fn long_call(seconds: u64) -> Vec<Record> {
+        let n = (seconds * 8000) as usize;
+        let mut records = merge(vec![
+            party0().packets(&tone(400.0, n)),
+            party1().packets(&tone(1000.0, n)),
+        ]);
+        for (i, r) in records.iter_mut().enumerate() {
+            if let Record::Packet(p) = r {
+                let seq = p.rtp.map_or(0, |f| f.sequence);
+                p.arrival_us += u64::from(seq % 7) * 1_300 + (i as u64 % 3) * 200;
+                if let Some(f) = p.rtp.as_mut() {
+                    if p.stream == 0 && seq >= 2000 {
+                        f.ssrc = 0x4444;
+                    }
+                    if p.stream == 2 && seq >= 3000 {
+                        f.timestamp = f.timestamp.wrapping_add(50_000);
+                    }
+                    if p.stream == 0 && (1500..1510).contains(&seq) {
+                        f.payload_type = 101;
+                        p.payload = vec![1, 0x0A, 0x01, 0x40];
+                    }
+                }
+            }
+        }
+        records.retain(
+            |r| !matches!(r, Record::Packet(p) if p.rtp.is_some_and(|f| f.sequence % 97 == 5)),
+        );
+        records.sort_by_key(Record::time_us);
+        // Neighbouring packets swapped (arrival order kept as recorded).
+        for i in (100..records.len() - 1).step_by(211) {
+            records.swap(i, i + 1);
+        }
+        records
+    }
+
+    #[test]
+    fn streaming_export_is_byte_identical_on_ordinary_calls() {
+        let h = two_party_header();
+        assert_same_as_legacy(&h, &basic_records());
+        assert_same_as_legacy(&h, &long_call(90));
+        // Every scenario of the tests above.
+        let mut lost = basic_records();
+        lost.retain(
+            |r| !matches!(r, Record::Packet(p) if p.stream == 0 && p.rtp.unwrap().sequence == 10),
+        );
+        assert_same_as_legacy(&h, &lost);
+        let mut jitter = basic_records();
+        for r in &mut jitter {
+            if let Record::Packet(p) = r {
+                if let Some(rtp) = p.rtp {
+                    p.arrival_us += u64::from(rtp.sequence % 4) * 5_000;
+                }
+            }
+        }
+        jitter.sort_by_key(Record::time_us);
+        assert_same_as_legacy(&h, &jitter);
+    }
+
+    #[test]
+    fn recording_export_matches_the_slice_export_and_the_old_one() {
+        use crate::block::{seal, BlockBuilder};
+        use crate::format::{encode_footer, encode_header};
+        let h = two_party_header();
+        let records = long_call(40);
+        let mut file = Vec::new();
+        encode_header(&h, &mut file);
+        let mut b = BlockBuilder::with_capacity(16 * 1024);
+        for r in &records {
+            match r {
+                Record::Packet(p) => {
+                    b.push_packet(p.stream, p.arrival_us, p.rtp.as_ref(), &p.payload)
+                }
+                Record::Event(e) => b.push_event(e),
+            }
+            if b.len() > 8 * 1024 {
+                seal(&b, &mut file);
+                b.clear();
+            }
+        }
+        seal(&b, &mut file);
+        let rec = Recording::from_bytes(file.clone()).unwrap();
+        let mut footer = crate::reader::recovery_footer(&rec, h.start_unix_ms + 41_000);
+        footer.completeness = crate::Completeness::Complete;
+        encode_footer(&footer, &mut file);
+        let rec = Recording::from_bytes(file).unwrap();
+        assert!(rec.is_intact());
+        let mut new = Vec::new();
+        let s = write_recording_wav(&rec, &WavOptions::default(), &mut new).unwrap();
+        assert_eq!(s.packets_outside_span, 0);
+        let old = legacy_bytes(&rec.header, &rec.streams(), &rec.records().unwrap()).unwrap();
+        assert!(new == old, "recording export differs from the old exporter");
+        assert_eq!(measure_recording(&rec, &WavOptions::default()).unwrap(), s);
+    }
+
+    #[test]
+    fn packets_after_the_span_are_outliers() {
+        // A 3 s call whose last packet claims to arrive 8 hours in: with the span (the
+        // footer says 3 s) it is skipped and counted; without, it stretches the file.
+        let mut records = basic_records();
+        records.push(with_payload(
+            rtp(0, 8 * 3600 * 1_000_000, 0, 999, 5, 0x1111),
+            vec![0x80; 160],
+        ));
+        let h = two_party_header();
+        let opts = WavOptions {
+            span_us: Some(3_500_000),
+            ..WavOptions::default()
+        };
+        let mut out = Vec::new();
+        let s = write_wav_from(&h, &[], &records[..], &opts, &mut out).unwrap();
+        assert_eq!(s.packets_outside_span, 1);
+        assert_eq!(s.samples_per_channel, (N + OFFSET) as u64);
+        let (left, right) = expected();
+        let wav = parse_wav(&out);
+        assert!(wav.left == left && wav.right == right);
+        let unbounded = WavOptions {
+            max_samples: u64::MAX,
+            span_us: None,
+        };
+        let unbounded = measure_wav(&h, &[], &records[..], &unbounded).unwrap();
+        assert_eq!(unbounded.samples_per_channel, 8 * 3600 * 8000 + 160);
+        // Nothing is placed past the span even when a timestamp points there.
+        let opts = WavOptions {
+            span_us: Some(1_000_000),
+            ..WavOptions::default()
+        };
+        let s = measure_wav(&h, &[], &basic_records()[..], &opts).unwrap();
+        assert_eq!(s.samples_per_channel, (1_000_000 + SPAN_SLACK_US) / 125 + 1);
+        assert!(s.packets_outside_span > 0);
+    }
+
+    #[test]
+    fn max_samples_truncates_and_says_so() {
+        let opts = WavOptions {
+            max_samples: 8000,
+            span_us: None,
+        };
+        let s = measure_wav(&two_party_header(), &[], &basic_records()[..], &opts).unwrap();
+        assert!(s.truncated);
+        assert_eq!(s.samples_per_channel, 8000);
+        let s = measure_wav(
+            &two_party_header(),
+            &[],
+            &basic_records()[..],
+            &WavOptions::default(),
+        )
+        .unwrap();
+        assert!(!s.truncated);
+    }
+
+    #[test]
+    fn a_packet_later_than_the_window_is_dropped_and_counted() {
+        // Party 0's packet 10 (arrival 0.2 s) is recorded after 30 s of party 1's audio, far
+        // behind the window: the old exporter filled its hole at 0.2 s, the streaming one
+        // drops and counts it (the one placement difference besides the span; a recorder
+        // writes packets in arrival order, so it takes a file reordered by more than ~14 s).
+        let mut records = merge(vec![
+            party0().packets(&tone(400.0, 8000)),
+            party1().packets(&tone(1000.0, 40 * 8000)),
+        ]);
+        let i = records
+            .iter()
+            .position(|r| matches!(r, Record::Packet(p) if p.stream == 0 && p.rtp.unwrap().sequence == 10))
+            .unwrap();
+        let late = records.remove(i);
+        let at = records
+            .iter()
+            .position(|r| r.time_us() > 30_000_000)
+            .unwrap();
+        records.insert(at, late);
+        let mut out = Vec::new();
+        let s = write_wav(&two_party_header(), &[], &records, &mut out).unwrap();
+        assert_eq!(s.packets_late, 1);
+        let wav = parse_wav(&out);
+        assert!(wav.left[1600..1760].iter().all(|&x| x == 0));
+        let old = parse_wav(&legacy_bytes(&two_party_header(), &[], &records).unwrap());
+        assert!(old.left[1600..1760].iter().any(|&x| x != 0));
+        assert_eq!(old.left.len(), wav.left.len());
+        assert!(old.left[1760..] == wav.left[1760..] && old.right == wav.right);
+    }
+
+    #[test]
+    fn silence_reaches_the_sink_as_run_lengths() {
+        // Two packets 8 hours apart: the sink sees 160 frames, ~8 h of silence, 160 frames.
+        struct Tally {
+            audio: u64,
+            silence: u64,
+            calls: u64,
+        }
+        impl StereoSink for Tally {
+            fn audio(&mut self, l: &[i16], _: &[i16]) -> io::Result<()> {
+                self.audio += l.len() as u64;
+                self.calls += 1;
+                Ok(())
+            }
+            fn silence(&mut self, n: u64) -> io::Result<()> {
+                self.silence += n;
+                self.calls += 1;
+                Ok(())
+            }
+        }
+        let eight_h = 8 * 3600 * 1_000_000u64;
+        let records = [
+            with_payload(rtp(0, 0, 0, 0, 0, 1), vec![0x80; 160]),
+            with_payload(rtp(2, eight_h - 20_000, 8, 0, 0, 2), vec![0x80; 160]),
+        ];
+        let mut t = Tally {
+            audio: 0,
+            silence: 0,
+            calls: 0,
+        };
+        let opts = WavOptions {
+            max_samples: u64::MAX,
+            span_us: Some(eight_h),
+        };
+        let s = render_stereo(&two_party_header(), &[], &records[..], &opts, &mut t).unwrap();
+        assert_eq!(s.samples_per_channel, 8 * 3600 * 8000);
+        assert_eq!(t.audio + t.silence, s.samples_per_channel);
+        assert!(
+            t.audio <= 2 * 160 + 2 * FRAMES_PER_WRITE as u64,
+            "{}",
+            t.audio
+        );
+        assert!(t.calls < 10, "{} sink calls", t.calls);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Arbitrary G.711 packets within 10 s (any order, any timestamps): the streaming
+        /// export writes exactly the old exporter's bytes (or fails the same way).
+        #[test]
+        fn streaming_equals_legacy_within_a_window(
+            packets in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![0u16, 1, 2, 3]),
+                    0u64..10_000_000,
+                    proptest::sample::select(vec![0u8, 8, 101, 13]),
+                    proptest::prop_oneof![0u32..100_000, proptest::prelude::any::<u32>()],
+                    proptest::sample::select(vec![1u32, 2]),
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..330),
+                ),
+                0..80,
+            ),
+            sorted: bool,
+        ) {
+            let mut records: Vec<Record> = packets
+                .into_iter()
+                .map(|(stream, arrival, pt, ts, ssrc, payload)| {
+                    with_payload(rtp(stream, arrival, pt, 0, ts, ssrc), payload)
+                })
+                .collect();
+            if sorted {
+                records.sort_by_key(Record::time_us);
+            }
+            let h = two_party_header();
+            proptest::prop_assert_eq!(legacy_bytes(&h, &[], &records), new_bytes(&h, &[], &records));
+        }
     }
 }
