@@ -51,7 +51,12 @@ fn run_dir(kind: &str) -> usize {
             ran += 1;
         }
     }
-    assert!(failures.is_empty(), "{} failed:\n{}", kind, failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failed:\n{}",
+        kind,
+        failures.join("\n")
+    );
     ran
 }
 
@@ -99,6 +104,8 @@ fn a_bound_is_enforced() {
         max_len: 16,
         bound: TARGETS[0].bound,
     };
-    let e = t.run_checked(b"abcd").expect_err("a 5 MiB allocation for 4 bytes must fail");
+    let e = t
+        .run_checked(b"abcd")
+        .expect_err("a 5 MiB allocation for 4 bytes must fail");
     assert!(e.contains("heap"), "{e}");
 }

@@ -23,12 +23,12 @@ use crate::control::ng::{
     CounterSource, NgController, NgSettings, RecordingCounters, XdpStats, COOKIE_TTL_NS,
     MAX_CACHED_REPLIES, REFUSAL_LOGS_PER_SEC,
 };
-use crate::control::ratelimit::LogLimiter;
 use crate::control::session::{FlowChange, Now, SessionTable, TableSettings};
 use crate::media::record::BufferPool;
 use crate::media::CoreCounters;
 use crate::recording::store::Store;
 use crate::recording::writer::{Writer, WriterCounters, WriterMsg};
+use linecord_ratelimit::RateLimiter;
 
 /// How often timers (media timeout, cookie cache expiry) run.
 const TICK: Duration = Duration::from_secs(1);
@@ -242,7 +242,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let mut ctl = NgController::new(table, ng_settings, now(epoch));
     // Socket errors a peer can provoke (e.g. replies to unroutable spoofed sources) are
     // logged at most REFUSAL_LOGS_PER_SEC times a second.
-    let mut socket_log = LogLimiter::new(REFUSAL_LOGS_PER_SEC);
+    let mut socket_log: RateLimiter<u64> =
+        RateLimiter::new(REFUSAL_LOGS_PER_SEC, std::time::Duration::from_secs(1));
     tracing::info!(
         ng = %cfg.listen_ng,
         interface = %cfg.interface_name,
@@ -273,7 +274,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 None
             }
             Err(e) => {
-                if let Some(k) = socket_log.admit(now(epoch).mono_ns) {
+                if let Some(k) = socket_log.check(now(epoch).mono_ns) {
                     tracing::warn!(error = %e, suppressed = k, "NG socket receive error");
                 }
                 None
@@ -325,7 +326,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         dispatch(&mut ctl, &workers, &writer_tx);
         if let Some((reply, src)) = reply {
             if let Err(e) = ng.send_to(&reply, src) {
-                if let Some(k) = socket_log.admit(now(epoch).mono_ns) {
+                if let Some(k) = socket_log.check(now(epoch).mono_ns) {
                     tracing::warn!(
                         %src,
                         error = %e,

@@ -34,13 +34,13 @@ use linecord_ng::Value;
 use crate::config::IpNet;
 use crate::directory::Directory;
 use crate::media::{self, MediaCall, Origin};
-use crate::ratelimit::{excerpt, RateLimiter};
 use crate::routing::{sample_from_call_id, CallFacts, Router, Target};
 use crate::sip::{
     bad_request_response, generate_call_id, generate_tag, new_via, reason_phrase, CSeq,
     HeaderAccess, Incoming, Message, Method, NameAddr, ParseError, Peer, Request, Response,
     TimerConfig, TransactionLayer, Transmit, Transport, TxEvent, TxId, Uri,
 };
+use linecord_ratelimit::{excerpt, RateLimiter};
 
 /// Header carrying the global call id between switches.
 pub const GLOBAL_CALL_ID_HEADER: &str = "X-Linecord-Call-Id";
@@ -491,7 +491,7 @@ pub struct B2bua {
     next_ticket: u64,
     counters: Counters,
     /// Log rate limits for refused input, by [`Refusal::index`].
-    refusal_logs: [RateLimiter; 3],
+    refusal_logs: [RateLimiter<Instant>; 3],
     /// Random bytes for UUIDs, refreshed per use.
     rng: fastrand::Rng,
 }

@@ -10,6 +10,5 @@ pub mod config;
 pub mod daemon;
 pub mod directory;
 pub mod media;
-pub mod ratelimit;
 pub mod routing;
 pub mod sip;

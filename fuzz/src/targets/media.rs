@@ -8,7 +8,9 @@ use linecord_recfile::block::{open_block, seal};
 use linecord_recfile::StopReason;
 use recorder::media::core::{Component, EndpointConfig, Latching, MediaCore};
 use recorder::media::frame::{self, Rewrite};
-use recorder::media::record::{BufferPool, RecordOutput, RecordTap, RecordingShared, RecordingTable};
+use recorder::media::record::{
+    BufferPool, RecordOutput, RecordTap, RecordingShared, RecordingTable,
+};
 
 /// Parses a frame; a frame that parses is rewritten for forwarding (same address family),
 /// and the rewritten frame must parse to the new addresses with the same payload.
@@ -29,8 +31,14 @@ pub fn frame(data: &[u8]) {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 20)), 4_000),
         ),
         IpAddr::V6(_) => (
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1)), 30_002),
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x20)), 4_000),
+            SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1)),
+                30_002,
+            ),
+            SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x20)),
+                4_000,
+            ),
         ),
     };
     let r = Rewrite {

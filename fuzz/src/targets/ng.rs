@@ -66,6 +66,9 @@ pub fn controller(data: &[u8]) {
         }
     }
     ng.handle_timeout(at(ms + HOUR_NS / 1_000_000));
-    assert!(ng.table().is_empty(), "calls left an hour after the last request");
+    assert!(
+        ng.table().is_empty(),
+        "calls left an hour after the last request"
+    );
     assert_eq!(ng.table().free_pairs(), free, "port pairs leaked");
 }

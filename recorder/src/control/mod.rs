@@ -2,5 +2,4 @@
 
 pub mod cache;
 pub mod ng;
-pub mod ratelimit;
 pub mod session;

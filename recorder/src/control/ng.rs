@@ -13,7 +13,7 @@
 //! and every resource a request can make it hold is bounded: the body is decoded within
 //! [`message::REQUEST_LIMITS`], an `error-reason` names input only through
 //! [`linecord_ng::echo`] (escaped, short), the log lines about refused requests go through a
-//! [`LogLimiter`], and the per-call limits of [`TableSettings`] are checked before a single
+//! [`RateLimiter`], and the per-call limits of [`TableSettings`] are checked before a single
 //! port is taken.
 //!
 //! For tests and fuzz targets, [`NgController::in_memory`] builds a controller over an
@@ -28,10 +28,11 @@ use linecord_ng::request::{Command, Request};
 use linecord_ng::{message, reply};
 
 use super::cache::{CacheLimits, ReplyCache};
-use super::ratelimit::LogLimiter;
 use super::session::{FlowChange, Negotiation, NgError, Now, SessionTable, TableSettings};
 use crate::media::{CoreCounters, Latching};
 use crate::ports::{PortPool, PortRange};
+use linecord_ratelimit::RateLimiter;
+use std::time::Duration;
 
 /// How long a reply stays cached for retransmissions (rtpengine keeps them 30 s; SIP's
 /// transaction timeout is 32 s).
@@ -164,9 +165,9 @@ pub struct NgController<P> {
     table: SessionTable<P>,
     cache: ReplyCache,
     /// Log lines about requests refused with an `error-reason`.
-    refusal_log: LogLimiter,
+    refusal_log: RateLimiter<u64>,
     /// Log lines about datagrams dropped without a reply (no cookie).
-    drop_log: LogLimiter,
+    drop_log: RateLimiter<u64>,
     started: Now,
     /// Requests answered with `result: error`, and datagrams dropped without a cookie.
     pub errors: u64,
@@ -191,8 +192,8 @@ impl<P: PortPool> NgController<P> {
         NgController {
             table,
             cache: ReplyCache::new(settings.cache),
-            refusal_log: LogLimiter::new(settings.refusal_logs_per_sec),
-            drop_log: LogLimiter::new(settings.refusal_logs_per_sec),
+            refusal_log: RateLimiter::new(settings.refusal_logs_per_sec, Duration::from_secs(1)),
+            drop_log: RateLimiter::new(settings.refusal_logs_per_sec, Duration::from_secs(1)),
             started: now,
             errors: 0,
             retransmissions: 0,
@@ -265,7 +266,7 @@ impl<P: PortPool> NgController<P> {
             Ok((cookie, _)) => cookie,
             Err(e) => {
                 self.errors += 1;
-                if let Some(k) = self.drop_log.admit(now.mono_ns) {
+                if let Some(k) = self.drop_log.check(now.mono_ns) {
                     if k > 0 {
                         tracing::debug!(
                             suppressed = k,
@@ -312,7 +313,7 @@ impl<P: PortPool> NgController<P> {
     fn refuse(&mut self, source: SocketAddr, now: Now, reason: &str) -> Value {
         self.errors += 1;
         let reason = echo::reason(reason);
-        if let Some(k) = self.refusal_log.admit(now.mono_ns) {
+        if let Some(k) = self.refusal_log.check(now.mono_ns) {
             if k > 0 {
                 tracing::info!(
                     suppressed = k,
@@ -925,11 +926,11 @@ mod tests {
         }
         assert_eq!(ng.errors, 100);
         assert_eq!(
-            ng.refusal_log.pending(),
+            ng.refusal_log.suppressed(),
             100 - u64::from(REFUSAL_LOGS_PER_SEC)
         );
         ng.handle_timeout(at(2));
-        assert_eq!(ng.refusal_log.pending(), 0, "reported by the timer");
+        assert_eq!(ng.refusal_log.suppressed(), 0, "reported by the timer");
     }
 
     #[test]
