@@ -4,8 +4,10 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use linecord_recfile::export::{write_pcap, write_wav};
-use linecord_recfile::reader::{stats_from_records, Recording};
+use std::ops::ControlFlow;
+
+use linecord_recfile::export::{write_recording_pcap, write_recording_wav, WavOptions};
+use linecord_recfile::reader::Recording;
 use linecord_recfile::{Completeness, Component, Event, Record};
 
 use crate::recording::store::rfc3339;
@@ -29,8 +31,8 @@ pub fn inspect(path: &Path, out: &mut impl Write) -> anyhow::Result<bool> {
             .unwrap_or_default();
         writeln!(out, "party {i}    tag {}{label}", p.tag)?;
     }
-    let records = rec.records().context("decoding blocks")?;
-    let computed = stats_from_records(&records);
+    // Everything below streams over the blocks: memory stays bounded whatever the file holds.
+    let computed = rec.computed_stats();
     writeln!(out, "streams")?;
     for s in rec.streams() {
         let codecs: Vec<String> = s
@@ -63,7 +65,9 @@ pub fn inspect(path: &Path, out: &mut impl Write) -> anyhow::Result<bool> {
     }
     writeln!(out, "events")?;
     let mut packets = 0u64;
-    for r in &records {
+    let mut written = Ok(());
+    // A Break only comes from a failed write, reported just below.
+    let _ = rec.visit_records(|r| {
         match r {
             Record::Packet(_) => packets += 1,
             Record::Event(e) => {
@@ -72,10 +76,16 @@ pub fn inspect(path: &Path, out: &mut impl Write) -> anyhow::Result<bool> {
                     Event::StreamChanged(s) => format!("stream #{} changed", s.id),
                     other => format!("{other:?}"),
                 };
-                writeln!(out, "  {:>10.3} s  {what}", e.at_us as f64 / 1e6)?;
+                written = writeln!(out, "  {:>10.3} s  {what}", e.at_us as f64 / 1e6);
+                if written.is_err() {
+                    return ControlFlow::Break(());
+                }
             }
         }
-    }
+        ControlFlow::Continue(())
+    })
+    .context("decoding blocks")?;
+    written?;
     writeln!(out, "packets    {packets} in {} blocks", rec.blocks.len())?;
     match &rec.footer {
         Some(f) => writeln!(
@@ -126,8 +136,6 @@ pub enum ExportTo {
 /// Writes a WAV or pcap of a recording; returns a one-line summary.
 pub fn export(path: &Path, to: &ExportTo) -> anyhow::Result<String> {
     let rec = Recording::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let records = rec.records().context("decoding blocks")?;
-    let streams = rec.streams();
     let out_path = match to {
         ExportTo::Wav(p) | ExportTo::Pcap(p) => p,
     };
@@ -137,19 +145,29 @@ pub fn export(path: &Path, to: &ExportTo) -> anyhow::Result<String> {
     let mut w = BufWriter::new(file);
     let line = match to {
         ExportTo::Wav(_) => {
-            let s = write_wav(&rec.header, &streams, &records, &mut w)
+            let s = write_recording_wav(&rec, &WavOptions::default(), &mut w)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            format!(
+            let mut line = format!(
                 "{}: {} Hz stereo, {:.1} s, {} packets used, {} skipped",
                 out_path.display(),
                 s.sample_rate,
                 s.samples_per_channel as f64 / f64::from(s.sample_rate.max(1)),
                 s.packets_used,
                 s.packets_skipped
-            )
+            );
+            if s.packets_outside_span + s.packets_late > 0 {
+                line.push_str(&format!(
+                    " ({} after the recording's end, {} too late to place)",
+                    s.packets_outside_span, s.packets_late
+                ));
+            }
+            if s.truncated {
+                line.push_str(" (truncated at the maximum WAV length)");
+            }
+            line
         }
         ExportTo::Pcap(_) => {
-            let s = write_pcap(&rec.header, &streams, &records, &mut w)
+            let s = write_recording_pcap(&rec, &mut w)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             format!("{}: {} packets", out_path.display(), s.packets)
         }
