@@ -3,6 +3,7 @@
 mod jobs;
 mod media;
 mod ng;
+mod recfile;
 mod sdp;
 mod sip;
 
@@ -21,6 +22,17 @@ const PARSER: Bound = Bound {
     total_per_byte: 256,
     time_fixed: MS.saturating_mul(50),
     time_per_byte: NS.saturating_mul(2_000),
+};
+
+/// A recording: lz4 blocks decompress up to 255 times their size, and the reader keeps a
+/// copy of the file; export adds one minute of WAV at most (1.9 MB written, not kept).
+const RECORDING: Bound = Bound {
+    peak_fixed: 4 << 20,
+    peak_per_byte: 600,
+    total_fixed: 16 << 20,
+    total_per_byte: 2_000,
+    time_fixed: MS.saturating_mul(200),
+    time_per_byte: NS.saturating_mul(20_000),
 };
 
 /// Every target, in the order `scripts/fuzz.sh` runs them.
@@ -90,6 +102,20 @@ pub static TARGETS: &[Target] = &[
             total_fixed: 4 << 20,
             ..PARSER
         },
+    },
+    Target {
+        name: "lcr_read",
+        what: "the .lcr reader: recovery of every complete block, records, streams, stats",
+        run: recfile::read,
+        max_len: 262_144,
+        bound: RECORDING,
+    },
+    Target {
+        name: "lcr_export",
+        what: "WAV (capped at one minute) and pcap export of a .lcr",
+        run: recfile::export,
+        max_len: 262_144,
+        bound: RECORDING,
     },
     Target {
         name: "job",
