@@ -52,6 +52,19 @@ pub static TARGETS: &[Target] = &[
         bound: PARSER,
     },
     Target {
+        name: "sip_b2bua",
+        what: "the sans-IO B2BUA on message sequences, with a fake recorder and a called phone",
+        run: sip::b2bua,
+        max_len: 65_535,
+        bound: Bound {
+            // The transaction layer, dialogs and the NG client of a few calls.
+            peak_fixed: 2 << 20,
+            total_fixed: 8 << 20,
+            total_per_byte: 2_048,
+            ..PARSER
+        },
+    },
+    Target {
         name: "bencode",
         what: "the NG protocol's bencode decoder, and re-encoding of what it decodes",
         run: ng::bencode,
