@@ -67,24 +67,25 @@ pub fn inspect(path: &Path, out: &mut impl Write) -> anyhow::Result<bool> {
     let mut packets = 0u64;
     let mut written = Ok(());
     // A Break only comes from a failed write, reported just below.
-    let _ = rec.visit_records(|r| {
-        match r {
-            Record::Packet(_) => packets += 1,
-            Record::Event(e) => {
-                let what = match &e.event {
-                    Event::StreamAdded(s) => format!("stream #{} added", s.id),
-                    Event::StreamChanged(s) => format!("stream #{} changed", s.id),
-                    other => format!("{other:?}"),
-                };
-                written = writeln!(out, "  {:>10.3} s  {what}", e.at_us as f64 / 1e6);
-                if written.is_err() {
-                    return ControlFlow::Break(());
+    let _ = rec
+        .visit_records(|r| {
+            match r {
+                Record::Packet(_) => packets += 1,
+                Record::Event(e) => {
+                    let what = match &e.event {
+                        Event::StreamAdded(s) => format!("stream #{} added", s.id),
+                        Event::StreamChanged(s) => format!("stream #{} changed", s.id),
+                        other => format!("{other:?}"),
+                    };
+                    written = writeln!(out, "  {:>10.3} s  {what}", e.at_us as f64 / 1e6);
+                    if written.is_err() {
+                        return ControlFlow::Break(());
+                    }
                 }
             }
-        }
-        ControlFlow::Continue(())
-    })
-    .context("decoding blocks")?;
+            ControlFlow::Continue(())
+        })
+        .context("decoding blocks")?;
     written?;
     writeln!(out, "packets    {packets} in {} blocks", rec.blocks.len())?;
     match &rec.footer {
@@ -167,8 +168,7 @@ pub fn export(path: &Path, to: &ExportTo) -> anyhow::Result<String> {
             line
         }
         ExportTo::Pcap(_) => {
-            let s = write_recording_pcap(&rec, &mut w)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let s = write_recording_pcap(&rec, &mut w).map_err(|e| anyhow::anyhow!("{e}"))?;
             format!("{}: {} packets", out_path.display(), s.packets)
         }
     };

@@ -11,6 +11,8 @@
 //!    fits, and nothing is left in `.inprogress/` or as a `.tmp` file.
 //! 4. With space again, a healthy recording is killed mid-stream and recovered the same way;
 //!    every recording of the test has a spool job.
+//! 5. The real `processor` takes that spool: the partial recording is indexed as `partial`
+//!    and its audio plays (`audio.wav`), nothing goes to `failed/`.
 
 mod support;
 
@@ -361,6 +363,157 @@ fn a_full_recording_disk_keeps_what_was_written_refuses_new_recordings_and_recov
     let want: BTreeSet<String> = [id1, id_late, id2, id_after].into_iter().collect();
     assert_eq!(ids, want, "every recording has a spool job");
     drop(rec);
+
+    // 5. The processor indexes what the full disk kept, and plays it.
+    let played = processor_plays(&data, &id1);
+    assert!(
+        played >= 44 + 4 * 8_000,
+        "audio.wav of the partial recording is {played} bytes"
+    );
     drop(fs);
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// The workspace's `processor` binary (integration tests run from target/debug/deps).
+fn processor_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join("processor");
+    assert!(
+        p.exists(),
+        "{} missing: build the workspace first (cargo build --workspace)",
+        p.display()
+    );
+    p
+}
+
+/// `GET path` with the processor's default admin token; (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the processor");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer admin-token\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("response");
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP head");
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    let mut body = raw[head_end + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&b[..eol])
+            .ok()
+            .and_then(|t| usize::from_str_radix(t.split(';').next().unwrap_or("").trim(), 16).ok())
+            .expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+    out
+}
+
+/// Runs the processor on the test's spool until it has taken every job; checks that the
+/// partial recording `id` is indexed as `partial` and returns the size of its `audio.wav`.
+fn processor_plays(data: &Path, id: &str) -> usize {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(processor_bin())
+        .args(["--listen", "127.0.0.1:0", "--spool-dir"])
+        .arg(data.join("spool"))
+        .arg("--storage-dir")
+        .arg(data.join("store"))
+        .arg("--db")
+        .arg(data.join("index.sqlite"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the processor");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    for out in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on ") {
+                    let addr = line[at + "listening on ".len()..].trim().to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+    }
+    let _child = Kill(child);
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the processor says where it listens");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = http_get(&addr, "/v1/status");
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        let st: serde_json::Value = serde_json::from_slice(&body).expect("status JSON");
+        if st["recording_jobs"] == 4 {
+            assert_eq!(st["jobs_failed"], 0, "{st}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the processor did not take the jobs: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, body) = http_get(&addr, "/v1/interactions?q=partial");
+    assert_eq!(code, 200);
+    let found: serde_json::Value = serde_json::from_slice(&body).expect("search JSON");
+    assert!(
+        found.to_string().contains(id),
+        "partial recording not found: {found}"
+    );
+    let (code, wav) = http_get(&addr, &format!("/v1/recordings/{id}/audio.wav"));
+    assert_eq!(
+        code,
+        200,
+        "{}",
+        String::from_utf8_lossy(&wav[..wav.len().min(200)])
+    );
+    assert_eq!(&wav[..4], b"RIFF", "a WAV");
+    eprintln!(
+        "processor: the partial recording plays, audio.wav {} bytes",
+        wav.len()
+    );
+    wav.len()
 }

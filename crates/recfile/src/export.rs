@@ -31,8 +31,10 @@ use crate::{Event, FileHeader, Record, StreamId, StreamInfo};
 
 mod pcap;
 mod wav;
+/// The whole-call-buffer exporter that the streaming one replaced, kept as the reference
+/// model its tests compare against (simple and slow; never built outside tests).
 #[cfg(test)]
-mod wav_legacy;
+mod wav_reference;
 
 pub use pcap::{write_pcap, write_pcap_from, write_recording_pcap, PcapSummary};
 pub use wav::{

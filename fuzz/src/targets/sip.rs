@@ -142,7 +142,7 @@ pub fn b2bua(data: &[u8]) {
                 // The phone answers the last request it got with the status `hi` picks (a
                 // provisional, then a final answer: as often as the input says).
                 if let Some((phone, req)) = &to_phone {
-                    let status = 100 + u16::from(*hi) * 600 / 256;
+                    let status = (100 + u32::from(*hi) * 600 / 256) as u16;
                     let mut r = Response::for_request(req, status, reason_phrase(status));
                     r.set_to_tag("phone-tag");
                     r.headers.set("Contact", "<sip:1001@198.18.0.20:5060>");

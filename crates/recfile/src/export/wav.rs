@@ -1696,14 +1696,14 @@ mod tests {
 
     // ---- the streaming exporter against the old whole-buffer one ----------------------
 
-    /// The old exporter's bytes (whole-call buffers, `wav_legacy`).
-    fn legacy_bytes(
+    /// The old exporter's bytes (whole-call buffers, `wav_reference`).
+    fn reference_bytes(
         header: &FileHeader,
         streams: &[StreamInfo],
         records: &[Record],
     ) -> Option<Vec<u8>> {
         let mut out = Vec::new();
-        super::super::wav_legacy::write_wav(header, streams, records, &mut out).ok()?;
+        super::super::wav_reference::write_wav(header, streams, records, &mut out).ok()?;
         Some(out)
     }
 
@@ -1717,8 +1717,8 @@ mod tests {
         Some(out)
     }
 
-    fn assert_same_as_legacy(header: &FileHeader, records: &[Record]) {
-        let old = legacy_bytes(header, &[], records).expect("legacy export");
+    fn assert_same_as_reference(header: &FileHeader, records: &[Record]) {
+        let old = reference_bytes(header, &[], records).expect("reference export");
         let new = new_bytes(header, &[], records).expect("streaming export");
         assert_eq!(old.len(), new.len());
         assert!(old == new, "the streaming export differs from the old one");
@@ -1764,14 +1764,14 @@ mod tests {
     #[test]
     fn streaming_export_is_byte_identical_on_ordinary_calls() {
         let h = two_party_header();
-        assert_same_as_legacy(&h, &basic_records());
-        assert_same_as_legacy(&h, &long_call(90));
+        assert_same_as_reference(&h, &basic_records());
+        assert_same_as_reference(&h, &long_call(90));
         // Every scenario of the tests above.
         let mut lost = basic_records();
         lost.retain(
             |r| !matches!(r, Record::Packet(p) if p.stream == 0 && p.rtp.unwrap().sequence == 10),
         );
-        assert_same_as_legacy(&h, &lost);
+        assert_same_as_reference(&h, &lost);
         let mut jitter = basic_records();
         for r in &mut jitter {
             if let Record::Packet(p) = r {
@@ -1781,7 +1781,7 @@ mod tests {
             }
         }
         jitter.sort_by_key(Record::time_us);
-        assert_same_as_legacy(&h, &jitter);
+        assert_same_as_reference(&h, &jitter);
     }
 
     #[test]
@@ -1815,7 +1815,7 @@ mod tests {
         let mut new = Vec::new();
         let s = write_recording_wav(&rec, &WavOptions::default(), &mut new).unwrap();
         assert_eq!(s.packets_outside_span, 0);
-        let old = legacy_bytes(&rec.header, &rec.streams(), &rec.records().unwrap()).unwrap();
+        let old = reference_bytes(&rec.header, &rec.streams(), &rec.records().unwrap()).unwrap();
         assert!(new == old, "recording export differs from the old exporter");
         assert_eq!(measure_recording(&rec, &WavOptions::default()).unwrap(), s);
     }
@@ -1901,7 +1901,7 @@ mod tests {
         assert_eq!(s.packets_late, 1);
         let wav = parse_wav(&out);
         assert!(wav.left[1600..1760].iter().all(|&x| x == 0));
-        let old = parse_wav(&legacy_bytes(&two_party_header(), &[], &records).unwrap());
+        let old = parse_wav(&reference_bytes(&two_party_header(), &[], &records).unwrap());
         assert!(old.left[1600..1760].iter().any(|&x| x != 0));
         assert_eq!(old.left.len(), wav.left.len());
         assert!(old.left[1760..] == wav.left[1760..] && old.right == wav.right);
@@ -1958,7 +1958,7 @@ mod tests {
         /// Arbitrary G.711 packets within 10 s (any order, any timestamps): the streaming
         /// export writes exactly the old exporter's bytes (or fails the same way).
         #[test]
-        fn streaming_equals_legacy_within_a_window(
+        fn streaming_equals_the_reference_within_a_window(
             packets in proptest::collection::vec(
                 (
                     proptest::sample::select(vec![0u16, 1, 2, 3]),
@@ -1982,7 +1982,7 @@ mod tests {
                 records.sort_by_key(Record::time_us);
             }
             let h = two_party_header();
-            proptest::prop_assert_eq!(legacy_bytes(&h, &[], &records), new_bytes(&h, &[], &records));
+            proptest::prop_assert_eq!(reference_bytes(&h, &[], &records), new_bytes(&h, &[], &records));
         }
     }
 }

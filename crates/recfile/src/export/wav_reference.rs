@@ -1,6 +1,6 @@
-//! The WAV exporter as it was before the streaming rewrite (whole-call sample buffers),
-//! kept for tests only: on ordinary recordings the streaming exporter must produce the same
-//! bytes.
+//! The reference model of the WAV export: the exporter as it was before the streaming rewrite
+//! (whole-call sample buffers), for tests only: on ordinary recordings the streaming exporter
+//! must produce the same bytes.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
