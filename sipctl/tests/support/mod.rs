@@ -381,7 +381,25 @@ spool-dir = "{spool}"
 
     /// Call events, ordered per call by `seq` (calls in order of their first event).
     pub fn events(&self) -> Vec<serde_json::Value> {
-        let mut evs = self.jobs("event");
+        // Events are spooled by sipctl's event thread after the SIP exchange: wait (at most
+        // 15 s) until every call seen has its last event, `released`.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut evs = loop {
+            let evs = self.jobs("event");
+            let calls: std::collections::BTreeSet<&str> = evs
+                .iter()
+                .filter_map(|e| e["global_call_id"].as_str())
+                .collect();
+            let released = !calls.is_empty()
+                && calls.iter().all(|g| {
+                    evs.iter()
+                        .any(|e| e["global_call_id"] == *g && e["kind"] == "released")
+                });
+            if released || Instant::now() >= deadline {
+                break evs;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         let first: Vec<String> = evs
             .iter()
             .map(|e| e["global_call_id"].as_str().unwrap_or("").to_owned())
