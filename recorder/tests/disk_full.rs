@@ -360,16 +360,17 @@ fn a_full_recording_disk_keeps_what_was_written_refuses_new_recordings_and_recov
         .iter()
         .map(|j| j["recording_id"].as_str().unwrap_or("").to_owned())
         .collect();
-    let want: BTreeSet<String> = [id1, id_late, id2, id_after].into_iter().collect();
+    let want: BTreeSet<String> = [id1.clone(), id_late, id2, id_after].into_iter().collect();
     assert_eq!(ids, want, "every recording has a spool job");
-    drop(rec);
 
-    // 5. The processor indexes what the full disk kept, and plays it.
+    // 5. The processor indexes what the full disk kept, and plays it (before the recorder's
+    // guard removes its directories).
     let played = processor_plays(&data, &id1);
     assert!(
         played >= 44 + 4 * 8_000,
         "audio.wav of the partial recording is {played} bytes"
     );
+    drop(rec);
     drop(fs);
     let _ = std::fs::remove_dir_all(&data);
 }
@@ -499,10 +500,18 @@ fn processor_plays(data: &Path, id: &str) -> usize {
     let (code, body) = http_get(&addr, "/v1/interactions?q=partial");
     assert_eq!(code, 200);
     let found: serde_json::Value = serde_json::from_slice(&body).expect("search JSON");
-    assert!(
-        found.to_string().contains(id),
-        "partial recording not found: {found}"
-    );
+    let interaction = found["items"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no interaction with a partial recording: {found}"))
+        .to_owned();
+    let (code, body) = http_get(&addr, &format!("/v1/interactions/{interaction}"));
+    assert_eq!(code, 200);
+    let detail: serde_json::Value = serde_json::from_slice(&body).expect("detail JSON");
+    let segment = detail["segments"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["recording_id"] == id))
+        .unwrap_or_else(|| panic!("recording {id} not in {detail}"));
+    assert_eq!(segment["status"], "partial", "{segment}");
     let (code, wav) = http_get(&addr, &format!("/v1/recordings/{id}/audio.wav"));
     assert_eq!(
         code,
