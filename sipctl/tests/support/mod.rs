@@ -430,11 +430,19 @@ spool-dir = "{spool}"
 
     /// Event kinds of the call with global id `global`, in order.
     pub fn event_kinds(&self, global: &str) -> Vec<String> {
-        let mut evs: Vec<serde_json::Value> = self
-            .jobs("event")
-            .into_iter()
-            .filter(|e| e["global_call_id"] == global)
-            .collect();
+        // As in `events`: wait (at most 15 s) for the call's last event, `released`.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut evs = loop {
+            let evs: Vec<serde_json::Value> = self
+                .jobs("event")
+                .into_iter()
+                .filter(|e| e["global_call_id"] == global)
+                .collect();
+            if evs.iter().any(|e| e["kind"] == "released") || Instant::now() >= deadline {
+                break evs;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         evs.sort_by_key(|e| e["seq"].as_u64());
         evs.iter()
             .map(|e| e["kind"].as_str().unwrap_or("").to_owned())
