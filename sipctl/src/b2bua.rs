@@ -116,6 +116,8 @@ pub struct CoreConfig {
     pub ng: ClientConfig,
     /// SIP timers.
     pub timers: TimerConfig,
+    /// Most SIP transactions alive at once (`sip.max-transactions`).
+    pub max_transactions: usize,
     /// Version string for events.
     pub version: String,
 }
@@ -504,7 +506,11 @@ impl B2bua {
                 host: config.host.clone(),
                 port: config.port,
             },
-            txl: TransactionLayer::new(config.timers),
+            txl: {
+                let mut txl = TransactionLayer::new(config.timers);
+                txl.set_max_transactions(config.max_transactions);
+                txl
+            },
             ng: NgClient::new(&format!("sipctl{}", std::process::id()), config.ng),
             config,
             router,
@@ -2580,6 +2586,7 @@ mod tests {
                     trusted_peers: cfg.sip.trusted_peers.clone(),
                     ng: ClientConfig::default(),
                     timers: TimerConfig::default(),
+                    max_transactions: crate::sip::DEFAULT_MAX_TRANSACTIONS,
                     version: "test".into(),
                 },
                 cfg.router.clone(),
@@ -3225,6 +3232,7 @@ mod transfer_tests {
                 trusted_peers: Vec::new(),
                 ng: ClientConfig::default(),
                 timers: TimerConfig::default(),
+                max_transactions: crate::sip::DEFAULT_MAX_TRANSACTIONS,
                 version: "test".into(),
             },
             cfg.router,

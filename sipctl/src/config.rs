@@ -14,6 +14,8 @@
 //! switch-name = "sipctl-1"          # names this instance in call events
 //! trusted-peers = ["198.18.0.0/15"] # may send X-Linecord-Call-Id
 //! max-expires = 3600                # longest REGISTER granted, seconds
+//! max-transactions = 65536          # SIP transactions alive at once; beyond: 503
+//! max-tcp-connections = 4096        # SIP TCP connections at once; beyond: closed
 //!
 //! [recorder]
 //! ng = "127.0.0.1:2223"
@@ -107,6 +109,11 @@ const DEFAULT_LISTEN: [&str; 2] = ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"];
 const DEFAULT_SWITCH_NAME: &str = "sipctl";
 const DEFAULT_TRUSTED: [&str; 3] = ["127.0.0.0/8", "::1/128", "198.18.0.0/15"];
 const DEFAULT_MAX_EXPIRES: u32 = 3600;
+/// Default `sip.max-transactions`: a non-INVITE transaction lives 32 s after its answer over
+/// UDP (timer J), so 65 536 carry ~2 000 new requests a second; each costs ~2-4 KB.
+pub const DEFAULT_MAX_TRANSACTIONS: usize = 65_536;
+/// Default `sip.max-tcp-connections`; each holds at most one message (64 KiB) of buffer.
+pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 4_096;
 const DEFAULT_NG: &str = "127.0.0.1:2223";
 const DEFAULT_TIMEOUT_MS: u64 = 1000;
 const DEFAULT_RETRIES: u32 = 2;
@@ -203,6 +210,10 @@ pub struct RawSip {
     pub trusted_peers: Option<Vec<String>>,
     /// `max-expires`, seconds.
     pub max_expires: Option<u32>,
+    /// `max-transactions`: most SIP transactions alive at once.
+    pub max_transactions: Option<usize>,
+    /// `max-tcp-connections`: most SIP TCP connections accepted at once.
+    pub max_tcp_connections: Option<usize>,
 }
 
 /// `[recorder]` as written.
@@ -426,6 +437,10 @@ pub struct SipConfig {
     pub trusted_peers: Vec<IpNet>,
     /// Longest REGISTER expiry granted, seconds.
     pub max_expires: u32,
+    /// Most SIP transactions alive at once; a new request beyond it gets a stateless 503.
+    pub max_transactions: usize,
+    /// Most SIP TCP connections accepted at once; further ones are closed at once.
+    pub max_tcp_connections: usize,
 }
 
 /// `[recorder]`, resolved.
@@ -716,12 +731,32 @@ impl RawConfig {
                 "must be 60-86400 seconds",
             ));
         }
+        let max_transactions = raw.max_transactions.unwrap_or(DEFAULT_MAX_TRANSACTIONS);
+        if !(64..=4_194_304).contains(&max_transactions) {
+            return Err(invalid(
+                "sip.max-transactions",
+                max_transactions,
+                "must be 64-4194304",
+            ));
+        }
+        let max_tcp_connections = raw
+            .max_tcp_connections
+            .unwrap_or(DEFAULT_MAX_TCP_CONNECTIONS);
+        if !(1..=1_000_000).contains(&max_tcp_connections) {
+            return Err(invalid(
+                "sip.max-tcp-connections",
+                max_tcp_connections,
+                "must be 1-1000000",
+            ));
+        }
         Ok(SipConfig {
             listen,
             advertise,
             switch_name,
             trusted_peers,
             max_expires,
+            max_transactions,
+            max_tcp_connections,
         })
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use linecord_ratelimit::RateLimiter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
@@ -113,6 +114,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             retries: cfg.recorder.retries,
         },
         timers: TimerConfig::default(),
+        max_transactions: cfg.sip.max_transactions,
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let mut core = B2bua::new(core_cfg, cfg.router.clone(), cfg.directory.clone());
@@ -127,11 +129,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let (core_tx, mut core_rx) = mpsc::channel::<CoreMsg>(4096);
     let mut tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    // Accepted connections, over all TCP listeners: bounded by `sip.max-tcp-connections`.
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for a in &tcp_listen {
         let listener = TcpListener::bind(a)
             .await
             .with_context(|| format!("SIP TCP socket on {a}"))?;
-        tokio::spawn(accept_loop(listener, core_tx.clone()));
+        tokio::spawn(accept_loop(
+            listener,
+            core_tx.clone(),
+            Arc::clone(&accepted),
+            cfg.sip.max_tcp_connections,
+        ));
     }
     let ng_bind: SocketAddr = if cfg.recorder.ng.is_ipv4() {
         "0.0.0.0:0".parse()?
@@ -287,21 +296,51 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, core: mpsc::Sender<CoreMsg>) {
+/// One accepted connection counted in the shared total until it ends.
+struct Accepted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Accepted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    core: mpsc::Sender<CoreMsg>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut refused_log = RateLimiter::new(10, Duration::from_secs(1));
     loop {
         match listener.accept().await {
             Ok((stream, from)) => {
+                if accepted.fetch_add(1, Relaxed) >= max {
+                    accepted.fetch_sub(1, Relaxed);
+                    // Closed at once: a connection flood costs a socket for a moment, never
+                    // a buffer or a task.
+                    drop(stream);
+                    if let Some(suppressed) = refused_log.check(Instant::now()) {
+                        tracing::warn!(
+                            peer = %from,
+                            max,
+                            suppressed,
+                            "SIP TCP connection refused: sip.max-tcp-connections reached"
+                        );
+                    }
+                    continue;
+                }
+                let guard = Accepted(Arc::clone(&accepted));
                 let (w_tx, w_rx) = mpsc::channel(256);
                 if core.send(CoreMsg::TcpOpened(from, w_tx)).await.is_err() {
                     return;
                 }
-                tokio::spawn(connection(
-                    stream,
-                    from,
-                    core.clone(),
-                    w_rx,
-                    PARTIAL_MESSAGE_TIMEOUT,
-                ));
+                let core = core.clone();
+                tokio::spawn(async move {
+                    connection(stream, from, core, w_rx, PARTIAL_MESSAGE_TIMEOUT).await;
+                    drop(guard);
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "SIP TCP accept");

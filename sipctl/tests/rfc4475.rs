@@ -271,6 +271,7 @@ fn core(dns: &str) -> B2bua {
             trusted_peers: Vec::new(),
             ng: Default::default(),
             timers: TimerConfig::default(),
+            max_transactions: sipctl::sip::DEFAULT_MAX_TRANSACTIONS,
             version: "test".into(),
         },
         cfg.router,

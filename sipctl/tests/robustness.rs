@@ -1,9 +1,10 @@
 //! The real sipctl binary against hostile input on loopback: a packet that used to kill the
-//! daemon, and a flood of malformed input that must neither stop it nor flood its log.
+//! daemon, a flood of malformed input that must neither stop it nor flood its log, and floods
+//! of requests and connections that must stay within the configured bounds.
 
 mod loopback;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
@@ -159,4 +160,68 @@ fn a_flood_of_malformed_input_keeps_sipctl_up_and_its_log_bounded() {
             "raw peer bytes reached the log: {l:.300}"
         );
     }
+}
+
+#[test]
+fn request_and_connection_floods_stay_within_their_bounds() {
+    let mut s = Sipctl::start_with("max-transactions = 64\nmax-tcp-connections = 4", "");
+    // 200 OPTIONS with distinct branches, one after the other: each answered transaction
+    // lives on for 32 s (timer J), so the first 64 get 200 and the rest a stateless 503.
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    sock.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let (mut ok, mut busy) = (0, 0);
+    let mut buf = vec![0u8; 65_536];
+    for i in 0..200 {
+        let opt = format!(
+            "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5998;branch=z9hG4bK-flood{i}\r\n\
+             From: <sip:probe@127.0.0.1>;tag=f{i}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: flood{i}@test\r\n\
+             CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        sock.send_to(opt.as_bytes(), ("127.0.0.1", s.sip_udp))
+            .expect("send");
+        let (n, _) = sock.recv_from(&mut buf).expect("every request is answered");
+        match status_of(&buf[..n]) {
+            Some(200) => ok += 1,
+            Some(503) => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                assert!(text.contains("Retry-After: 5"), "{text}");
+                busy += 1
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((ok, busy), (64, 136), "200s and 503s of the request flood");
+    assert!(s.running(), "sipctl exited:\n{}", s.log());
+
+    // Four connections are taken; a fifth is closed at once, without a byte.
+    let held: Vec<_> = (0..4).map(|_| s.tcp()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fifth = s.tcp();
+    let mut byte = [0u8; 1];
+    let started = Instant::now();
+    let n = fifth.read(&mut byte).unwrap_or(0);
+    assert_eq!(n, 0, "the fifth connection is closed");
+    assert!(started.elapsed() < Duration::from_secs(3), "closed at once");
+    // One held connection ends: a new one is served again.
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut t = s.tcp();
+    let opt = "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK-tcp-after\r\n\
+               From: <sip:probe@127.0.0.1>;tag=t2\r\nTo: <sip:127.0.0.1>\r\nCall-ID: tcp-after@test\r\n\
+               CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    t.write_all(opt.as_bytes()).expect("write");
+    let resp = read_final_response(&mut t).expect("answered once connections are free");
+    // The transaction table may still be full from the flood (timer J): 200 or 503.
+    assert!(
+        matches!(status_of(&resp), Some(200) | Some(503)),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+    assert!(
+        s.log().contains("max-tcp-connections reached"),
+        "{}",
+        s.log()
+    );
+    assert!(s.running());
 }

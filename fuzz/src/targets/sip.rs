@@ -109,6 +109,7 @@ pub fn b2bua(data: &[u8]) {
             trusted_peers: Vec::new(),
             ng: ClientConfig::default(),
             timers: TimerConfig::default(),
+            max_transactions: sipctl::sip::DEFAULT_MAX_TRANSACTIONS,
             version: "fuzz".into(),
         },
         cfg.router,

@@ -71,5 +71,5 @@ pub use message::{
 };
 pub use transaction::{
     new_via, Incoming, Peer, TimerConfig, TransactionLayer, Transmit, Transport, TxError, TxEvent,
-    TxId, TxKind, TxState,
+    TxId, TxKind, TxState, DEFAULT_MAX_TRANSACTIONS,
 };

@@ -331,10 +331,15 @@ impl Transaction {
     }
 }
 
+/// Default bound of the transaction table ([`TransactionLayer::set_max_transactions`]).
+pub const DEFAULT_MAX_TRANSACTIONS: usize = 65_536;
+
 /// Owns all transactions of one SIP endpoint. See the module docs for how to drive it.
 #[derive(Debug)]
 pub struct TransactionLayer {
     config: TimerConfig,
+    /// Most transactions alive at once (see [`TransactionLayer::set_max_transactions`]).
+    max_transactions: usize,
     next_id: u64,
     txs: HashMap<TxId, Transaction>,
     keys: HashMap<TxKey, TxId>,
@@ -393,6 +398,7 @@ impl TransactionLayer {
     pub fn new(config: TimerConfig) -> Self {
         TransactionLayer {
             config,
+            max_transactions: DEFAULT_MAX_TRANSACTIONS,
             next_id: 1,
             txs: HashMap::new(),
             keys: HashMap::new(),
@@ -401,6 +407,13 @@ impl TransactionLayer {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// Bounds the transaction table: while `max` transactions are alive, a new request is
+    /// answered with a stateless 503 (Retry-After: 5, RFC 3261 §21.5.4) and creates none, so a
+    /// flood of requests from the network costs bounded memory.
+    pub fn set_max_transactions(&mut self, max: usize) {
+        self.max_transactions = max;
     }
 
     /// The timer configuration.
@@ -665,6 +678,12 @@ impl TransactionLayer {
                 }
             }
             return Incoming::Absorbed;
+        }
+        if self.txs.len() >= self.max_transactions {
+            let mut busy = Response::for_request(&req, 503, "Service Unavailable");
+            busy.headers.set("Retry-After", "5");
+            self.transmit(source, busy.to_bytes(), None);
+            return Incoming::Discarded("transaction table full: answered 503");
         }
         let id = self.alloc_id();
         let invite = req.method == Method::Invite;
@@ -1475,6 +1494,61 @@ mod tests {
                 (Duration::from_secs(32), TxEvent::Terminated { tx: id })
             ]
         );
+    }
+
+    #[test]
+    fn a_full_transaction_table_answers_503_and_creates_nothing() {
+        let mut l = TransactionLayer::default();
+        l.set_max_transactions(2);
+        let t0 = Instant::now();
+        let mut kept = Vec::new();
+        for _ in 0..2 {
+            let r = l.handle_incoming(
+                t0,
+                Message::Request(mk(Method::Options, &generate_branch())),
+                alice(),
+            );
+            let Incoming::Request { tx, request } = r else {
+                panic!("{r:?}")
+            };
+            kept.push((tx, request));
+        }
+        // A flood beyond the bound: each request is answered 503 statelessly, none is kept.
+        for _ in 0..1_000 {
+            let r = l.handle_incoming(
+                t0,
+                Message::Request(mk(Method::Invite, &generate_branch())),
+                alice(),
+            );
+            assert_eq!(
+                r,
+                Incoming::Discarded("transaction table full: answered 503")
+            );
+        }
+        assert_eq!(l.len(), 2);
+        let sent = transmits(&mut l);
+        assert_eq!(sent.len(), 1_000);
+        let busy = Message::parse(&sent[0].bytes).expect("a response");
+        let Message::Response(busy) = busy else {
+            panic!("not a response")
+        };
+        assert_eq!(busy.status, 503);
+        assert_eq!(busy.headers.get("Retry-After"), Some("5"));
+        assert!(sent.iter().all(|t| t.tx.is_none()), "stateless");
+        // Once the kept transactions are answered and end (timer J), new requests are taken
+        // again.
+        for (tx, request) in &kept {
+            l.send_response(t0, *tx, response_to(request, 200))
+                .expect("200");
+        }
+        let _ = run(&mut l, t0, Duration::from_secs(60));
+        assert_eq!(l.len(), 0);
+        let r = l.handle_incoming(
+            t0 + Duration::from_secs(61),
+            Message::Request(mk(Method::Options, &generate_branch())),
+            alice(),
+        );
+        assert!(matches!(r, Incoming::Request { .. }), "{r:?}");
     }
 
     #[test]

@@ -44,6 +44,11 @@ impl Sipctl {
     /// Starts sipctl with `extra` (e.g. `[[dn]]` entries) added to a loopback configuration
     /// with call events disabled and the recorder pointing at an unused port.
     pub fn start(extra: &str) -> Sipctl {
+        Sipctl::start_with("", extra)
+    }
+
+    /// As [`Sipctl::start`], with `sip_keys` (e.g. `max-transactions = 64`) added to `[sip]`.
+    pub fn start_with(sip_keys: &str, extra: &str) -> Sipctl {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("sipctl-loopback-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -59,7 +64,7 @@ impl Sipctl {
             &config,
             format!(
                 "[sip]\nlisten = [\"udp:127.0.0.1:{sip_udp}\", \"tcp:127.0.0.1:{sip_tcp}\"]\n\
-                 advertise = \"127.0.0.1\"\n\
+                 advertise = \"127.0.0.1\"\n{sip_keys}\n\
                  [recorder]\nng = \"127.0.0.1:{ng}\"\n\
                  [api]\nlisten = \"127.0.0.1:{api}\"\ntoken = \"{TOKEN}\"\n\
                  [events]\nenabled = false\n{extra}\n"
