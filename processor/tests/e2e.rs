@@ -1002,3 +1002,68 @@ fn a_partial_recording_is_indexed_and_plays() {
     );
     assert_eq!(o.body, cut, "the stored file is the recorder's");
 }
+
+/// Hardening finding 4: a file of fake block headers, each claiming the rest of the file,
+/// cost the reader O(n²) (14.9 s for 4 MiB). Through the real processor: ingest finishes
+/// well within the wait, the processor keeps answering, and the file is reported damaged
+/// (not a crash, not a hang).
+#[test]
+fn a_file_of_fake_block_headers_is_ingested_in_linear_time() {
+    use linecord_recfile::block::{BLOCK_HEADER_LEN, BLOCK_MAGIC};
+    let dir = TempDir::new("fake-blocks");
+    let spool_dir = dir.join("spool");
+    Spool::open(&spool_dir).expect("spool");
+    let f = Fixture {
+        recording_id: rid(T_A + 120_000, 91),
+        call_id: "fake-blocks".into(),
+        start_ms: T_A + 120_000,
+        secs: 6,
+        metadata: None,
+        lose_every: 0,
+    };
+    // A real recording's header, then 4 MiB of back-to-back block headers with wrong CRCs.
+    let real = build_lcr(&f);
+    let header_len = real
+        .windows(4)
+        .position(|w| w == BLOCK_MAGIC)
+        .expect("a first block");
+    let size = 4 << 20;
+    let mut file = real[..header_len].to_vec();
+    while file.len() + BLOCK_HEADER_LEN <= size {
+        let stored = (size - file.len() - BLOCK_HEADER_LEN) as u32;
+        file.extend_from_slice(&BLOCK_MAGIC);
+        file.push(0);
+        file.extend_from_slice(&stored.to_le_bytes());
+        file.extend_from_slice(&stored.to_le_bytes());
+        file.extend_from_slice(&1u32.to_le_bytes());
+        file.extend_from_slice(&[0; 16]);
+        file.extend_from_slice(&0x1234_5678u32.to_le_bytes());
+    }
+    file.resize(size, 0);
+    let path = dir
+        .join("recordings")
+        .join(format!("{}.lcr", f.recording_id));
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+    std::fs::write(&path, &file).expect("write");
+    let job = serde_json::to_vec(&recording_job(&f, &path)).expect("json");
+    push_raw(&spool_dir, 1, &f.recording_id, &job);
+
+    let config = write_config(&dir.0, "");
+    let s = Server::start(&dir.0, &config);
+    let started = std::time::Instant::now();
+    // Before the fix this file alone took ~15 s in a release build; 60 s is the wait's
+    // bound, not a speed goal (benchmarks measure speed).
+    wait_until(60, "the job taken", || {
+        let st = s.status();
+        st["recording_jobs"] == json!(1) || st["jobs_failed"] == json!(1)
+    });
+    eprintln!(
+        "processor took the 4 MiB fake-block file in {:?}",
+        started.elapsed()
+    );
+    let st = s.status();
+    assert_eq!(st["damaged_recordings"], json!(1), "{st}");
+    // Still answering.
+    let r = s.get("/v1/interactions", Some(ADMIN), None);
+    assert_eq!(r.status, 200);
+}
