@@ -5,11 +5,8 @@
 
 mod support;
 
-use std::fs::File;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 use linecord_ng::bencode::Value;
 use linecord_ng::request::{Command as NgCommand, Request};
@@ -31,93 +28,15 @@ const MAX_LOG_LINE: usize = 1024;
 /// Refusal lines a second (`REFUSAL_LOGS_PER_SEC`) plus the "suppressed" line.
 const LOG_LINES_PER_SEC: u64 = 10 + 1;
 
-/// A recorder whose log (stderr, at `info`) goes to a file; killed on drop.
-struct LoggedRecorder {
-    child: Child,
-    ng: SocketAddr,
-    log: PathBuf,
-    data: PathBuf,
-}
-
-impl LoggedRecorder {
-    fn start(name: &str, port_min: u16, port_max: u16, extra: &[&str]) -> LoggedRecorder {
-        let data = temp_dir(name);
-        let log = data.join("recorder.log");
-        let ng: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-        let mut args: Vec<String> = [
-            "--interface",
-            "127.0.0.1",
-            "--listen-ng",
-            &ng.to_string(),
-            "--port-min",
-            &port_min.to_string(),
-            "--port-max",
-            &port_max.to_string(),
-            "--workers",
-            "1",
-            "--log-level",
-            "info",
-            "--recording-dir",
-            &data.join("recordings").display().to_string(),
-            "--spool-dir",
-            &data.join("spool").display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(recorder_bin())
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("start recorder");
-        let r = LoggedRecorder {
-            child,
-            ng,
-            log,
-            data,
-        };
-        let client = r.client();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while client
-            .try_call(&Request::new(NgCommand::Ping).to_value())
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "recorder did not answer ping");
-        }
-        r
-    }
-
-    fn client(&self) -> NgClient {
-        NgClient::new(self.ng)
-    }
-
-    /// Resident memory of the recorder process (`VmRSS` in /proc/PID/status), KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("recorder's /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS line")
-    }
-
-    fn log_bytes(&self) -> u64 {
-        file_len(&self.log)
-    }
-}
-
-impl Drop for LoggedRecorder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.data);
-        }
-    }
+/// Resident memory of the recorder process (`VmRSS` in /proc/PID/status), KiB.
+fn rss_kib(rec: &Recorder) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", rec.child.id()))
+        .expect("recorder's /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line")
 }
 
 fn file_len(p: &Path) -> u64 {
@@ -134,11 +53,11 @@ fn stat(v: &Value, group: &str, key: &str) -> i64 {
 
 #[test]
 fn unknown_key_flood_keeps_memory_and_log_bounded_and_the_daemon_answers() {
-    let rec = LoggedRecorder::start("flood", 43_000, 43_099, &[]);
+    let rec = Recorder::start_logged("flood", 43_000, 43_099, &[]);
     let ng = rec.client();
     ng.ok(&Request::new(NgCommand::Ping));
-    let rss_before = rec.rss_kib();
-    let log_before = rec.log_bytes();
+    let rss_before = rss_kib(&rec);
+    let log_before = file_len(rec.log());
 
     let key = "k".repeat(FLOOD_KEY_BYTES);
     let mut body = Request::new(NgCommand::Ping).to_value();
@@ -164,8 +83,8 @@ fn unknown_key_flood_keeps_memory_and_log_bounded_and_the_daemon_answers() {
         }
     }
     let elapsed = started.elapsed();
-    let rss_after = rec.rss_kib();
-    let log_after = rec.log_bytes();
+    let rss_after = rss_kib(&rec);
+    let log_after = file_len(rec.log());
     let growth = rss_after.saturating_sub(rss_before);
     let logged = log_after - log_before;
     eprintln!(
@@ -198,7 +117,7 @@ fn unknown_key_flood_keeps_memory_and_log_bounded_and_the_daemon_answers() {
         logged <= allowed,
         "{logged} bytes in {elapsed:?}: more than {LOG_LINES_PER_SEC} bounded lines a second"
     );
-    let log = std::fs::read_to_string(&rec.log).unwrap();
+    let log = std::fs::read_to_string(rec.log()).unwrap();
     assert!(
         log.contains("NG request refused"),
         "refusals are logged (rate-limited), not silenced"
@@ -232,7 +151,7 @@ fn many_media_sdp(lines: usize) -> Vec<u8> {
 #[test]
 fn offer_with_2400_media_lines_is_refused_by_name_and_takes_no_ports() {
     // 5 000 pairs: without a limit the offer would take 4 800 of them (96 %).
-    let rec = LoggedRecorder::start("media-limit", 20_000, 29_999, &[]);
+    let rec = Recorder::start_logged("media-limit", 20_000, 29_999, &[]);
     let ng = rec.client();
     let stats = || ng.ok(&Request::new(NgCommand::Statistics));
     let free = |s: &Value| stat(s, "currentstatistics", "freeportpairs");
@@ -295,7 +214,7 @@ fn offer_with_2400_media_lines_is_refused_by_name_and_takes_no_ports() {
 
     // A limit raised by flag lets a bigger (legitimate) call through.
     drop(rec);
-    let rec = LoggedRecorder::start(
+    let rec = Recorder::start_logged(
         "media-limit-raised",
         20_000,
         20_199,

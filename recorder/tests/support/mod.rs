@@ -41,6 +41,40 @@ pub struct Recorder {
     /// Holds `recordings/` and `spool/` of this recorder; removed on drop.
     pub data: PathBuf,
     args: Vec<String>,
+    /// Where its stderr goes (appended across restarts), if not inherited.
+    log: Option<PathBuf>,
+}
+
+/// How [`Recorder`] starts the binary beyond the test's own flags.
+struct Launch {
+    workers: u16,
+    log_level: &'static str,
+    /// A file for stderr; `None`: inherited (the test's output).
+    log: Option<PathBuf>,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Launch {
+            workers: 2,
+            log_level: "warn",
+            log: None,
+        }
+    }
+}
+
+fn spawn(args: &[String], log: Option<&Path>) -> Child {
+    let mut cmd = Command::new(recorder_bin());
+    cmd.args(args).stdin(Stdio::null());
+    if let Some(log) = log {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("recorder log file");
+        cmd.stdout(Stdio::null()).stderr(f);
+    }
+    cmd.spawn().expect("start recorder")
 }
 
 /// A fresh directory under the system temp dir.
@@ -65,8 +99,29 @@ impl Recorder {
 
     /// Starts a recorder whose recording and spool directories are under `data`.
     pub fn start_in(port_min: u16, extra: &[&str], data: PathBuf) -> Recorder {
+        Self::launch(port_min, port_min + 99, extra, data, &Launch::default())
+    }
+
+    /// Starts a recorder with one worker whose log (`--log-level info`, stderr) goes to
+    /// `recorder.log` in its data directory ([`Recorder::log`]).
+    pub fn start_logged(name: &str, port_min: u16, port_max: u16, extra: &[&str]) -> Recorder {
+        let data = temp_dir(name);
+        let launch = Launch {
+            workers: 1,
+            log_level: "info",
+            log: Some(data.join("recorder.log")),
+        };
+        Self::launch(port_min, port_max, extra, data, &launch)
+    }
+
+    fn launch(
+        port_min: u16,
+        port_max: u16,
+        extra: &[&str],
+        data: PathBuf,
+        launch: &Launch,
+    ) -> Recorder {
         let ng: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-        let port_max = port_min + 99;
         let mut args: Vec<String> = [
             "--interface",
             "127.0.0.1",
@@ -77,9 +132,9 @@ impl Recorder {
             "--port-max",
             &port_max.to_string(),
             "--workers",
-            "2",
+            &launch.workers.to_string(),
             "--log-level",
-            "warn",
+            launch.log_level,
             "--recording-dir",
             &data.join("recordings").display().to_string(),
             "--spool-dir",
@@ -89,32 +144,31 @@ impl Recorder {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = Command::new(recorder_bin())
-            .args(&args)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start recorder");
         let r = Recorder {
-            child,
+            child: spawn(&args, launch.log.as_deref()),
             ng,
             port_min,
             port_max,
             data,
             args,
+            log: launch.log.clone(),
         };
         r.wait_ready();
         r
+    }
+
+    /// The log file of a recorder started with [`Recorder::start_logged`].
+    pub fn log(&self) -> &Path {
+        self.log
+            .as_deref()
+            .expect("a recorder started with start_logged")
     }
 
     /// Starts the same recorder again (same directories and NG address) after it died.
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Command::new(recorder_bin())
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("restart recorder");
+        self.child = spawn(&self.args, self.log.as_deref());
         self.wait_ready();
     }
 
