@@ -538,17 +538,7 @@ fn ranged_response(
     content_type: &'static str,
     disposition: Option<String>,
 ) -> Result<Response, ApiError> {
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let (status, start, end) = match resolve(range, size) {
-        RangeReply::Full => (StatusCode::OK, 0, size.checked_sub(1)),
-        RangeReply::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, Some(end)),
-        RangeReply::Unsatisfiable => return Err(unsatisfiable(size)),
-    };
-    let len = end.map_or(0, |e| e - start + 1);
-    let mut builder = response_head(status, content_type, len, disposition);
-    if let (StatusCode::PARTIAL_CONTENT, Some(e)) = (status, end) {
-        builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{e}/{size}"));
-    }
+    let (builder, start, len) = ranged_head(headers, size, content_type, disposition)?;
     builder
         .body(stream_body(st.storage.clone(), key, start, len))
         .map_err(ApiError::internal)
@@ -579,6 +569,21 @@ async fn get_audio(
     let plan = blocking(move || audio::plan(&*storage, &key, max).map_err(audio_error)).await?;
     let size = plan.size();
     audit_unless_unsatisfiable(&st, &headers, &who, &rec, size, "playback").await?;
+    let (builder, start, len) = ranged_head(&headers, size, "audio/wav", None)?;
+    builder
+        .body(wav_body(plan, start, len, permit))
+        .map_err(ApiError::internal)
+}
+
+/// The head of an answer with a body of `size` bytes, honouring `Range`: the response
+/// builder (200 or 206 with `Content-Range`), the first byte and the length to send; 416 when
+/// the range cannot be satisfied.
+fn ranged_head(
+    headers: &HeaderMap,
+    size: u64,
+    content_type: &'static str,
+    disposition: Option<String>,
+) -> Result<(axum::http::response::Builder, u64, u64), ApiError> {
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, end) = match resolve(range, size) {
         RangeReply::Full => (StatusCode::OK, 0, size.checked_sub(1)),
@@ -586,13 +591,11 @@ async fn get_audio(
         RangeReply::Unsatisfiable => return Err(unsatisfiable(size)),
     };
     let len = end.map_or(0, |e| e - start + 1);
-    let mut builder = response_head(status, "audio/wav", len, None);
+    let mut builder = response_head(status, content_type, len, disposition);
     if let (StatusCode::PARTIAL_CONTENT, Some(e)) = (status, end) {
         builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{e}/{size}"));
     }
-    builder
-        .body(wav_body(plan, start, len, permit))
-        .map_err(ApiError::internal)
+    Ok((builder, start, len))
 }
 
 /// 416 for a body of `size` bytes.

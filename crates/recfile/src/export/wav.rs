@@ -214,14 +214,18 @@ pub fn write_recording_wav(
     opts: &WavOptions,
     out: &mut impl Write,
 ) -> Result<WavSummary, ExportError> {
-    let opts = recording_options(rec, opts);
-    let input = Input {
+    write_input(&recording_input(rec), &recording_options(rec, opts), out)
+}
+
+/// The export input of a recording: its header, the streams its events announce, its records
+/// decoded block by block.
+fn recording_input(rec: &Recording) -> Input<'_, Recording> {
+    Input {
         header: &rec.header,
         streams: &[],
         records: rec,
         streams_from_events: true,
-    };
-    write_input(&input, &opts, out)
+    }
 }
 
 /// [`render_stereo`] for a recording, as [`write_recording_wav`] would write it.
@@ -234,14 +238,12 @@ pub fn render_recording(
     opts: &WavOptions,
     sink: &mut dyn StereoSink,
 ) -> Result<WavSummary, ExportError> {
-    let opts = recording_options(rec, opts);
-    let input = Input {
-        header: &rec.header,
-        streams: &[],
-        records: rec,
-        streams_from_events: true,
-    };
-    run(&input, &opts, true, sink)
+    run(
+        &recording_input(rec),
+        &recording_options(rec, opts),
+        true,
+        sink,
+    )
 }
 
 /// What [`write_recording_wav`] would write, without writing it (no decoding; the WAV is
