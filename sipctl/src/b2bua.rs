@@ -849,8 +849,12 @@ impl B2bua {
 
     fn respond(&mut self, now: Now, tx: TxId, req: &Request, status: u16, to_tag: Option<&str>) {
         let mut resp = Response::for_request(req, status, reason_phrase(status));
-        if let Some(t) = to_tag {
-            resp.set_to_tag(t);
+        match to_tag {
+            Some(t) => resp.set_to_tag(t),
+            // RFC 3261 §8.2.6.2: a UAS adds a To tag to every response but 100 when the
+            // request had none (retransmissions get this same response from the layer).
+            None if status > 100 && req.to_tag().is_none() => resp.set_to_tag(&generate_tag()),
+            None => {}
         }
         self.send_response(now, tx, resp);
     }
@@ -3174,10 +3178,16 @@ mod tests {
             .replace("sip:1001@", "sip:7777@");
         h.sip_in(A, inv.as_bytes());
         let out = h.sip_out();
-        assert_eq!(response(&out[0].1).status, 404);
+        let not_found = response(&out[0].1);
+        assert_eq!(not_found.status, 404);
+        // RFC 3261 §8.2.6.2: every response but 100 to a request without a To tag gets one.
+        assert!(not_found.to_tag().is_some(), "404 without a To tag");
         h.sip_in(A, &in_dialog("BYE", "nope", 5, ""));
         let out = h.sip_out();
-        assert_eq!(response(&out[0].1).status, 481);
+        let no_dialog = response(&out[0].1);
+        assert_eq!(no_dialog.status, 481);
+        // An in-dialog request already names our tag: the answer keeps it.
+        assert_eq!(no_dialog.to_tag().as_deref(), Some("nope"));
     }
 
     #[test]

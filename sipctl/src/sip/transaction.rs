@@ -682,6 +682,9 @@ impl TransactionLayer {
         if self.txs.len() >= self.max_transactions {
             let mut busy = Response::for_request(&req, 503, "Service Unavailable");
             busy.headers.set("Retry-After", "5");
+            if req.to_tag().is_none() {
+                busy.set_to_tag(&crate::sip::generate_tag());
+            }
             self.transmit(source, busy.to_bytes(), None);
             return Incoming::Discarded("transaction table full: answered 503");
         }
