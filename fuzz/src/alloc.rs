@@ -1,8 +1,9 @@
 //! A counting global allocator: how many bytes one input made a target allocate (in all, and
 //! at the peak), so a target can assert that its memory is bounded by its input.
 //!
-//! The counters are process-wide atomics; the fuzz binary and the corpus test run one input
-//! at a time, so a measurement is that input's alone.
+//! The counters are process-wide atomics: [`measure`] takes one input at a time (a lock), and
+//! the fuzz binary and the corpus test allocate nothing else meanwhile, so a measurement is
+//! that input's alone.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -77,6 +78,11 @@ pub struct Usage {
 /// Runs `f` and reports what it allocated. Without [`CountingAllocator`] installed as the
 /// global allocator the byte figures are 0.
 pub fn measure(f: impl FnOnce()) -> Usage {
+    // The counters are process-wide: one measurement at a time (tests run in parallel).
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let base = LIVE.load(Relaxed);
     PEAK.store(base, Relaxed);
     let total = TOTAL.load(Relaxed);

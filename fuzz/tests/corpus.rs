@@ -109,3 +109,24 @@ fn a_bound_is_enforced() {
         .expect_err("a 5 MiB allocation for 4 bytes must fail");
     assert!(e.contains("heap"), "{e}");
 }
+
+#[test]
+fn sdp_worst_case_shape_stays_within_its_bound() {
+    // The densest shape for memory: the most minimal media lines the SDP size limit allows
+    // (each ~20-byte `m=` line becomes a parsed media description of ~1.5 KB).
+    let target = linecord_fuzz::find("sdp").expect("the sdp target");
+    let mut sdp =
+        b"v=0\r\no=- 1 1 IN IP4 198.18.0.10\r\ns=-\r\nc=IN IP4 198.18.0.10\r\nt=0 0\r\n".to_vec();
+    while sdp.len() + 24 < linecord_sdp::MAX_SDP_SIZE {
+        sdp.extend_from_slice(b"m=audio 4000 RTP/AVP 0\r\n");
+    }
+    let usage = target
+        .run_checked(&sdp)
+        .unwrap_or_else(|e| panic!("{} bytes of media lines: {e}", sdp.len()));
+    eprintln!(
+        "sdp: {} bytes of media lines, peak heap {} B ({:.0} per input byte)",
+        sdp.len(),
+        usage.peak_bytes,
+        usage.peak_bytes as f64 / sdp.len() as f64
+    );
+}
