@@ -433,6 +433,8 @@ struct ChannelWriter {
     buf: Vec<u8>,
     /// The body was dropped (client gone, or a HEAD request).
     gone: bool,
+    /// How long a chunk may wait for room ([`WAV_STALL`]).
+    stall: std::time::Duration,
 }
 
 impl ChannelWriter {
@@ -444,12 +446,35 @@ impl ChannelWriter {
             &mut self.buf,
             Vec::with_capacity(WAV_CHUNK),
         ));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
-            self.gone = true;
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone")
-        })
+        // A client that keeps the connection open but stops reading must not hold its WAV
+        // generation slot for ever: after `WAV_STALL` without room in the channel, it counts
+        // as gone (the browser asks again with a Range when it wants more).
+        let deadline = std::time::Instant::now() + self.stall;
+        let mut item = Ok(chunk);
+        loop {
+            match self.tx.try_send(item) {
+                Ok(()) => return Ok(()),
+                Err(tokio::sync::mpsc::error::TrySendError::Full(back))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    item = back;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(_) => {
+                    self.gone = true;
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::BrokenPipe,
+                        "client gone or not reading",
+                    ));
+                }
+            }
+        }
     }
 }
+
+/// How long a WAV body may wait for a client that stopped reading before its generation
+/// ends and frees its slot.
+const WAV_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
@@ -481,6 +506,7 @@ fn wav_body(
             tx,
             buf: Vec::with_capacity(WAV_CHUNK),
             gone: false,
+            stall: WAV_STALL,
         };
         let end = start.saturating_add(len);
         let done = audio::generate(&plan, start, end, &mut w).map_err(|e| e.to_string());
@@ -846,6 +872,33 @@ pub fn router(state: AppState) -> Router {
 mod tests {
     use super::*;
     use crate::access::Role;
+
+    #[test]
+    fn a_client_that_stops_reading_frees_its_wav_slot() {
+        // A body channel nobody reads: the first chunks fill it, then the writer gives up
+        // after its stall time instead of waiting for ever.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let mut w = ChannelWriter {
+            tx,
+            buf: Vec::new(),
+            gone: false,
+            stall: std::time::Duration::from_millis(50),
+        };
+        let started = std::time::Instant::now();
+        let chunk = vec![0u8; WAV_CHUNK];
+        let mut sent = 0;
+        let err = loop {
+            match std::io::Write::write_all(&mut w, &chunk) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 10, "the writer never gave up");
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+        assert!(w.gone);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(50));
+        drop(rx);
+    }
 
     fn token(secret: &str, role: Role) -> Token {
         Token {

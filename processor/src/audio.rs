@@ -149,6 +149,12 @@ pub fn generate(
         Err(e) => return Err(AudioError::Export(e.into())),
     }
     match render_recording(&plan.recording, &plan.options, &mut sink) {
+        // The export ended before the range did (the file changed since it was planned): the
+        // body would be shorter than the Content-Length already sent.
+        Ok(_) if sink.pos < end => Err(AudioError::Export(ExportError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the recording changed while it was played",
+        )))),
         Ok(_) => Ok(()),
         Err(ExportError::Io(e)) if is_done(&e) => Ok(()),
         Err(e) => Err(AudioError::Export(e)),

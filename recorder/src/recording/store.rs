@@ -389,7 +389,7 @@ impl Store {
 
     /// Gives the in-progress file `from` its final name `dst` (a hard link; a rename where
     /// the filesystem has no links). Done already (same file) counts as done.
-    fn link_final(&self, from: &Path, dst: &Path) -> Result<(), StoreError> {
+    fn link_final(&self, from: &Path, dst: &Path, p: &mut Pending) -> Result<(), StoreError> {
         let dir = dst.parent().unwrap_or(&self.recording_dir);
         self.disk
             .create_dir_all(dir)
@@ -410,6 +410,16 @@ impl Store {
                 }
             }
             Err(e) if links_unsupported(&e) => {
+                // A move leaves nothing in .inprogress/ to recover the job from if the
+                // recorder dies before spooling it: save the job there first, or wait.
+                self.save_job(p);
+                if p.spool && !p.saved {
+                    return Err(StoreError::new(
+                        "saving the job before moving the recording (no hard links here)",
+                        &self.saved_job_path(&p.id),
+                        io::Error::other("the job could not be saved"),
+                    ));
+                }
                 self.disk
                     .rename(from, dst)
                     .map_err(|e| StoreError::new("moving the recording to", dst, e))?;
@@ -426,8 +436,8 @@ impl Store {
     /// steps after depend on it). Returns whether everything is done. Each failure is
     /// logged with its path.
     fn advance(&self, p: &mut Pending) -> bool {
-        if let Some((from, dst)) = &p.link {
-            match self.link_final(from, dst) {
+        if let Some((from, dst)) = p.link.clone() {
+            match self.link_final(&from, &dst, p) {
                 Ok(()) => p.link = None,
                 Err(e) => {
                     tracing::error!(recording = %p.id, error = %e, attempt = p.attempts + 1, "cannot give the recording its final name; it stays in .inprogress/ and is retried");
@@ -531,7 +541,7 @@ impl Store {
 
     fn give_up(&self, p: &Pending, why: &str) {
         let lcr = self.in_progress_path(&p.id);
-        if p.spool && !(p.saved || p.link.is_some() || p.cleanup.contains(&lcr)) {
+        if p.spool && !(p.saved || p.link.is_some() || lcr.exists()) {
             // Nothing on disk to recover it from: the log is all that is left of it.
             tracing::error!(
                 recording = %p.id,
@@ -1322,6 +1332,45 @@ pub(crate) mod tests {
         assert!(names(&s.in_progress_dir()).is_empty());
         assert!(tmp_files(&d.0).is_empty());
         assert_eq!(s.pending(), 0);
+    }
+
+    #[test]
+    fn without_hard_links_the_job_is_saved_before_the_move_or_the_move_waits() {
+        let d = Dir::new("nolinks");
+        let disk = FaultyDisk::default();
+        let mut s = store(&d, &disk);
+        // No hard links on this filesystem; the spool refuses the first job, so only the
+        // saved .job could bring it back after a crash.
+        disk.fail(Op::HardLink, "r9.lcr", libc::EPERM);
+        disk.fail_times(Op::Rename, "new/", libc::ENOSPC, 1);
+        let (f, r) = in_progress(&s, "r9", 2, 0);
+        let out = s.finish(Some(&f), &r, true);
+        assert!(!out.spooled);
+        let file = s.day_dir(START_MS).join("r9.lcr");
+        assert!(file.is_file(), "moved to its final name");
+        assert!(
+            s.saved_job_path("r9").is_file(),
+            "the job waits in .inprogress/ for a restart"
+        );
+        assert!(disk.calls(Op::Rename, "r9.lcr") >= 1, "moved, not linked");
+        assert_eq!(s.retry_pending(later()), 0);
+        assert_eq!(jobs(&d.0.join("spool")).len(), 1);
+        assert!(!s.saved_job_path("r9").exists(), "cleaned once spooled");
+
+        // If even the .job cannot be saved, the recording is not moved: it stays where the
+        // next start-up's recovery finds it.
+        let disk = FaultyDisk::default();
+        let d2 = Dir::new("nolinks-full");
+        let mut s = store(&d2, &disk);
+        disk.fail(Op::HardLink, "r10.lcr", libc::EPERM);
+        disk.fail(Op::WriteFile, "r10.job", libc::ENOSPC);
+        let (f, r) = in_progress(&s, "r10", 2, 0);
+        let out = s.finish(Some(&f), &r, true);
+        assert!(!out.spooled);
+        assert!(
+            s.in_progress_path("r10").is_file(),
+            "kept in .inprogress/ while its job cannot be kept anywhere"
+        );
     }
 
     #[test]

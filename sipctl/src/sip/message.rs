@@ -213,6 +213,29 @@ fn is_token(s: &str) -> bool {
 /// `sep`, the quote, the angle brackets and the backslash are ASCII, so every index this cuts
 /// at is a char boundary (UTF-8 continuation bytes are never ASCII); a quoted-pair skips one
 /// byte, and the remaining bytes of a multi-byte escaped character match none of them.
+/// Byte index of the first `needle` (ASCII) in `s` that is not inside a quoted string.
+fn find_outside_quotes(s: &str, needle: u8) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut in_quotes = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_quotes {
+            if b == b'\\' {
+                i += 1; // quoted-pair: skip the escaped byte
+            } else if b == b'"' {
+                in_quotes = false;
+            }
+        } else if b == b'"' {
+            in_quotes = true;
+        } else if b == needle {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
 fn split_outside_quotes(s: &str, sep: u8) -> Vec<&str> {
     let bytes = s.as_bytes();
     let mut out = Vec::new();
@@ -657,7 +680,7 @@ impl NameAddr {
                 return Err(ParseError::BadUri);
             }
             (Some(name), rest)
-        } else if let Some(lt) = s.find('<') {
+        } else if let Some(lt) = find_outside_quotes(s, b'<') {
             // `<` is ASCII: `lt` is a char boundary.
             let name = s.get(..lt).unwrap_or_default().trim();
             if name
@@ -2423,6 +2446,17 @@ mod tests {
             let resp = bad_request_response(msg.as_bytes(), &ParseError::DuplicateHeader(name));
             assert_eq!(resp.map(|r| r.status), Some(400));
         }
+    }
+
+    #[test]
+    fn a_quoted_angle_bracket_in_a_parameter_is_not_the_uri() {
+        // RFC 5626: an addr-spec Contact with a quoted +sip.instance holding `<urn:…>`.
+        let c = NameAddr::parse("sip:ue@192.0.2.1;+sip.instance=\"<urn:uuid:1234>\"")
+            .expect("a valid Contact");
+        assert_eq!(c.uri.host, "192.0.2.1");
+        let c = NameAddr::parse("<sip:ue@192.0.2.1>;+sip.instance=\"<urn:uuid:1234>\"")
+            .expect("the bracketed form too");
+        assert_eq!(c.uri.host, "192.0.2.1");
     }
 
     #[test]
