@@ -1,0 +1,251 @@
+//! The call and its parts: the two legs (each a dialog sipctl is a party of), the phases of
+//! setting up a call, the media mode, and the one mid-call operation a call can have at a time.
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    pub(super) fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+/// One side of a call, as a dialog sipctl is a party of (RFC 3261 §12).
+#[derive(Debug, Clone)]
+pub(super) struct Leg {
+    pub(super) call_id: String,
+    pub(super) local_tag: String,
+    pub(super) remote_tag: Option<String>,
+    /// Our address-of-record on this leg (From as UAC, To as UAS), without tag.
+    pub(super) local: NameAddr,
+    /// The party's, without tag.
+    pub(super) remote: NameAddr,
+    pub(super) local_cseq: u32,
+    /// Contact of the party (RFC 3261 §12.1.1, §12.1.2).
+    pub(super) remote_target: Uri,
+    /// Route set, in the order to put in Route headers.
+    pub(super) route_set: Vec<String>,
+    /// Where in-dialog requests go.
+    pub(super) peer: Peer,
+    /// The `o=` line of SDP sent on this leg.
+    pub(super) origin: Origin,
+}
+
+impl Leg {
+    /// A request inside this dialog (RFC 3261 §12.2.1.1); loose routing only.
+    pub(super) fn request(&mut self, method: Method, me: &Me) -> Request {
+        self.local_cseq += 1;
+        let seq = self.local_cseq;
+        self.request_with_cseq(method, seq, me)
+    }
+
+    pub(super) fn request_with_cseq(&self, method: Method, seq: u32, me: &Me) -> Request {
+        let mut r = Request::new(method.clone(), self.remote_target.clone());
+        r.headers
+            .push("Via", new_via(self.peer.transport, &me.host, Some(me.port)));
+        r.headers.push("Max-Forwards", 70);
+        for route in &self.route_set {
+            r.headers.push("Route", route);
+        }
+        let mut from = self.local.clone();
+        from.set_tag(&self.local_tag);
+        r.headers.push("From", from);
+        let mut to = self.remote.clone();
+        if let Some(t) = &self.remote_tag {
+            to.set_tag(t);
+        }
+        r.headers.push("To", to);
+        r.headers.push("Call-ID", &self.call_id);
+        r.headers.push("CSeq", CSeq { seq, method });
+        r.headers.push("Contact", me.contact(self.peer.transport));
+        r
+    }
+}
+
+/// Where sipctl is, for Via and Contact.
+#[derive(Debug, Clone)]
+pub(super) struct Me {
+    pub(super) host: String,
+    pub(super) port: u16,
+}
+
+impl Me {
+    pub(super) fn contact(&self, transport: Transport) -> String {
+        match transport {
+            Transport::Udp => format!("<sip:sipctl@{}:{}>", self.host, self.port),
+            Transport::Tcp => format!("<sip:sipctl@{}:{};transport=tcp>", self.host, self.port),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Waiting for the recorder's offer reply before the INVITE goes to B.
+    Routing,
+    /// INVITE sent to B.
+    Calling,
+    /// B sent a provisional response.
+    Early,
+    /// B answered; waiting for the recorder's answer reply before answering A.
+    Answering,
+    /// 200 sent to A, waiting for A's ACK.
+    Answered,
+    /// Both dialogs confirmed.
+    Confirmed,
+    /// Being torn down.
+    Ending,
+}
+
+impl Phase {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Phase::Routing => "routing",
+            Phase::Calling => "calling",
+            Phase::Early => "ringing",
+            Phase::Answering | Phase::Answered => "answered",
+            Phase::Confirmed => "confirmed",
+            Phase::Ending => "ending",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Media {
+    Direct,
+    Recorded { paused: bool },
+}
+
+/// A mid-call operation in progress (one at a time per call).
+#[derive(Debug, Clone)]
+pub(super) enum Op {
+    /// Agent start: NG offer, re-INVITE B, NG answer, re-INVITE A.
+    Start { ticket: Option<Ticket> },
+    /// Agent stop (or recovery to direct media): NG stop, re-INVITE B, re-INVITE A, NG delete.
+    Stop {
+        ticket: Option<Ticket>,
+        reason: Option<String>,
+    },
+    /// Pause or resume: one NG request.
+    PauseResume { ticket: Option<Ticket>, pause: bool },
+    /// A party's re-INVITE relayed to the other party (through NG when recorded).
+    Relay {
+        from: Side,
+        server_tx: TxId,
+        /// The SDP the party offered.
+        offer: Vec<u8>,
+    },
+    /// Another in-dialog request relayed as is (INFO, UPDATE, OPTIONS, MESSAGE...).
+    Passthrough { server_tx: TxId },
+    /// Blind transfer (REFER from `from`): a new leg to the target replaces `from`.
+    Transfer {
+        /// The transferor's side.
+        from: Side,
+        /// The new leg, until it answers.
+        leg: Box<Leg>,
+        /// Who the target is (for the event and the API).
+        target: String,
+        /// The target's DN, when it is one.
+        dn: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NgPurpose {
+    InitialOffer,
+    InitialAnswer,
+    StartOffer,
+    StartAnswer,
+    Stop,
+    PauseResume,
+    RelayOffer,
+    RelayAnswer,
+    TransferOffer,
+    TransferAnswer,
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TxPurpose {
+    /// The first INVITE to B.
+    BInvite,
+    /// A re-INVITE sent to `side` for the call's current op.
+    Reinvite(Side),
+    /// BYE (responses are not awaited).
+    Bye,
+    /// The relayed request of a passthrough op.
+    Passthrough,
+    /// The INVITE to a transfer target.
+    TransferInvite,
+}
+
+pub(super) struct Call {
+    pub(super) id: u64,
+    pub(super) ctx: CallContext,
+    pub(super) media_call: MediaCall,
+    pub(super) a: Leg,
+    pub(super) b: Option<Leg>,
+    /// The caller's INVITE and its server transaction, until it has a final response.
+    pub(super) a_invite: Option<(TxId, Request)>,
+    /// The INVITE to B and its client transaction, until it has a final response.
+    pub(super) b_invite: Option<(TxId, Request)>,
+    pub(super) phase: Phase,
+    pub(super) media: Media,
+    /// The recorder holds a session for this call (it needs `delete` at the end).
+    pub(super) at_recorder: bool,
+    /// Latest SDP each party sent.
+    pub(super) sdp_a: Vec<u8>,
+    pub(super) sdp_b: Vec<u8>,
+    pub(super) record_critical: bool,
+    pub(super) initiator: Option<RecordingInitiator>,
+    pub(super) op: Option<Op>,
+    pub(super) caller: Option<String>,
+    pub(super) callee: Option<String>,
+    pub(super) dn: Option<String>,
+    /// CANCEL from A arrived before B sent a provisional response.
+    pub(super) cancel_pending: bool,
+    pub(super) b_provisional: bool,
+    pub(super) rang: bool,
+    /// `recording_started` was sent (so `recording_stopped` is due at the end).
+    pub(super) recording_announced: bool,
+}
+
+impl Call {
+    pub(super) fn leg(&mut self, side: Side) -> Option<&mut Leg> {
+        match side {
+            Side::A => Some(&mut self.a),
+            Side::B => self.b.as_mut(),
+        }
+    }
+
+    pub(super) fn recording_state(&self) -> RecordingState {
+        match (&self.op, self.media) {
+            (Some(Op::Start { .. }), _) => RecordingState::Starting,
+            (Some(Op::Stop { .. }), _) => RecordingState::Stopping,
+            (_, Media::Direct) => RecordingState::Off,
+            (_, Media::Recorded { paused: true }) => RecordingState::Paused,
+            (_, Media::Recorded { paused: false }) => RecordingState::On,
+        }
+    }
+
+    pub(super) fn info(&self) -> CallInfo {
+        CallInfo {
+            id: self.id.to_string(),
+            global_call_id: self.ctx.global_call_id.clone(),
+            caller: self.caller.clone(),
+            callee: self.callee.clone(),
+            dn: self.dn.clone(),
+            state: self.phase.name(),
+            recording: self.recording_state(),
+            a_call_id: self.a.call_id.clone(),
+            b_call_id: self.b.as_ref().map(|b| b.call_id.clone()),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Requests inside an established call: BYE, re-INVITEs from either party (relayed to the
+//! other party, through the recorder when the call is recorded), session refreshes, and other
+//! in-dialog requests.
+
+use super::*;
+
+impl B2bua {
+    pub(super) fn on_in_dialog(&mut self, now: Now, id: u64, side: Side, tx: TxId, req: Request) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return self.respond(now, tx, &req, 481, None);
+        };
+        match req.method {
+            Method::Bye => {
+                self.respond(now, tx, &req, 200, None);
+                let who = if side == Side::A { "caller" } else { "callee" };
+                self.end_call(now, id, &format!("{who} hung up"), None, true);
+            }
+            Method::Invite => {
+                if c.op.is_some() || c.phase != Phase::Confirmed {
+                    // RFC 3261 §14.2: a re-INVITE while one of ours is pending.
+                    let mut resp = Response::for_request(&req, 491, "Request Pending");
+                    resp.headers.push("Retry-After", 2);
+                    return self.send_response(now, tx, resp);
+                }
+                if let Some(resp) = Self::invite_body_refusal(&req) {
+                    return self.send_response(now, tx, resp);
+                }
+                if let Some(contact) = req.contact() {
+                    if let Some(leg) = c.leg(side) {
+                        leg.remote_target = contact.uri;
+                    }
+                }
+                if req.body.is_empty() {
+                    // Offerless re-INVITE (session refresh): answer with what this party
+                    // last got.
+                    return self.answer_refresh(now, id, side, tx, &req);
+                }
+                c.op = Some(Op::Relay {
+                    from: side,
+                    server_tx: tx,
+                    offer: req.body.clone(),
+                });
+                match c.media {
+                    Media::Recorded { .. } => {
+                        let body = c.media_call.offer(&req.body, side == Side::A, false);
+                        self.ng_request(now, id, NgPurpose::RelayOffer, &body);
+                    }
+                    Media::Direct => {
+                        let sdp = req.body.clone();
+                        self.reinvite(now, id, side.other(), sdp);
+                    }
+                }
+            }
+            Method::Ack => {}
+            Method::Refer => self.on_refer(now, id, side, tx, req),
+            _ => {
+                // INFO, UPDATE, OPTIONS, MESSAGE, NOTIFY...: relayed as they are.
+                if c.op.is_some() || c.b.is_none() {
+                    let mut resp = Response::for_request(&req, 491, "Request Pending");
+                    resp.headers.push("Retry-After", 1);
+                    return self.send_response(now, tx, resp);
+                }
+                let Some(other) = c.leg(side.other()) else {
+                    return;
+                };
+                let mut out = other.request(req.method.clone(), &self.me);
+                if let Some(ct) = req.content_type() {
+                    out.set_body(ct, req.body.clone());
+                }
+                let dest = other.peer;
+                c.op = Some(Op::Passthrough { server_tx: tx });
+                if self
+                    .send_request(now, id, TxPurpose::Passthrough, out, dest)
+                    .is_none()
+                {
+                    if let Some(c) = self.calls.get_mut(&id) {
+                        c.op = None;
+                    }
+                    self.respond(now, tx, &req, 500, None);
+                }
+            }
+        }
+    }
+
+    pub(super) fn answer_refresh(
+        &mut self,
+        now: Now,
+        id: u64,
+        side: Side,
+        tx: TxId,
+        req: &Request,
+    ) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let last = match side {
+            Side::A => c.sdp_b.clone(),
+            Side::B => c.sdp_a.clone(),
+        };
+        let Some(leg) = c.leg(side) else { return };
+        let sdp = leg.origin.stamp(&last);
+        let mut resp = Response::for_request(req, 200, "OK");
+        resp.headers
+            .push("Contact", self.me.contact(leg.peer.transport));
+        resp.set_body("application/sdp", sdp);
+        self.send_response(now, tx, resp);
+    }
+
+    /// Sends a re-INVITE with `sdp` to `side` for the call's current op.
+    pub(super) fn reinvite(&mut self, now: Now, id: u64, side: Side, sdp: Vec<u8>) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(leg) = c.leg(side) else { return };
+        let sdp = leg.origin.stamp(&sdp);
+        let mut req = leg.request(Method::Invite, &self.me);
+        req.set_body("application/sdp", sdp);
+        let dest = leg.peer;
+        if self
+            .send_request(now, id, TxPurpose::Reinvite(side), req, dest)
+            .is_none()
+        {
+            self.op_failed(
+                now,
+                id,
+                format!("cannot send a re-INVITE to the {}", party_name(side)),
+                None,
+            );
+        }
+    }
+
+    pub(super) fn relay_done(&mut self, now: Now, id: u64, sdp: Vec<u8>) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(Op::Relay {
+            from,
+            server_tx,
+            offer,
+        }) = c.op.take()
+        else {
+            return;
+        };
+        // (An empty offer: sipctl's own re-INVITE after a transfer; nothing to remember.)
+        if !offer.is_empty() {
+            match from {
+                Side::A => c.sdp_a = offer,
+                Side::B => c.sdp_b = offer,
+            }
+        }
+        let Some(leg) = c.leg(from) else { return };
+        let sdp = leg.origin.stamp(&sdp);
+        let transport = leg.peer.transport;
+        if let Some(req) = self.txl.request(server_tx).cloned() {
+            let mut resp = Response::for_request(&req, 200, "OK");
+            resp.headers.push("Contact", self.me.contact(transport));
+            resp.set_body("application/sdp", sdp);
+            self.send_response(now, server_tx, resp);
+        }
+    }
+
+    pub(super) fn relay_failed(&mut self, now: Now, id: u64, status: u16, why: &str) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(Op::Relay { server_tx, .. }) = c.op.take() else {
+            return;
+        };
+        tracing::info!(call = id, why, "re-INVITE relay failed");
+        let status = if (400..700).contains(&status) {
+            status
+        } else {
+            500
+        };
+        if let Some(req) = self.txl.request(server_tx).cloned() {
+            self.respond(now, server_tx, &req, status, None);
+        }
+    }
+}
