@@ -335,6 +335,7 @@ fn write_fixture(dir: &Path) -> Call {
             display_name: Some("Alice".into()),
         },
         agent_dn: Some(CALLEE.into()),
+        agent_side: None,
     };
     let mut ctx = CallContext {
         global_call_id: global_call_id.clone(),

@@ -116,6 +116,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         timers: TimerConfig::default(),
         max_transactions: cfg.sip.max_transactions,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        // fastrand's own seeding (per-process hash keys and time): a new sequence every run.
+        seed: fastrand::u64(..),
     };
     let mut core = B2bua::new(core_cfg, cfg.router.clone(), cfg.directory.clone());
 

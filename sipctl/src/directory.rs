@@ -3,7 +3,7 @@
 //! Each DN (directory number, e.g. `1001`) has a static contact from the configuration
 //! and/or a contact registered with REGISTER, which expires. A live registration wins over
 //! the static contact. Per DN: `record` (full-time, agent-side recording of every call that
-//! terminates there) and `record-critical` (refuse the call with 500 if recording fails).
+//! terminates there or that it places) and `record-critical` (refuse the call with 500 if recording fails).
 //! Sans-IO: `now` (seconds since the Unix epoch) is a parameter.
 
 use std::collections::BTreeMap;

@@ -8,8 +8,9 @@
 //! known DN is called, anything else gets 404.
 //!
 //! Recording is on when the matching rule says so (`record = true`, thinned by
-//! `record-percent`) or when the terminating DN has `record = true`; `record-critical` comes
-//! from the DN. Sans-IO: the time and the sampling value are inputs.
+//! `record-percent`) or when a DN taking part has `record = true` (agent-side recording: the
+//! DN the call terminates at, or the DN that places it); `record-critical` comes from that DN.
+//! Sans-IO: the time and the sampling value are inputs.
 
 use crate::directory::{Directory, Lookup};
 
@@ -500,8 +501,18 @@ pub enum Target {
 pub enum RecordBy {
     /// The matching routing rule.
     Rule,
-    /// The terminating DN's `record = true`.
+    /// The `record = true` of the DN called or calling (agent-side recording).
     Dn,
+}
+
+/// The agent of a call: the configured DN on this switch that the call terminates at, or that
+/// placed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Agent {
+    /// The call comes from this DN (an outbound call of the agent).
+    Caller(String),
+    /// The call terminates at this DN.
+    Callee(String),
 }
 
 /// The outcome of routing a call.
@@ -518,6 +529,8 @@ pub struct Decision {
     pub record_critical: bool,
     /// The rule that matched, `None` for the default.
     pub rule_name: Option<String>,
+    /// The agent of the call, if a configured DN takes part.
+    pub agent: Option<Agent>,
 }
 
 /// The reason phrase of a SIP status code this module produces (generic otherwise).
@@ -562,8 +575,41 @@ impl Router {
             .find(|r| r.matches(facts, self.utc_offset_min))
     }
 
-    /// Routes a new call (see the module documentation).
+    /// Routes a new call (see the module documentation), with GIR's agent-side recording: a
+    /// DN with `record = true` is recorded whether it is called or it calls. When both parties
+    /// are DNs the callee is the agent, unless only the caller's DN records.
     pub fn decide(&self, facts: &CallFacts<'_>, directory: &Directory) -> Decision {
+        let mut d = self.decide_target(facts, directory);
+        let callee_dn = match &d.target {
+            Target::Dn { dn, .. } => Some(dn.clone()),
+            _ => None,
+        };
+        let refused = matches!(d.target, Target::Reject { .. });
+        let caller = directory.get(facts.caller).filter(|_| !refused);
+        let callee_records = callee_dn
+            .as_deref()
+            .and_then(|n| directory.get(n))
+            .is_some_and(|dn| dn.record);
+        d.agent = match (caller, callee_dn) {
+            (Some(c), Some(_)) if c.record && !callee_records => {
+                Some(Agent::Caller(c.number.clone()))
+            }
+            (_, Some(callee)) => Some(Agent::Callee(callee)),
+            (Some(c), None) => Some(Agent::Caller(c.number.clone())),
+            (None, None) => None,
+        };
+        if let Some(c) = caller.filter(|c| c.record) {
+            if !d.record {
+                d.record = true;
+                d.record_by = Some(RecordBy::Dn);
+                d.record_critical = c.record_critical;
+            }
+        }
+        d
+    }
+
+    /// Where a call goes and whether the rule or the called DN records it.
+    fn decide_target(&self, facts: &CallFacts<'_>, directory: &Directory) -> Decision {
         let rule = self.matching_rule(facts);
         let rule_record = rule.is_some_and(|r| r.record && facts.sample < r.record_share);
         let rule_name = rule.map(|r| r.name.clone());
@@ -580,6 +626,7 @@ impl Router {
                     record_by: rule_record.then_some(RecordBy::Rule),
                     record_critical: false,
                     rule_name,
+                    agent: None,
                 }
             }
             Some(RuleTarget::Reject { status }) => {
@@ -589,6 +636,7 @@ impl Router {
                     record_by: None,
                     record_critical: false,
                     rule_name,
+                    agent: None,
                 }
             }
         };
@@ -598,6 +646,7 @@ impl Router {
             record_by: None,
             record_critical: false,
             rule_name: rule_name.clone(),
+            agent: None,
         };
         match directory.lookup(dn, facts.unix_time) {
             Lookup::Unknown => refused(404),
@@ -620,6 +669,7 @@ impl Router {
                     record_by,
                     record_critical: record && dn.record_critical,
                     rule_name: rule_name.clone(),
+                    agent: None,
                 }
             }
         }

@@ -115,6 +115,10 @@ pub enum EventKind {
     Created,
     /// The called side is ringing (180/183).
     Ringing,
+    /// The called side sent early media (SDP in a provisional response): from here until
+    /// `answered` the media is early (announcements, ringback); in a recorded call it goes
+    /// through the recorder and is recorded.
+    EarlyMedia,
     /// The called side answered (200 OK to the INVITE).
     Answered,
     /// The recorder started recording.
@@ -140,6 +144,7 @@ impl EventKind {
         match self {
             EventKind::Created => "created",
             EventKind::Ringing => "ringing",
+            EventKind::EarlyMedia => "early_media",
             EventKind::Answered => "answered",
             EventKind::RecordingStarted => "recording_started",
             EventKind::RecordingPaused => "recording_paused",
@@ -174,6 +179,21 @@ pub struct EventParties {
     /// The DN of the agent on this switch, if the call terminates at (or comes from) one.
     #[serde(default)]
     pub agent_dn: Option<String>,
+    /// Which party is the agent of `agent_dn`: the callee (the call terminates at the DN) or
+    /// the caller (an outbound call from the DN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_side: Option<AgentSide>,
+}
+
+/// Which party of a call is the agent (GIR's agent-side recording records the agent's DN in
+/// both directions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentSide {
+    /// The agent placed the call.
+    Caller,
+    /// The call terminates at the agent.
+    Callee,
 }
 
 /// One party: its number (URI user part) and URI.

@@ -195,6 +195,7 @@ pub(crate) mod tests {
                     display_name: Some("Alice".into()),
                 },
                 agent_dn: Some("1001".into()),
+                agent_side: Some(crate::AgentSide::Callee),
             },
             recording: None,
             version: "0.1.0".into(),

@@ -14,8 +14,8 @@ mod spool;
 mod time;
 
 pub use event::{
-    CallContext, EventJob, EventKind, EventParties, EventRecording, EventSchema, EventType, Party,
-    RecordingInitiator, SwitchInfo, EVENT_SCHEMA,
+    AgentSide, CallContext, EventJob, EventKind, EventParties, EventRecording, EventSchema,
+    EventType, Party, RecordingInitiator, SwitchInfo, EVENT_SCHEMA,
 };
 pub use job::{parse, parse_value, Job, JobError};
 pub use recording::{

@@ -111,6 +111,7 @@ pub fn b2bua(data: &[u8]) {
             timers: TimerConfig::default(),
             max_transactions: sipctl::sip::DEFAULT_MAX_TRANSACTIONS,
             version: "fuzz".into(),
+            seed: 7,
         },
         cfg.router,
         cfg.directory,

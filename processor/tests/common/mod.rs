@@ -246,6 +246,7 @@ pub fn switch_events(
                 display_name: Some("Agent Smith".into()),
             },
             agent_dn: Some(dn.into()),
+            agent_side: None,
         },
         recording: None,
         version: "test".into(),

@@ -18,55 +18,37 @@ impl Side {
     }
 }
 
-/// One side of a call, as a dialog sipctl is a party of (RFC 3261 §12).
+/// One side of a call: a dialog sipctl is a party of (RFC 3261 §12), kept in the core's
+/// [`DialogTable`] under `key`, plus what the B2BUA adds to it.
 #[derive(Debug, Clone)]
 pub(super) struct Leg {
-    pub(super) call_id: String,
-    pub(super) local_tag: String,
-    pub(super) remote_tag: Option<String>,
-    /// Our address-of-record on this leg (From as UAC, To as UAS), without tag.
-    pub(super) local: NameAddr,
-    /// The party's, without tag.
-    pub(super) remote: NameAddr,
-    pub(super) local_cseq: u32,
-    /// Contact of the party (RFC 3261 §12.1.1, §12.1.2).
-    pub(super) remote_target: Uri,
-    /// Route set, in the order to put in Route headers.
-    pub(super) route_set: Vec<String>,
+    /// The leg's dialog in the dialog table.
+    pub(super) key: DialogKey,
     /// Where in-dialog requests go.
     pub(super) peer: Peer,
     /// The `o=` line of SDP sent on this leg.
     pub(super) origin: Origin,
 }
 
-impl Leg {
-    /// A request inside this dialog (RFC 3261 §12.2.1.1); loose routing only.
-    pub(super) fn request(&mut self, method: Method, me: &Me) -> Request {
-        self.local_cseq += 1;
-        let seq = self.local_cseq;
-        self.request_with_cseq(method, seq, me)
-    }
+/// Which call and leg a dialog of the table belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LegOf {
+    /// The call.
+    pub(super) call: u64,
+    /// The side the leg is on (for a transfer target: the side it replaces).
+    pub(super) side: Side,
+    /// A transfer target's leg that has not replaced the transferor yet.
+    pub(super) pending: bool,
+}
 
-    pub(super) fn request_with_cseq(&self, method: Method, seq: u32, me: &Me) -> Request {
-        let mut r = Request::new(method.clone(), self.remote_target.clone());
-        r.headers
-            .push("Via", new_via(self.peer.transport, &me.host, Some(me.port)));
-        r.headers.push("Max-Forwards", 70);
-        for route in &self.route_set {
-            r.headers.push("Route", route);
+impl LegOf {
+    /// Leg `side` of call `call`.
+    pub(super) fn new(call: u64, side: Side) -> LegOf {
+        LegOf {
+            call,
+            side,
+            pending: false,
         }
-        let mut from = self.local.clone();
-        from.set_tag(&self.local_tag);
-        r.headers.push("From", from);
-        let mut to = self.remote.clone();
-        if let Some(t) = &self.remote_tag {
-            to.set_tag(t);
-        }
-        r.headers.push("To", to);
-        r.headers.push("Call-ID", &self.call_id);
-        r.headers.push("CSeq", CSeq { seq, method });
-        r.headers.push("Contact", me.contact(self.peer.transport));
-        r
     }
 }
 
@@ -78,11 +60,17 @@ pub(super) struct Me {
 }
 
 impl Me {
+    /// sipctl's Contact on a leg over `transport`, as a header value.
     pub(super) fn contact(&self, transport: Transport) -> String {
         match transport {
             Transport::Udp => format!("<sip:sipctl@{}:{}>", self.host, self.port),
             Transport::Tcp => format!("<sip:sipctl@{}:{};transport=tcp>", self.host, self.port),
         }
+    }
+
+    /// The same Contact, parsed (for a dialog's local Contact).
+    pub(super) fn contact_addr(&self, transport: Transport) -> Option<NameAddr> {
+        NameAddr::parse(&self.contact(transport)).ok()
     }
 }
 
@@ -141,6 +129,8 @@ pub(super) enum Op {
         server_tx: TxId,
         /// The SDP the party offered.
         offer: Vec<u8>,
+        /// INVITE or UPDATE: the other party gets the same method.
+        method: Method,
     },
     /// Another in-dialog request relayed as is (INFO, UPDATE, OPTIONS, MESSAGE...).
     Passthrough { server_tx: TxId },
@@ -160,6 +150,8 @@ pub(super) enum Op {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum NgPurpose {
     InitialOffer,
+    /// The callee's early SDP (18x) in a recorded call.
+    EarlyAnswer,
     InitialAnswer,
     StartOffer,
     StartAnswer,
@@ -215,13 +207,26 @@ pub(super) struct Call {
     pub(super) rang: bool,
     /// `recording_started` was sent (so `recording_stopped` is due at the end).
     pub(super) recording_announced: bool,
+    /// The callee sent early media (`early_media` was sent).
+    pub(super) early_media: bool,
+    /// The callee's provisional response whose early SDP is at the recorder (status, reason).
+    pub(super) early_response: Option<(u16, String)>,
 }
 
 impl Call {
+    /// Leg `side`, to change it (B exists once the call is routed).
     pub(super) fn leg(&mut self, side: Side) -> Option<&mut Leg> {
         match side {
             Side::A => Some(&mut self.a),
             Side::B => self.b.as_mut(),
+        }
+    }
+
+    /// Leg `side`.
+    pub(super) fn leg_ref(&self, side: Side) -> Option<&Leg> {
+        match side {
+            Side::A => Some(&self.a),
+            Side::B => self.b.as_ref(),
         }
     }
 
@@ -244,8 +249,8 @@ impl Call {
             dn: self.dn.clone(),
             state: self.phase.name(),
             recording: self.recording_state(),
-            a_call_id: self.a.call_id.clone(),
-            b_call_id: self.b.as_ref().map(|b| b.call_id.clone()),
+            a_call_id: self.a.key.call_id.clone(),
+            b_call_id: self.b.as_ref().map(|b| b.key.call_id.clone()),
         }
     }
 }

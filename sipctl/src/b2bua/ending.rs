@@ -12,7 +12,7 @@ impl B2bua {
         };
         let a_invite = c.a_invite.take();
         let b_invite = c.b_invite.take();
-        let tag = c.a.local_tag.clone();
+        let tag = c.a.key.local_tag.clone();
         if let Some((tx, req)) = a_invite {
             let mut resp = Response::for_request(&req, status, reason_phrase(status));
             resp.set_to_tag(&tag);
@@ -58,25 +58,21 @@ impl B2bua {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        c.op = None;
+        if let Some(Op::Transfer { leg, .. }) = c.op.take() {
+            self.dialogs.remove(&leg.key);
+        }
         if hangup && was_confirmed {
             // BYE the leg that did not hang up. A BYE from A: BYE B; from B: BYE A. Both
             // legs get one if we are the ones ending it (timeouts).
             let a_hung_up = why.starts_with("caller");
             let b_hung_up = why.starts_with("callee");
-            let mut byes = Vec::new();
-            if !a_hung_up {
-                let mut a = c.a.clone();
-                byes.push((a.request(Method::Bye, &self.me), a.peer));
-            }
-            if !b_hung_up {
-                if let Some(b) = c.b.as_mut() {
-                    let bye = b.request(Method::Bye, &self.me);
-                    byes.push((bye, b.peer));
+            for (side, hung_up) in [(Side::A, a_hung_up), (Side::B, b_hung_up)] {
+                if hung_up {
+                    continue;
                 }
-            }
-            for (bye, peer) in byes {
-                self.send_request(now, id, TxPurpose::Bye, bye, peer);
+                if let Some((bye, peer)) = self.side_request(id, side, Method::Bye) {
+                    self.send_request(now, id, TxPurpose::Bye, bye, peer);
+                }
             }
         }
         let Some(c) = self.calls.get_mut(&id) else {
@@ -101,13 +97,15 @@ impl B2bua {
         self.forget(id);
     }
 
+    /// Drops the call and its dialogs (a transfer target's too).
     pub(super) fn forget(&mut self, id: u64) {
         if let Some(c) = self.calls.remove(&id) {
-            self.dialogs
-                .remove(&(c.a.call_id.clone(), c.a.local_tag.clone()));
+            self.dialogs.remove(&c.a.key);
             if let Some(b) = &c.b {
-                self.dialogs
-                    .remove(&(b.call_id.clone(), b.local_tag.clone()));
+                self.dialogs.remove(&b.key);
+            }
+            if let Some(Op::Transfer { leg, .. }) = &c.op {
+                self.dialogs.remove(&leg.key);
             }
             self.invites.retain(|_, v| *v != id);
             // Client transactions keep running (BYE, CANCEL); their responses find no call.

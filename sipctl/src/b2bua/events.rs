@@ -11,8 +11,7 @@ impl B2bua {
         reason: Option<String>,
         status: Option<u16>,
     ) {
-        let mut random = [0u8; 10];
-        self.rng.fill(&mut random);
+        let event_id = self.new_uuid(now);
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -24,11 +23,7 @@ impl B2bua {
                 initiator: c.initiator,
             });
         }
-        let mut ev = c.ctx.event(
-            kind,
-            linecord_jobs::uuid_v7(now.unix_ms, random),
-            now.unix_ms,
-        );
+        let mut ev = c.ctx.event(kind, event_id, now.unix_ms);
         ev.reason = reason;
         ev.status_code = status;
         if !kind.is_recording() {
@@ -45,5 +40,12 @@ impl B2bua {
             _ => {}
         }
         self.events.push_back(ev);
+    }
+
+    /// A new UUIDv7 (events, global call ids) from the core's RNG.
+    pub(super) fn new_uuid(&mut self, now: Now) -> String {
+        let mut random = [0u8; 10];
+        self.rng.fill(&mut random);
+        linecord_jobs::uuid_v7(now.unix_ms, random)
     }
 }

@@ -39,11 +39,18 @@ impl B2bua {
             resp.headers.push("Unsupported", required.join(", "));
             return self.send_response(now, tx, resp);
         }
-        if let Some(tag) = to_tag {
-            let key = (req.call_id().unwrap_or_default().to_owned(), tag);
-            match self.dialogs.get(&key).copied() {
-                Some((call, side)) => self.on_in_dialog(now, call, side, tx, req),
-                None => self.respond(now, tx, &req, 481, None),
+        if to_tag.is_some() {
+            // RFC 3261 §12.2.2: the dialog table finds the dialog (Call-ID, To and From tags),
+            // checks the CSeq order and applies the request; 481 or 500 when it does not fit.
+            match self.dialogs.route_request(&req) {
+                Ok((_, owner)) if owner.pending => {
+                    // A transfer target that has not answered yet: the transfer is the op.
+                    let mut resp = Response::for_request(&req, 491, "Request Pending");
+                    resp.headers.push("Retry-After", 1);
+                    self.send_response(now, tx, resp);
+                }
+                Ok((_, owner)) => self.on_in_dialog(now, owner.call, owner.side, tx, req),
+                Err(unrouted) => self.respond(now, tx, &req, unrouted.status(), None),
             }
             return;
         }
@@ -54,7 +61,7 @@ impl B2bua {
                 // §11.2: Allow and Accept; RFC 4475 §3.3.11: Max-Forwards 0 only stops
                 // forwarding, the endpoint answers.
                 let mut resp = Response::for_request(&req, 200, "OK");
-                resp.set_to_tag(&generate_tag());
+                resp.set_to_tag(&generate_tag(&mut self.rng));
                 resp.headers.push("Allow", ALLOW);
                 resp.headers.push("Accept", "application/sdp");
                 self.send_response(now, tx, resp);
@@ -122,7 +129,7 @@ impl B2bua {
         let Some(contact) = contact else {
             // A query: answer with the current binding.
             let mut resp = Response::for_request(req, 200, "OK");
-            resp.set_to_tag(&generate_tag());
+            resp.set_to_tag(&generate_tag(&mut self.rng));
             if let Some(r) = self.directory.registration(&number, now.unix_ms / 1000) {
                 resp.headers.push("Contact", format!("<{}>", r.contact));
             }
@@ -136,7 +143,7 @@ impl B2bua {
         ) {
             Ok(granted) => {
                 let mut resp = Response::for_request(req, 200, "OK");
-                resp.set_to_tag(&generate_tag());
+                resp.set_to_tag(&generate_tag(&mut self.rng));
                 if granted > 0 {
                     resp.headers
                         .push("Contact", format!("<{}>;expires={granted}", contact.uri));

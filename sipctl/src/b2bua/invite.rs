@@ -5,53 +5,64 @@
 use super::*;
 
 impl B2bua {
+    /// An initial INVITE: what a B2BUA refuses before a call exists, then the call (routed,
+    /// with its A leg), then its B leg, through the recorder when it is recorded.
     pub(super) fn on_invite(&mut self, now: Now, tx: TxId, req: Request, source: Peer) {
-        // RFC 3261 §8.2.2.1-3 checks done by the parser; what a B2BUA needs on top:
-        let (Some(from), Some(to), Some(call_id), Some(cseq)) = (
-            req.from_addr(),
-            req.to_addr(),
-            req.call_id().map(str::to_owned),
-            req.cseq(),
-        ) else {
+        if let Some(refusal) = Self::initial_invite_refusal(&req) {
+            return self.send_response(now, tx, refusal);
+        }
+        let decision = self.route(now, &req);
+        let Some(id) = self.new_call(now, tx, &req, source, &decision) else {
             return self.respond(now, tx, &req, 400, None);
         };
-        if req.max_forwards() == Some(0) {
-            return self.respond(now, tx, &req, 483, None);
+        self.event(
+            now,
+            id,
+            EventKind::Created,
+            decision.rule_name.clone(),
+            None,
+        );
+        self.place_b_leg(now, id, &req, &decision);
+    }
+
+    /// What an initial INVITE gets instead of a call (RFC 3261 §8.2 checks are done before):
+    /// 400 without the headers a dialog needs, 483 when Max-Forwards is spent, the body and
+    /// Accept checks, and 488 for an offerless INVITE.
+    fn initial_invite_refusal(req: &Request) -> Option<Response> {
+        if req.from_addr().is_none()
+            || req.to_addr().is_none()
+            || req.call_id().is_none()
+            || req.cseq().is_none()
+        {
+            return Some(Response::for_request(req, 400, reason_phrase(400)));
         }
-        // RFC 3261 §12.1.1 / RFC 4475 §3.4.1: an RFC 2543 caller sends no From tag; the
-        // dialog then has an empty remote tag.
-        let remote_tag = from.tag().map(str::to_owned);
-        if let Some(resp) = Self::invite_body_refusal(&req) {
-            return self.send_response(now, tx, resp);
+        if req.max_forwards() == Some(0) {
+            return Some(Response::for_request(req, 483, reason_phrase(483)));
+        }
+        if let Some(resp) = Self::invite_body_refusal(req) {
+            return Some(resp);
         }
         if req.body.is_empty() {
             // Offerless INVITE: the offer would come in our 200 and the answer in A's ACK,
             // which the media control below does not do.
-            let mut resp = Response::for_request(&req, 488, "Not Acceptable Here");
+            let mut resp = Response::for_request(req, 488, "Not Acceptable Here");
             resp.headers.push(
                 "Warning",
                 "399 sipctl \"INVITE without SDP offer is not supported\"",
             );
-            return self.send_response(now, tx, resp);
+            return Some(resp);
         }
-        let local_tag = generate_tag();
-        let id = self.next_call;
-        self.next_call += 1;
-        self.counters.calls += 1;
+        None
+    }
 
-        let global = req
-            .headers
-            .get(GLOBAL_CALL_ID_HEADER)
-            .map(str::trim)
-            .filter(|g| linecord_jobs::is_uuid(g) && self.trusted(source.addr.ip()))
-            .map(str::to_owned)
-            .unwrap_or_else(|| {
-                let mut random = [0u8; 10];
-                self.rng.fill(&mut random);
-                linecord_jobs::uuid_v7(now.unix_ms, random)
-            });
-        let caller = from.uri.user.clone();
-        let callee = req.uri.user.clone().or_else(|| to.uri.user.clone());
+    /// The routing decision for an initial INVITE.
+    fn route(&self, now: Now, req: &Request) -> Decision {
+        let caller = req.from_addr().and_then(|f| f.uri.user);
+        let callee = req
+            .uri
+            .user
+            .clone()
+            .or_else(|| req.to_addr().and_then(|t| t.uri.user));
         let headers: Vec<(&str, &str)> = req
             .headers
             .iter()
@@ -64,42 +75,60 @@ impl B2bua {
             ruri: &ruri,
             headers: &headers,
             unix_time: now.unix_ms / 1000,
-            sample: sample_from_call_id(&call_id),
+            sample: sample_from_call_id(req.call_id().unwrap_or_default()),
         };
-        let decision = self.router.decide(&facts, &self.directory);
-        drop(headers);
+        self.router.decide(&facts, &self.directory)
+    }
 
-        let remote_target = req
-            .contact()
-            .map(|c| c.uri)
-            .unwrap_or_else(|| from.uri.clone());
-        let mut a = Leg {
-            call_id: call_id.clone(),
-            local_tag: local_tag.clone(),
-            remote_tag,
-            local: strip_tag(&to),
-            remote: strip_tag(&from),
-            local_cseq: 0,
-            remote_target,
-            // RFC 3261 §12.1.1: the UAS's route set is the Record-Route list in order.
-            route_set: req
-                .headers
-                .get_all("Record-Route")
-                .map(str::to_owned)
-                .collect(),
-            peer: source,
-            origin: Origin::new(),
-        };
-        a.local_cseq = self.rng.u32(1..1 << 20);
-        let _ = cseq;
+    /// The global call id: the peer's `X-Linecord-Call-Id` when the peer is trusted, else new.
+    fn global_call_id(&mut self, now: Now, req: &Request, source: Peer) -> String {
+        let trusted = self.trusted(source.addr.ip());
+        req.headers
+            .get(GLOBAL_CALL_ID_HEADER)
+            .map(str::trim)
+            .filter(|g| trusted && linecord_jobs::is_uuid(g))
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.new_uuid(now))
+    }
+
+    /// A new call from an initial INVITE: its A leg (the dialog sipctl is the UAS of) and its
+    /// context for events. `None` if the INVITE cannot make a dialog.
+    fn new_call(
+        &mut self,
+        now: Now,
+        tx: TxId,
+        req: &Request,
+        source: Peer,
+        decision: &Decision,
+    ) -> Option<u64> {
+        let from = req.from_addr()?;
+        let to = req.to_addr()?;
+        let call_id = req.call_id()?.to_owned();
+        let id = self.next_call;
+        let local_tag = generate_tag(&mut self.rng);
+        let first_seq = self.rng.u32(1..1 << 20);
+        let dialog = Dialog::uas_initial(
+            req,
+            &local_tag,
+            self.me.contact_addr(source.transport),
+            first_seq,
+        )
+        .ok()?;
+        self.next_call += 1;
+        self.counters.calls += 1;
+        let key = self.dialogs.insert(dialog, LegOf::new(id, Side::A));
+        let global = self.global_call_id(now, req, source);
+        let caller = from.uri.user.clone();
+        let callee = req.uri.user.clone().or_else(|| to.uri.user.clone());
         let party = |n: &NameAddr| Party {
             number: n.uri.user.clone(),
             uri: n.uri.to_string(),
             display_name: n.display.clone(),
         };
-        let dn = match &decision.target {
-            Target::Dn { dn, .. } => Some(dn.clone()),
-            _ => None,
+        let (dn, agent_side) = match (&decision.target, &decision.agent) {
+            (_, Some(Agent::Caller(dn))) => (Some(dn.clone()), Some(AgentSide::Caller)),
+            (Target::Dn { dn, .. }, _) => (Some(dn.clone()), Some(AgentSide::Callee)),
+            _ => (None, None),
         };
         let metadata = format!(
             "caller={};callee={};dn={};switch={}{}",
@@ -119,16 +148,17 @@ impl B2bua {
                 global_call_id: global.clone(),
                 switch: self.config.switch.clone(),
                 switch_call_id: id.to_string(),
-                a_leg_call_id: call_id.clone(),
+                a_leg_call_id: call_id,
                 b_leg_call_id: None,
                 parties: EventParties {
                     caller: party(&from),
                     callee: Party {
                         number: callee.clone(),
-                        uri: ruri.clone(),
+                        uri: req.uri.to_string(),
                         display_name: to.display.clone(),
                     },
                     agent_dn: dn.clone(),
+                    agent_side,
                 },
                 recording: None,
                 version: self.config.version.clone(),
@@ -138,7 +168,11 @@ impl B2bua {
                 ng_call_id: global,
                 metadata,
             },
-            a,
+            a: Leg {
+                key,
+                peer: source,
+                origin: Origin::new(),
+            },
             b: None,
             a_invite: Some((tx, req.clone())),
             b_invite: None,
@@ -160,55 +194,43 @@ impl B2bua {
             b_provisional: false,
             rang: false,
             recording_announced: false,
+            early_media: false,
+            early_response: None,
         };
         self.calls.insert(id, call);
-        self.dialogs
-            .insert((call_id, local_tag.clone()), (id, Side::A));
         self.invites.insert(tx, id);
-        self.event(
-            now,
-            id,
-            EventKind::Created,
-            decision.rule_name.clone(),
-            None,
-        );
+        Some(id)
+    }
 
-        let (target_uri, transport_hint) = match &decision.target {
+    /// Routes call `id` on: refuses it, or makes its B leg and sends the INVITE (after the
+    /// recorder's offer when the call is recorded from the start).
+    fn place_b_leg(&mut self, now: Now, id: u64, req: &Request, decision: &Decision) {
+        let target_uri = match &decision.target {
             Target::Reject { status, reason } => {
-                let (status, reason) = (*status, reason.clone());
-                return self.fail_call(now, id, status, &reason);
+                return self.fail_call(now, id, *status, reason);
             }
-            Target::Dn { contact, .. } => (contact.clone(), None),
-            Target::Trunk { uri, .. } => (uri.clone(), None::<Transport>),
+            Target::Dn { contact, .. } => contact.clone(),
+            Target::Trunk { uri, .. } => uri.clone(),
         };
-        let _ = transport_hint;
         let Some((uri, dest)) = resolve(&target_uri) else {
             return self.fail_call(now, id, 502, &format!("cannot reach {target_uri}"));
         };
-        let Some(call) = self.calls.get_mut(&id) else {
-            return;
+        let Some(from) = req.from_addr() else {
+            return self.fail_call(now, id, 400, "no From");
         };
         let b_to = NameAddr::new(Uri {
             params: Vec::new(),
             ..req.uri.clone()
         });
-        call.b = Some(Leg {
-            call_id: generate_call_id(&self.me.host),
-            local_tag: generate_tag(),
-            remote_tag: None,
-            local: strip_tag(&from),
-            remote: b_to,
-            local_cseq: self.rng.u32(1..1 << 20),
-            remote_target: uri,
-            route_set: Vec::new(),
-            peer: dest,
-            origin: Origin::new(),
-        });
-        if let Some(b) = &call.b {
-            call.ctx.b_leg_call_id = Some(b.call_id.clone());
-            self.dialogs
-                .insert((b.call_id.clone(), b.local_tag.clone()), (id, Side::B));
-        }
+        let Some(b) = self.new_uac_leg(LegOf::new(id, Side::B), &from, b_to, uri, dest) else {
+            return self.fail_call(now, id, 500, "cannot make the callee's leg");
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            self.dialogs.remove(&b.key);
+            return;
+        };
+        call.ctx.b_leg_call_id = Some(b.key.call_id.clone());
+        call.b = Some(b);
         if decision.record {
             let body = call.media_call.offer(&call.sdp_a, true, true);
             call.at_recorder = true;
@@ -221,21 +243,28 @@ impl B2bua {
 
     /// Sends the first INVITE to B with `sdp`.
     pub(super) fn invite_b(&mut self, now: Now, id: u64, sdp: Vec<u8>) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let (Some((_, a_req)), Some(b)) = (&call.a_invite, &call.b) else {
+            return;
+        };
+        let (a_req, b) = (a_req.clone(), b.clone());
+        let Some(mut req) = self.leg_request(&b, Method::Invite) else {
+            return;
+        };
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let Some((_, a_req)) = &call.a_invite else {
-            return;
-        };
-        let a_req = a_req.clone();
         let Some(b) = call.b.as_mut() else { return };
         let sdp = b.origin.stamp(&sdp);
-        let mut req = b.request(Method::Invite, &self.me);
         let mf = a_req.max_forwards().unwrap_or(70).saturating_sub(1);
         req.headers.set("Max-Forwards", mf);
         req.headers
             .push(GLOBAL_CALL_ID_HEADER, &call.ctx.global_call_id);
-        for name in ["Allow", "Supported", "User-Agent", "Subject", "Priority"] {
+        // Supported is sipctl's own (the callee's extensions are negotiated with sipctl, not
+        // with the caller: RFC 3261 §8.1.1.10 hop by hop for a B2BUA).
+        for name in ["Allow", "User-Agent", "Subject", "Priority"] {
             if let Some(v) = a_req.headers.get(name) {
                 req.headers.push(name, v);
             }
@@ -257,12 +286,16 @@ impl B2bua {
         let Some(id) = call else {
             return self.respond(now, tx, &req, 481, None);
         };
-        self.respond(now, tx, &req, 200, None);
+        let Some(c) = self.calls.get_mut(&id) else {
+            return self.respond(now, tx, &req, 481, None);
+        };
+        // RFC 3261 §9.2: the 200 to CANCEL carries the To tag the INVITE's responses carry.
+        let tag = c.a.key.local_tag.clone();
+        self.respond(now, tx, &req, 200, Some(&tag));
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
         if let Some((itx, ireq)) = c.a_invite.take() {
-            let tag = c.a.local_tag.clone();
             self.respond(now, itx, &ireq, 487, Some(&tag));
         }
         let Some(c) = self.calls.get_mut(&id) else {
@@ -278,103 +311,144 @@ impl B2bua {
         self.end_call(now, id, "cancelled by the caller", Some(487), false);
     }
 
-    pub(super) fn on_ack(&mut self, now: Now, req: &Request) {
-        let key = (
-            req.call_id().unwrap_or_default().to_owned(),
-            req.to_tag().unwrap_or_default(),
-        );
-        let Some((id, Side::A)) = self.dialogs.get(&key).copied() else {
+    /// An ACK (for a 2xx: the layer absorbs the others) in one of the calls' dialogs: the
+    /// caller's confirms the call.
+    pub(super) fn on_ack(&mut self, _now: Now, req: &Request) {
+        let Ok((_, owner)) = self.dialogs.route_request(req) else {
             return;
         };
-        let Some(c) = self.calls.get_mut(&id) else {
+        let Some(c) = self.calls.get_mut(&owner.call) else {
             return;
         };
-        if c.phase == Phase::Answered {
+        if owner.side == Side::A && c.phase == Phase::Answered {
             c.phase = Phase::Confirmed;
         }
-        let _ = now;
     }
 
+    /// A response of the callee to the first INVITE (its dialog state is already applied).
     pub(super) fn on_b_invite_response(&mut self, now: Now, id: u64, tx: TxId, resp: Response) {
-        let Some(c) = self.calls.get_mut(&id) else {
-            // The call is gone (cancelled): a late 2xx still needs ACK and BYE.
-            return;
-        };
         if resp.status == 100 {
             return;
         }
         if resp.is_provisional() {
-            c.b_provisional = true;
-            if c.cancel_pending {
-                c.cancel_pending = false;
-                let _ = self.txl.send_cancel(now.mono, tx);
-                return;
-            }
-            if let (Some(b), Some(tag)) = (c.b.as_mut(), resp.to_tag()) {
-                b.remote_tag = Some(tag);
-            }
-            if c.phase == Phase::Calling {
-                c.phase = Phase::Early;
-            }
-            if let Some((atx, areq)) = c.a_invite.clone() {
-                let mut out = Response::for_request(&areq, resp.status, &resp.reason);
-                out.set_to_tag(&c.a.local_tag);
-                out.headers
-                    .push("Contact", self.me.contact(c.a.peer.transport));
-                // Early media is relayed only when the media is direct: with the recorder in
-                // the path the callee's early SDP would need its own NG answer.
-                if c.media == Media::Direct && !resp.body.is_empty() {
-                    let sdp = c.a.origin.stamp(&resp.body);
-                    out.set_body("application/sdp", sdp);
-                }
-                let first_ring = !c.rang;
-                c.rang = true;
-                self.send_response(now, atx, out);
-                if first_ring {
-                    self.event(now, id, EventKind::Ringing, None, Some(resp.status));
-                }
-            }
+            self.on_b_provisional(now, id, tx, resp)
+        } else if resp.is_success() {
+            self.on_b_answer(now, id, tx, resp)
+        } else {
+            self.on_b_refusal(now, id, resp)
+        }
+    }
+
+    /// A 101–199 from the callee: relayed to the caller. Early media (SDP in it) is relayed
+    /// too; in a recorded call it goes through the recorder first (NG `answer`), so the
+    /// caller's early media flows through the recorder like the rest of the call.
+    fn on_b_provisional(&mut self, now: Now, id: u64, tx: TxId, resp: Response) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        c.b_provisional = true;
+        if c.cancel_pending {
+            c.cancel_pending = false;
+            let _ = self.txl.send_cancel(now.mono, tx);
             return;
         }
+        if c.phase == Phase::Calling {
+            c.phase = Phase::Early;
+        }
+        let first_ring = !c.rang;
+        c.rang = true;
+        if first_ring {
+            self.event(now, id, EventKind::Ringing, None, Some(resp.status));
+        }
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if resp.body.is_empty() {
+            return self.relay_provisional(now, id, resp.status, &resp.reason, None);
+        }
+        c.sdp_b = resp.body.clone();
+        if !c.early_media {
+            c.early_media = true;
+            self.event(now, id, EventKind::EarlyMedia, None, Some(resp.status));
+        }
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if c.at_recorder {
+            let body = c.media_call.answer(&resp.body, true);
+            c.early_response = Some((resp.status, resp.reason.clone()));
+            self.ng_request(now, id, NgPurpose::EarlyAnswer, &body);
+        } else {
+            self.relay_provisional(now, id, resp.status, &resp.reason, Some(resp.body));
+        }
+    }
+
+    /// Sends the caller a provisional response (with `sdp`, B's or the recorder's, as early
+    /// media) while its INVITE is pending.
+    pub(super) fn relay_provisional(
+        &mut self,
+        now: Now,
+        id: u64,
+        status: u16,
+        reason: &str,
+        sdp: Option<Vec<u8>>,
+    ) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some((atx, areq)) = &c.a_invite else {
+            return;
+        };
+        let atx = *atx;
+        let mut out = Response::for_request(areq, status, reason);
+        out.set_to_tag(&c.a.key.local_tag);
+        out.headers
+            .push("Contact", self.me.contact(c.a.peer.transport));
+        if let Some(sdp) = sdp {
+            let sdp = c.a.origin.stamp(&sdp);
+            out.set_body("application/sdp", sdp);
+        }
+        self.send_response(now, atx, out);
+    }
+
+    /// The callee answered: ACK, then the caller gets the answer (through the recorder when
+    /// the call is recorded).
+    fn on_b_answer(&mut self, now: Now, id: u64, tx: TxId, resp: Response) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            // The call is gone (cancelled): a late 2xx still needs ACK and BYE.
+            return;
+        };
         c.b_invite = None;
-        if resp.is_success() {
-            let Some(b) = c.b.as_mut() else { return };
-            b.remote_tag = resp.to_tag();
-            if let Some(contact) = resp.contact() {
-                b.remote_target = contact.uri;
-            }
-            // RFC 3261 §12.1.2: the UAC's route set is the Record-Route list reversed.
-            b.route_set = resp
-                .headers
-                .get_all("Record-Route")
-                .map(str::to_owned)
-                .collect();
-            b.route_set.reverse();
-            let seq = resp.cseq().map(|c| c.seq).unwrap_or(b.local_cseq);
-            let leg = b.clone();
-            self.ack(tx, &leg, seq);
-            let Some(c) = self.calls.get_mut(&id) else {
-                return;
-            };
-            if c.phase == Phase::Ending || c.a_invite.is_none() {
-                // Cancelled meanwhile: hang up the callee at once.
-                let mut b = leg;
-                let bye = b.request(Method::Bye, &self.me);
+        let Some(b) = c.b.clone() else { return };
+        let seq = resp.cseq().map(|c| c.seq).unwrap_or(0);
+        self.ack(tx, &b, seq);
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if c.phase == Phase::Ending || c.a_invite.is_none() {
+            // Cancelled meanwhile: hang up the callee at once.
+            if let Some(bye) = self.leg_request(&b, Method::Bye) {
                 self.send_request(now, id, TxPurpose::Bye, bye, b.peer);
-                return;
-            }
-            c.sdp_b = resp.body.clone();
-            c.phase = Phase::Answering;
-            if c.at_recorder {
-                let body = c.media_call.answer(&resp.body, true);
-                self.ng_request(now, id, NgPurpose::InitialAnswer, &body);
-            } else {
-                let sdp = resp.body;
-                self.answer_a(now, id, sdp);
             }
             return;
         }
-        // A final failure from the callee goes back to the caller as it is.
+        c.sdp_b = resp.body.clone();
+        c.phase = Phase::Answering;
+        if c.at_recorder {
+            let body = c.media_call.answer(&resp.body, true);
+            self.ng_request(now, id, NgPurpose::InitialAnswer, &body);
+        } else {
+            let sdp = resp.body;
+            self.answer_a(now, id, sdp);
+        }
+    }
+
+    /// A final failure from the callee goes back to the caller as it is.
+    fn on_b_refusal(&mut self, now: Now, id: u64, resp: Response) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        c.b_invite = None;
         let reason = format!(
             "callee answered {} {}",
             resp.status,
@@ -382,7 +456,7 @@ impl B2bua {
         );
         if let Some((atx, areq)) = c.a_invite.take() {
             let mut out = Response::for_request(&areq, resp.status, &resp.reason);
-            out.set_to_tag(&c.a.local_tag);
+            out.set_to_tag(&c.a.key.local_tag);
             self.send_response(now, atx, out);
         }
         self.end_call(now, id, &reason, Some(resp.status), false);
@@ -398,11 +472,14 @@ impl B2bua {
         };
         let sdp = c.a.origin.stamp(&sdp);
         let mut out = Response::for_request(&areq, 200, "OK");
-        out.set_to_tag(&c.a.local_tag);
+        out.set_to_tag(&c.a.key.local_tag);
         out.headers
             .push("Contact", self.me.contact(c.a.peer.transport));
         out.set_body("application/sdp", sdp);
         c.phase = Phase::Answered;
+        if let Some(d) = self.dialogs.get_mut(&c.a.key) {
+            d.confirm();
+        }
         let recorded = matches!(c.media, Media::Recorded { .. });
         self.invites.remove(&atx);
         self.send_response(now, atx, out);

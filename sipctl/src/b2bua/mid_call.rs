@@ -25,31 +25,30 @@ impl B2bua {
                 if let Some(resp) = Self::invite_body_refusal(&req) {
                     return self.send_response(now, tx, resp);
                 }
-                if let Some(contact) = req.contact() {
-                    if let Some(leg) = c.leg(side) {
-                        leg.remote_target = contact.uri;
-                    }
-                }
                 if req.body.is_empty() {
                     // Offerless re-INVITE (session refresh): answer with what this party
                     // last got.
                     return self.answer_refresh(now, id, side, tx, &req);
                 }
-                c.op = Some(Op::Relay {
-                    from: side,
-                    server_tx: tx,
-                    offer: req.body.clone(),
-                });
-                match c.media {
-                    Media::Recorded { .. } => {
-                        let body = c.media_call.offer(&req.body, side == Side::A, false);
-                        self.ng_request(now, id, NgPurpose::RelayOffer, &body);
-                    }
-                    Media::Direct => {
-                        let sdp = req.body.clone();
-                        self.reinvite(now, id, side.other(), sdp);
-                    }
+                self.relay_offer(now, id, side, tx, &req);
+            }
+            // RFC 3311: an UPDATE with SDP is an offer that changes the media like a re-INVITE
+            // does, so it takes the same way (through the recorder when recorded); an UPDATE
+            // without SDP is relayed as it is.
+            Method::Update if !req.body.is_empty() => {
+                if c.op.is_some() || c.phase != Phase::Confirmed {
+                    // §5.2: an offer while another is pending; before the call is
+                    // established sipctl takes no offer in UPDATE (the 2xx is near).
+                    let mut resp = Response::for_request(&req, 491, "Request Pending");
+                    resp.headers.push("Retry-After", 1);
+                    return self.send_response(now, tx, resp);
                 }
+                if !req.content_type().is_some_and(is_sdp_type) {
+                    let mut resp = Response::for_request(&req, 415, reason_phrase(415));
+                    resp.headers.push("Accept", "application/sdp");
+                    return self.send_response(now, tx, resp);
+                }
+                self.relay_offer(now, id, side, tx, &req);
             }
             Method::Ack => {}
             Method::Refer => self.on_refer(now, id, side, tx, req),
@@ -60,15 +59,14 @@ impl B2bua {
                     resp.headers.push("Retry-After", 1);
                     return self.send_response(now, tx, resp);
                 }
-                let Some(other) = c.leg(side.other()) else {
+                c.op = Some(Op::Passthrough { server_tx: tx });
+                let Some((mut out, dest)) = self.side_request(id, side.other(), req.method.clone())
+                else {
                     return;
                 };
-                let mut out = other.request(req.method.clone(), &self.me);
                 if let Some(ct) = req.content_type() {
                     out.set_body(ct, req.body.clone());
                 }
-                let dest = other.peer;
-                c.op = Some(Op::Passthrough { server_tx: tx });
                 if self
                     .send_request(now, id, TxPurpose::Passthrough, out, dest)
                     .is_none()
@@ -106,16 +104,53 @@ impl B2bua {
         self.send_response(now, tx, resp);
     }
 
-    /// Sends a re-INVITE with `sdp` to `side` for the call's current op.
-    pub(super) fn reinvite(&mut self, now: Now, id: u64, side: Side, sdp: Vec<u8>) {
+    /// A party's offer (re-INVITE or UPDATE with SDP) in an established call: relayed to the
+    /// other party, with the recorder's SDP when the call is recorded.
+    fn relay_offer(&mut self, now: Now, id: u64, side: Side, tx: TxId, req: &Request) {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        let Some(leg) = c.leg(side) else { return };
+        c.op = Some(Op::Relay {
+            from: side,
+            server_tx: tx,
+            offer: req.body.clone(),
+            method: req.method.clone(),
+        });
+        match c.media {
+            Media::Recorded { .. } => {
+                let body = c.media_call.offer(&req.body, side == Side::A, false);
+                self.ng_request(now, id, NgPurpose::RelayOffer, &body);
+            }
+            Media::Direct => {
+                let sdp = req.body.clone();
+                self.send_offer(now, id, side.other(), sdp, req.method.clone());
+            }
+        }
+    }
+
+    /// Sends a re-INVITE with `sdp` to `side` for the call's current op.
+    pub(super) fn reinvite(&mut self, now: Now, id: u64, side: Side, sdp: Vec<u8>) {
+        self.send_offer(now, id, side, sdp, Method::Invite)
+    }
+
+    /// Sends an offer with `sdp` to `side` for the call's current op: a re-INVITE, or an
+    /// UPDATE when the party being relayed used one (RFC 3311).
+    pub(super) fn send_offer(
+        &mut self,
+        now: Now,
+        id: u64,
+        side: Side,
+        sdp: Vec<u8>,
+        method: Method,
+    ) {
+        let Some((mut req, dest)) = self.side_request(id, side, method) else {
+            return;
+        };
+        let Some(leg) = self.calls.get_mut(&id).and_then(|c| c.leg(side)) else {
+            return;
+        };
         let sdp = leg.origin.stamp(&sdp);
-        let mut req = leg.request(Method::Invite, &self.me);
         req.set_body("application/sdp", sdp);
-        let dest = leg.peer;
         if self
             .send_request(now, id, TxPurpose::Reinvite(side), req, dest)
             .is_none()
@@ -137,6 +172,7 @@ impl B2bua {
             from,
             server_tx,
             offer,
+            ..
         }) = c.op.take()
         else {
             return;

@@ -26,7 +26,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use linecord_jobs::{
-    CallContext, EventJob, EventKind, EventParties, EventRecording, Party, RecordingInitiator,
+    AgentSide, CallContext, EventJob, EventKind, EventParties, EventRecording, Party,
+    RecordingInitiator,
 };
 use linecord_ng::client::{Client as NgClient, ClientConfig, ClientEvent, RequestId};
 use linecord_ng::Value;
@@ -34,11 +35,11 @@ use linecord_ng::Value;
 use crate::config::IpNet;
 use crate::directory::Directory;
 use crate::media::{self, MediaCall, Origin};
-use crate::routing::{sample_from_call_id, CallFacts, Router, Target};
+use crate::routing::{sample_from_call_id, Agent, CallFacts, Decision, Router, Target};
 use crate::sip::{
-    bad_request_response, generate_call_id, generate_tag, new_via, reason_phrase, CSeq,
-    HeaderAccess, Incoming, Message, Method, NameAddr, ParseError, Peer, Request, Response,
-    TimerConfig, TransactionLayer, Transmit, Transport, TxEvent, TxId, Uri,
+    bad_request_response, generate_call_id, generate_tag, new_via, reason_phrase, Dialog,
+    DialogKey, DialogTable, HeaderAccess, Incoming, Message, Method, NameAddr, ParseError, Peer,
+    Request, Response, TimerConfig, TransactionLayer, Transmit, Transport, TxEvent, TxId, Uri, Via,
 };
 use linecord_ratelimit::{excerpt, RateLimiter};
 
@@ -120,6 +121,9 @@ pub struct CoreConfig {
     pub max_transactions: usize,
     /// Version string for events.
     pub version: String,
+    /// Seed of the core's RNG (tags, Call-IDs, branches, UUIDs, CSeq starts): the daemon takes
+    /// it from the OS, tests and fuzz targets fix it so a run replays exactly.
+    pub seed: u64,
 }
 
 /// A pending agent-desktop command.
@@ -232,7 +236,7 @@ mod mid_call;
 mod recording;
 mod transfer;
 
-use call::{Call, Leg, Me, Media, NgPurpose, Op, Phase, Side, TxPurpose};
+use call::{Call, Leg, LegOf, Me, Media, NgPurpose, Op, Phase, Side, TxPurpose};
 
 /// The SIP server's core: transactions, calls, routing and media control.
 pub struct B2bua {
@@ -244,8 +248,8 @@ pub struct B2bua {
     ng: NgClient,
     calls: HashMap<u64, Call>,
     next_call: u64,
-    /// (Call-ID, our tag) → call and side, for in-dialog requests.
-    dialogs: HashMap<(String, String), (u64, Side)>,
+    /// Every leg's dialog (RFC 3261 §12), with the call and side it belongs to.
+    dialogs: DialogTable<LegOf>,
     /// Server transactions of initial INVITEs → call (CANCEL matching).
     invites: HashMap<TxId, u64>,
     client_txs: HashMap<TxId, (u64, TxPurpose)>,
@@ -258,13 +262,16 @@ pub struct B2bua {
     counters: Counters,
     /// Log rate limits for refused input, by [`Refusal::index`].
     refusal_logs: [RateLimiter<Instant>; 3],
-    /// Random bytes for UUIDs, refreshed per use.
+    /// The one source of randomness of the core, seeded from [`CoreConfig::seed`].
     rng: fastrand::Rng,
 }
 
 impl B2bua {
     /// A core with its routing rules and DN directory.
     pub fn new(config: CoreConfig, router: Router, directory: Directory) -> B2bua {
+        let mut rng = fastrand::Rng::with_seed(config.seed);
+        // The NG cookie prefix differs per run (the recorder's reply cache outlives us).
+        let ng_prefix = format!("sipctl{:08x}", rng.u32(..));
         B2bua {
             me: Me {
                 host: config.host.clone(),
@@ -275,13 +282,13 @@ impl B2bua {
                 txl.set_max_transactions(config.max_transactions);
                 txl
             },
-            ng: NgClient::new(&format!("sipctl{}", std::process::id()), config.ng),
+            ng: NgClient::new(&ng_prefix, config.ng),
             config,
             router,
             directory,
             calls: HashMap::new(),
             next_call: 1,
-            dialogs: HashMap::new(),
+            dialogs: DialogTable::new(),
             invites: HashMap::new(),
             client_txs: HashMap::new(),
             acks: HashMap::new(),
@@ -293,7 +300,7 @@ impl B2bua {
             refusal_logs: std::array::from_fn(|_| {
                 RateLimiter::new(REFUSED_LOG_BURST, REFUSED_LOG_WINDOW)
             }),
-            rng: fastrand::Rng::new(),
+            rng,
         }
     }
 
@@ -479,7 +486,9 @@ impl B2bua {
             Some(t) => resp.set_to_tag(t),
             // RFC 3261 §8.2.6.2: a UAS adds a To tag to every response but 100 when the
             // request had none (retransmissions get this same response from the layer).
-            None if status > 100 && req.to_tag().is_none() => resp.set_to_tag(&generate_tag()),
+            None if status > 100 && req.to_tag().is_none() => {
+                resp.set_to_tag(&generate_tag(&mut self.rng))
+            }
             None => {}
         }
         self.send_response(now, tx, resp);
@@ -509,9 +518,60 @@ impl B2bua {
     /// retransmitted while the transaction is in Accepted (RFC 6026), and each copy needs
     /// the same ACK again (RFC 3261 §13.2.2.4).
     fn ack(&mut self, tx: TxId, leg: &Leg, seq: u32) {
-        let ack = leg.request_with_cseq(Method::Ack, seq, &self.me).to_bytes();
+        let via = self.via(leg.peer.transport);
+        let Some(dialog) = self.dialogs.get(&leg.key) else {
+            return;
+        };
+        let ack = dialog.ack(seq, via).to_bytes();
         self.txl.send_stateless(leg.peer, ack.clone());
         self.acks.insert(tx, (leg.peer, ack));
+    }
+
+    /// A top Via for a request sipctl sends over `transport`, with a fresh branch.
+    fn via(&mut self, transport: Transport) -> Via {
+        new_via(transport, &self.me.host, Some(self.me.port), &mut self.rng)
+    }
+
+    /// A new request in `leg`'s dialog (RFC 3261 §12.2.1.1).
+    fn leg_request(&mut self, leg: &Leg, method: Method) -> Option<Request> {
+        let via = self.via(leg.peer.transport);
+        Some(self.dialogs.get_mut(&leg.key)?.new_request(method, via))
+    }
+
+    /// A new request in the dialog of leg `side` of call `id`, and where it goes.
+    fn side_request(&mut self, id: u64, side: Side, method: Method) -> Option<(Request, Peer)> {
+        let leg = self.calls.get(&id)?.leg_ref(side)?.clone();
+        let req = self.leg_request(&leg, method)?;
+        Some((req, leg.peer))
+    }
+
+    /// A new leg towards `target` at `peer`: the dialog (not yet created by a response) goes
+    /// into the table as `owner`'s; `local` is who sipctl speaks for on it (From).
+    fn new_uac_leg(
+        &mut self,
+        owner: LegOf,
+        local: &NameAddr,
+        remote: NameAddr,
+        target: Uri,
+        peer: Peer,
+    ) -> Option<Leg> {
+        let mut local = strip_tag(local);
+        local.set_tag(&generate_tag(&mut self.rng));
+        let dialog = Dialog::uac_initial(
+            generate_call_id(&mut self.rng, &self.me.host),
+            local,
+            remote,
+            target,
+            self.me.contact_addr(peer.transport),
+            self.rng.u32(1..1 << 20),
+        )
+        .ok()?;
+        let key = self.dialogs.insert(dialog, owner);
+        Some(Leg {
+            key,
+            peer,
+            origin: Origin::new(),
+        })
     }
 
     fn on_incoming(&mut self, now: Now, incoming: Incoming, source: Peer) {
@@ -547,6 +607,9 @@ impl B2bua {
         if resp.is_final() {
             self.client_txs.remove(&tx);
         }
+        // The dialog layer takes what the response says about the dialog (its tag, route set,
+        // remote target: RFC 3261 §12.1.2, §12.2.1.2) before the call sees it.
+        let _ = self.dialogs.route_response(&resp);
         match purpose {
             TxPurpose::BInvite => self.on_b_invite_response(now, id, tx, resp),
             TxPurpose::Reinvite(side) => {
@@ -554,15 +617,13 @@ impl B2bua {
                     return;
                 }
                 if resp.is_success() {
-                    // ACK the 2xx ourselves (RFC 3261 §13.2.2.4).
-                    let seq = resp.cseq().map(|c| c.seq).unwrap_or(0);
-                    if let Some(c) = self.calls.get_mut(&id) {
-                        if let Some(leg) = c.leg(side) {
-                            if let Some(contact) = resp.contact() {
-                                leg.remote_target = contact.uri;
-                            }
-                            let leg = leg.clone();
-                            self.ack(tx, &leg, seq);
+                    // ACK a 2xx to a re-INVITE ourselves (RFC 3261 §13.2.2.4); a 2xx to
+                    // UPDATE needs none.
+                    let cseq = resp.cseq();
+                    let leg = self.calls.get(&id).and_then(|c| c.leg_ref(side)).cloned();
+                    if let (Some(leg), Some(cseq)) = (leg, cseq) {
+                        if cseq.method == Method::Invite {
+                            self.ack(tx, &leg, cseq.seq);
                         }
                     }
                     self.on_reinvite_answered(now, id, side, resp.body);

@@ -139,6 +139,20 @@ impl B2bua {
                     }
                 }
             },
+            NgPurpose::EarlyAnswer => {
+                let Some((status, reason)) = c.early_response.take() else {
+                    return;
+                };
+                match sdp {
+                    Ok(sdp) => self.relay_provisional(now, id, status, &reason, Some(sdp)),
+                    Err(why) => {
+                        // The caller gets the ringing without early media rather than media
+                        // that would go around the recorder.
+                        tracing::warn!(call = id, %why, "recorder refused the early media");
+                        self.relay_provisional(now, id, status, &reason, None);
+                    }
+                }
+            }
             NgPurpose::InitialAnswer => match sdp {
                 Ok(sdp) => self.answer_a(now, id, sdp),
                 Err(why) => {
@@ -221,10 +235,11 @@ impl B2bua {
             }
             NgPurpose::RelayOffer => match sdp {
                 Ok(sdp) => {
-                    let Some(Op::Relay { from, .. }) = c.op else {
+                    let Some(Op::Relay { from, method, .. }) = &c.op else {
                         return;
                     };
-                    self.reinvite(now, id, from.other(), sdp);
+                    let (to, method) = (from.other(), method.clone());
+                    self.send_offer(now, id, to, sdp, method);
                 }
                 Err(why) => self.relay_failed(now, id, 500, &format!("recorder: {why}")),
             },

@@ -34,6 +34,7 @@ impl Harness {
                 timers: TimerConfig::default(),
                 max_transactions: crate::sip::DEFAULT_MAX_TRANSACTIONS,
                 version: "test".into(),
+                seed: 7,
             },
             cfg.router.clone(),
             cfg.directory.clone(),
@@ -653,4 +654,184 @@ fn register_binds_a_dn_and_calls_reach_it() {
         request(&out[0].1).uri.to_string(),
         "sip:1002@198.18.0.20:5062"
     );
+}
+
+/// A request from B in the B leg's dialog (B's tag `btag`, sipctl's tag from its INVITE).
+fn from_b(b_invite: &Message, method: &str, cseq: u32, body: &str) -> Vec<u8> {
+    let inv = request(b_invite);
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "{method} sip:sipctl@198.18.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.0.20:5060;branch=z9hG4bK-b{method}{cseq}\r\n\
+         From: <sip:1001@198.18.0.20>;tag=btag\r\nTo: <sip:100@198.18.0.1>;tag={}\r\n\
+         Call-ID: {}\r\nCSeq: {cseq} {method}\r\nContact: <sip:1001@198.18.0.20:5060>\r\n\
+         {ct}Content-Length: {}\r\n\r\n{body}",
+        inv.from_tag().unwrap(),
+        inv.call_id().unwrap(),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A party's answer to a request sipctl sent it, tags as they are.
+fn party_answer(req: &Message, status: u16, body: &str, contact: &str) -> Vec<u8> {
+    let mut r = Response::for_request(request(req), status, reason_phrase(status));
+    r.headers.push("Contact", contact);
+    if !body.is_empty() {
+        r.set_body("application/sdp", body.as_bytes().to_vec());
+    }
+    r.to_bytes()
+}
+
+const SDP_B2: &str = "v=0\r\no=b 7 8 IN IP4 198.18.0.20\r\ns=-\r\nc=IN IP4 198.18.0.20\r\nt=0 0\r\nm=audio 6010 RTP/AVP 8\r\n";
+const REC_TO_A2: &str = "v=0\r\no=b 7 8 IN IP4 198.18.0.1\r\ns=-\r\nc=IN IP4 198.18.0.1\r\nt=0 0\r\nm=audio 30002 RTP/AVP 8\r\n";
+
+/// No SDP sipctl sends a party names the other party's own media address.
+fn assert_anchored(out: &[(String, Message)]) {
+    for (dest, m) in out {
+        let body = match m {
+            Message::Request(r) => &r.body,
+            Message::Response(r) => &r.body,
+        };
+        let body = String::from_utf8_lossy(body);
+        let other = if dest == A { "198.18.0.20" } else { "198.18.0.10" };
+        assert!(!body.contains(other), "{dest} got {other}: {body}");
+    }
+}
+
+#[test]
+fn update_with_sdp_in_a_recorded_call_goes_through_the_recorder() {
+    let mut h = Harness::new(RECORDED_DN);
+    recorded_call(&mut h);
+    let b_invite = h.b_invite.clone().unwrap();
+    // RFC 3311: the callee changes codec with an UPDATE.
+    h.sip_in(B, &from_b(&b_invite, "UPDATE", 1, SDP_B2));
+    assert!(h.sip_out().is_empty(), "nothing is relayed before the recorder");
+    let ng = h.ng_out();
+    assert_eq!(ng.len(), 1);
+    let (cookie, offer) = &ng[0];
+    assert_eq!(offer.command, linecord_ng::Command::Offer);
+    assert_eq!(
+        (offer.from_tag.as_deref(), offer.to_tag.as_deref()),
+        (Some("b"), Some("a"))
+    );
+    assert_eq!(offer.sdp.as_deref(), Some(SDP_B2.as_bytes()));
+    h.ng_reply(cookie, &linecord_ng::reply::ok_with_sdp(REC_TO_A2.as_bytes()));
+    let out = h.sip_out();
+    assert_anchored(&out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, A);
+    let update = request(&out[0].1);
+    assert_eq!(update.method, Method::Update, "the caller gets an UPDATE too");
+    assert!(String::from_utf8_lossy(&update.body).contains("m=audio 30002 RTP/AVP 8"));
+    assert!(update.contact().is_some(), "UPDATE is a target refresh");
+    h.sip_in(A, &party_answer(&out[0].1, 200, SDP_A, "<sip:100@198.18.0.10:5060>"));
+    let out = h.sip_out();
+    assert!(out.is_empty(), "no ACK for UPDATE, no answer before the recorder");
+    let ng = h.ng_out();
+    let (cookie, ans) = &ng[0];
+    assert_eq!(ans.command, linecord_ng::Command::Answer);
+    assert_eq!(ans.sdp.as_deref(), Some(SDP_A.as_bytes()));
+    h.ng_reply(cookie, &linecord_ng::reply::ok_with_sdp(REC_TO_B.as_bytes()));
+    let out = h.sip_out();
+    assert_anchored(&out);
+    let ok = response(&out[0].1);
+    assert_eq!((out[0].0.as_str(), ok.status), (B, 200));
+    assert_eq!(ok.cseq().map(|c| c.method), Some(Method::Update));
+    assert!(String::from_utf8_lossy(&ok.body).contains("m=audio 30000"));
+    assert_eq!(h.core.calls()[0].recording, RecordingState::On);
+}
+
+#[test]
+fn early_media_of_a_recorded_call_goes_through_the_recorder() {
+    let mut h = Harness::new(RECORDED_DN);
+    h.sip_in(A, &invite(""));
+    let ng = h.ng_out();
+    h.ng_reply(&ng[0].0, &linecord_ng::reply::ok_with_sdp(REC_TO_B.as_bytes()));
+    let b_invite = h.sip_out().remove(0).1;
+    assert!(
+        request(&b_invite).headers.get("Supported").is_none(),
+        "the caller's extensions are not offered to the callee"
+    );
+    h.sip_in(B, &answer(&b_invite, 183, SDP_B));
+    assert!(h.sip_out().is_empty(), "the 183 waits for the recorder");
+    let ng = h.ng_out();
+    let (cookie, ans) = &ng[0];
+    assert_eq!(ans.command, linecord_ng::Command::Answer);
+    assert_eq!(ans.sdp.as_deref(), Some(SDP_B.as_bytes()));
+    h.ng_reply(cookie, &linecord_ng::reply::ok_with_sdp(REC_TO_A.as_bytes()));
+    let out = h.sip_out();
+    assert_anchored(&out);
+    let early = response(&out[0].1);
+    assert_eq!((out[0].0.as_str(), early.status), (A, 183));
+    assert_eq!(early.body, REC_TO_A.as_bytes(), "early media from the recorder");
+    h.sip_in(B, &answer(&b_invite, 200, SDP_B));
+    let ng = h.ng_out();
+    h.ng_reply(&ng[0].0, &linecord_ng::reply::ok_with_sdp(REC_TO_A.as_bytes()));
+    let out = h.sip_out();
+    assert_anchored(&out);
+    assert!(out
+        .iter()
+        .any(|(d, m)| d == A && matches!(m, Message::Response(r) if r.status == 200)));
+    assert_eq!(
+        h.events(),
+        [
+            "created",
+            "ringing",
+            "early_media",
+            "answered",
+            "recording_started"
+        ]
+    );
+}
+
+#[test]
+fn an_outbound_call_from_a_recorded_dn_is_recorded_with_the_caller_as_agent() {
+    let mut h = Harness::new(
+        "[[dn]]\nnumber = \"100\"\ncontact = \"198.18.0.10:5060\"\nrecord = true\n\
+         [[dn]]\nnumber = \"1001\"\ncontact = \"198.18.0.20:5060\"\n",
+    );
+    h.sip_in(A, &invite(""));
+    let ng = h.ng_out();
+    assert_eq!(ng.len(), 1, "the agent's outbound call goes to the recorder");
+    assert_eq!(ng[0].1.record_call, Some(true));
+    let created = h.core.poll_event().unwrap();
+    assert_eq!(created.parties.agent_dn.as_deref(), Some("100"));
+    assert_eq!(created.parties.agent_side, Some(AgentSide::Caller));
+    assert!(ng[0].1.metadata.as_deref().unwrap().contains("dn=100"));
+}
+
+#[test]
+fn the_dialog_layer_answers_481_and_500() {
+    let mut h = Harness::new(RECORDED_DN);
+    let a_tag = recorded_call(&mut h);
+    // RFC 3261 §12.2.2: the From tag is part of the dialog id.
+    let wrong = edit(&in_dialog("BYE", &a_tag, 5, ""), "tag=atag", "tag=other");
+    h.sip_in(A, &wrong);
+    let out = h.sip_out();
+    assert_eq!(response(&out[0].1).status, 481);
+    // A CSeq lower than the last one gets 500 and changes nothing.
+    h.sip_in(A, &in_dialog("BYE", &a_tag, 0, ""));
+    let out = h.sip_out();
+    assert_eq!(response(&out[0].1).status, 500);
+    assert_eq!(h.core.calls().len(), 1);
+    h.sip_in(A, &in_dialog("BYE", &a_tag, 6, ""));
+    let out = h.sip_out();
+    assert!(out
+        .iter()
+        .any(|(d, m)| d == A && matches!(m, Message::Response(r) if r.status == 200)));
+    assert!(h.core.calls().is_empty());
+}
+
+#[test]
+fn a_seeded_core_replays_exactly() {
+    let run = || {
+        let mut h = Harness::new(RECORDED_DN);
+        recorded_call(&mut h);
+        h.b_invite.unwrap().to_bytes()
+    };
+    assert_eq!(run(), run(), "same seed, same input: same tags, Call-IDs, branches");
 }

@@ -31,7 +31,7 @@ impl B2bua {
             ruri: &ruri,
             headers: &headers,
             unix_time: now.unix_ms / 1000,
-            sample: sample_from_call_id(&c.a.call_id),
+            sample: sample_from_call_id(&c.a.key.call_id),
         };
         let decision = self.router.decide(&facts, &self.directory);
         let (contact, dn) = match &decision.target {
@@ -47,28 +47,32 @@ impl B2bua {
         };
         // 202: the transfer is under way; its outcome comes in NOTIFYs (RFC 3515 §2.4.4).
         self.respond(now, tx, &req, 202, None);
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
         let stays = side.other();
-        let Some(stayer) = c.leg(stays).cloned() else {
+        // The new party sees the party that stays as the caller.
+        let Some(stayer) = self
+            .calls
+            .get(&id)
+            .and_then(|c| c.leg_ref(stays))
+            .and_then(|l| self.dialogs.get(&l.key))
+            .map(|d| d.remote_uri.clone())
+        else {
             return;
         };
-        let leg = Leg {
-            call_id: generate_call_id(&self.me.host),
-            local_tag: generate_tag(),
-            remote_tag: None,
-            // The new party sees the party that stays as the caller.
-            local: stayer.remote.clone(),
-            remote: NameAddr::new(Uri {
-                params: Vec::new(),
-                ..uri.clone()
-            }),
-            local_cseq: self.rng.u32(1..1 << 20),
-            remote_target: uri,
-            route_set: Vec::new(),
-            peer: dest,
-            origin: Origin::new(),
+        let remote = NameAddr::new(Uri {
+            params: Vec::new(),
+            ..uri.clone()
+        });
+        let owner = LegOf {
+            call: id,
+            side,
+            pending: true,
+        };
+        let Some(leg) = self.new_uac_leg(owner, &stayer, remote, uri, dest) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&id) else {
+            self.dialogs.remove(&leg.key);
+            return;
         };
         c.op = Some(Op::Transfer {
             from: side,
@@ -101,11 +105,9 @@ impl B2bua {
         frag: &str,
         last: bool,
     ) {
-        let Some(c) = self.calls.get_mut(&id) else {
+        let Some((mut n, dest)) = self.side_request(id, side, Method::Notify) else {
             return;
         };
-        let Some(leg) = c.leg(side) else { return };
-        let mut n = leg.request(Method::Notify, &self.me);
         n.headers.push("Event", "refer");
         n.headers.push(
             "Subscription-State",
@@ -116,20 +118,26 @@ impl B2bua {
             },
         );
         n.set_body("message/sipfrag", format!("{frag}\r\n").into_bytes());
-        let dest = leg.peer;
         self.send_request(now, id, TxPurpose::Bye, n, dest);
     }
 
     pub(super) fn invite_transfer_target(&mut self, now: Now, id: u64, sdp: Vec<u8>) {
-        let Some(c) = self.calls.get_mut(&id) else {
+        let Some(c) = self.calls.get(&id) else {
             return;
         };
         let global = c.ctx.global_call_id.clone();
-        let Some(Op::Transfer { leg, .. }) = c.op.as_mut() else {
+        let Some(Op::Transfer { leg, .. }) = &c.op else {
+            return;
+        };
+        let leg = (**leg).clone();
+        let Some(mut req) = self.leg_request(&leg, Method::Invite) else {
+            return;
+        };
+        let Some(Op::Transfer { leg, .. }) = self.calls.get_mut(&id).and_then(|c| c.op.as_mut())
+        else {
             return;
         };
         let sdp = leg.origin.stamp(&sdp);
-        let mut req = leg.request(Method::Invite, &self.me);
         req.headers.push(GLOBAL_CALL_ID_HEADER, &global);
         req.set_body("application/sdp", sdp);
         let dest = leg.peer;
@@ -161,20 +169,10 @@ impl B2bua {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        let Some(Op::Transfer { leg, from, .. }) = c.op.as_mut() else {
+        let Some(Op::Transfer { leg, from, .. }) = &c.op else {
             return;
         };
-        leg.remote_tag = resp.to_tag();
-        if let Some(contact) = resp.contact() {
-            leg.remote_target = contact.uri;
-        }
-        leg.route_set = resp
-            .headers
-            .get_all("Record-Route")
-            .map(str::to_owned)
-            .collect();
-        leg.route_set.reverse();
-        let seq = resp.cseq().map(|c| c.seq).unwrap_or(leg.local_cseq);
+        let seq = resp.cseq().map(|c| c.seq).unwrap_or(0);
         let from = *from;
         let new_leg = (**leg).clone();
         self.ack(tx, &new_leg, seq);
@@ -198,6 +196,7 @@ impl B2bua {
                     from,
                     server_tx: TxId(u64::MAX),
                     offer: Vec::new(),
+                    method: Method::Invite,
                 });
             }
             self.reinvite(now, id, from.other(), sdp);
@@ -229,44 +228,35 @@ impl B2bua {
                 None => return,
             },
         };
-        let new_key = match from {
-            Side::A => (c.a.call_id.clone(), c.a.local_tag.clone()),
-            Side::B => match &c.b {
-                Some(b) => (b.call_id.clone(), b.local_tag.clone()),
-                None => return,
-            },
+        let Some(new_key) = c.leg_ref(from).map(|l| l.key.clone()) else {
+            return;
         };
         if from == Side::B {
             c.callee = Some(target.clone());
             c.dn = dn.clone();
-            c.ctx.b_leg_call_id = Some(new_key.0.clone());
+            c.ctx.b_leg_call_id = Some(new_key.call_id.clone());
         } else {
             c.caller = Some(target.clone());
         }
         let party = Party {
             number: Some(target.clone()),
-            uri: c
-                .leg(from)
-                .map(|l| l.remote_target.to_string())
+            uri: self
+                .dialogs
+                .get(&new_key)
+                .map(|d| d.remote_target.to_string())
                 .unwrap_or_default(),
             display_name: None,
         };
-        self.dialogs
-            .remove(&(old.call_id.clone(), old.local_tag.clone()));
-        self.dialogs.insert(new_key, (id, from));
-        let mut old = old;
-        let bye = old.request(Method::Bye, &self.me);
-        self.send_request(now, id, TxPurpose::Bye, bye, old.peer);
-        let mut random = [0u8; 10];
-        self.rng.fill(&mut random);
+        self.dialogs.set_owner(&new_key, LegOf::new(id, from));
+        if let Some(bye) = self.leg_request(&old, Method::Bye) {
+            self.send_request(now, id, TxPurpose::Bye, bye, old.peer);
+        }
+        self.dialogs.remove(&old.key);
+        let event_id = self.new_uuid(now);
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        let mut ev = c.ctx.event(
-            EventKind::Transferred,
-            linecord_jobs::uuid_v7(now.unix_ms, random),
-            now.unix_ms,
-        );
+        let mut ev = c.ctx.event(EventKind::Transferred, event_id, now.unix_ms);
         ev.transfer_target = Some(party);
         ev.reason = Some(format!(
             "blind transfer by the {} to {target}",
@@ -283,9 +273,10 @@ impl B2bua {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        let Some(Op::Transfer { from, .. }) = c.op.take() else {
+        let Some(Op::Transfer { from, leg, .. }) = c.op.take() else {
             return;
         };
+        self.dialogs.remove(&leg.key);
         tracing::info!(call = id, why, "transfer failed; the call goes on");
         let frag = format!("SIP/2.0 {status} {}", reason_phrase(status));
         self.notify_transferor(now, id, from, &frag, true);

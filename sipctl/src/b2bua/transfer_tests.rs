@@ -26,6 +26,7 @@ fn core() -> B2bua {
             timers: TimerConfig::default(),
             max_transactions: crate::sip::DEFAULT_MAX_TRANSACTIONS,
             version: "test".into(),
+            seed: 7,
         },
         cfg.router,
         cfg.directory,

@@ -7,13 +7,13 @@
 //! [`TransactionLayer`](super::TransactionLayer) (ACK for 2xx via `send_stateless`), sending to
 //! the address of [`Dialog::next_hop`].
 //!
-//! The B2BUA keeps its dialogs in a map keyed by [`DialogId`]; incoming requests and responses
-//! are mapped to keys with [`DialogId::for_incoming_request`] and
-//! [`DialogId::for_incoming_response`].
+//! A [`DialogTable`] owns the dialogs of a user agent (the B2BUA's only dialog model, after
+//! pjsip's UA layer): an in-dialog request is matched to its dialog by Call-ID, To tag and
+//! From tag, checked for CSeq order and applied (target refresh, BYE) by the table itself, which
+//! tells the caller what to answer when it does not fit ([`Unrouted`]: 481, 500). Each dialog
+//! carries an owner value of the caller's choice (the B2BUA's call and leg).
 
-use super::message::{
-    generate_branch, CSeq, HeaderAccess, Method, NameAddr, Request, Response, Uri, Via,
-};
+use super::message::{CSeq, HeaderAccess, Method, NameAddr, Request, Response, Uri, Via};
 
 /// Identifies a dialog: Call-ID, local tag, remote tag (RFC 3261 §12).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -28,14 +28,22 @@ pub struct DialogId {
 
 impl DialogId {
     /// The dialog an incoming request belongs to, from our side (RFC 3261 §12.2.2: local tag
-    /// = To tag, remote tag = From tag). `None` if the request has no To tag (it is then not
-    /// an in-dialog request).
+    /// = To tag, remote tag = From tag; an RFC 2543 peer's missing From tag is the empty tag,
+    /// §12.1.1). `None` if the request has no To tag (it is then not an in-dialog request).
     pub fn for_incoming_request(req: &Request) -> Option<DialogId> {
         Some(DialogId {
             call_id: req.call_id()?.to_string(),
             local_tag: req.to_tag()?,
-            remote_tag: req.from_tag()?,
+            remote_tag: req.from_tag().unwrap_or_default(),
         })
+    }
+
+    /// The key of this dialog in a [`DialogTable`].
+    pub fn key(&self) -> DialogKey {
+        DialogKey {
+            call_id: self.call_id.clone(),
+            local_tag: self.local_tag.clone(),
+        }
     }
 
     /// The dialog a response to one of our requests belongs to (RFC 3261 §12.1.2: local tag
@@ -52,6 +60,9 @@ impl DialogId {
 /// Dialog states (RFC 3261 §12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialogState {
+    /// Our INVITE is out and no response with a To tag has come back yet: not a dialog in
+    /// RFC 3261's sense, but the state it will be built from (the remote tag is empty).
+    Initial,
     /// Created by a provisional response with a To tag.
     Early,
     /// Created or confirmed by a 2xx.
@@ -131,6 +142,88 @@ fn contact_uri(msg: &impl HeaderAccess) -> Option<Uri> {
 }
 
 impl Dialog {
+    /// The UAC side before the INVITE that creates it got any response (state
+    /// [`DialogState::Initial`], empty remote tag): builds that INVITE with
+    /// [`Dialog::new_request`] and becomes a dialog with the first response that has a To tag
+    /// ([`Dialog::handle_response`]). `local_uri` carries our tag; `local_seq` is the CSeq
+    /// number before the first request's (RFC 3261 §8.1.1.5: any value below 2^31).
+    pub fn uac_initial(
+        call_id: String,
+        local_uri: NameAddr,
+        remote_uri: NameAddr,
+        remote_target: Uri,
+        local_contact: Option<NameAddr>,
+        local_seq: u32,
+    ) -> Result<Dialog, DialogError> {
+        let local_tag = local_uri.tag().ok_or(DialogError::MissingTag)?.to_string();
+        Ok(Dialog {
+            id: DialogId {
+                call_id,
+                local_tag,
+                remote_tag: String::new(),
+            },
+            state: DialogState::Initial,
+            role: Role::Uac,
+            local_uri,
+            remote_uri,
+            local_contact,
+            local_seq,
+            remote_seq: None,
+            invite_seq: None,
+            secure: remote_target.is_sips(),
+            remote_target,
+            route_set: Vec::new(),
+        })
+    }
+
+    /// The UAS side from a received INVITE, before our first response: `local_tag` is the To
+    /// tag every response we send will carry (RFC 3261 §12.1.1). The dialog is
+    /// [`DialogState::Early`] until [`Dialog::confirm`] (when we send the 2xx). Without Contact
+    /// the remote target is the From URI; an RFC 2543 caller's missing From tag is the empty
+    /// remote tag.
+    pub fn uas_initial(
+        invite: &Request,
+        local_tag: &str,
+        local_contact: Option<NameAddr>,
+        local_seq: u32,
+    ) -> Result<Dialog, DialogError> {
+        let mut local_uri = invite.to_addr().ok_or(DialogError::MissingHeader("To"))?;
+        local_uri.set_tag(local_tag);
+        let remote_uri = invite
+            .from_addr()
+            .ok_or(DialogError::MissingHeader("From"))?;
+        let call_id = invite
+            .call_id()
+            .ok_or(DialogError::MissingHeader("Call-ID"))?;
+        let cseq = invite.cseq().ok_or(DialogError::MissingHeader("CSeq"))?;
+        let remote_target = contact_uri(invite).unwrap_or_else(|| remote_uri.uri.clone());
+        Ok(Dialog {
+            id: DialogId {
+                call_id: call_id.to_string(),
+                local_tag: local_tag.to_string(),
+                remote_tag: remote_uri.tag().unwrap_or_default().to_string(),
+            },
+            state: DialogState::Early,
+            role: Role::Uas,
+            local_uri,
+            remote_uri,
+            local_contact,
+            local_seq,
+            remote_seq: Some(cseq.seq),
+            invite_seq: None,
+            remote_target,
+            route_set: invite.record_routes(),
+            secure: invite.uri.is_sips(),
+        })
+    }
+
+    /// The UAS sent its 2xx to the creating INVITE: the dialog is confirmed (RFC 3261 §12.1.1).
+    pub fn confirm(&mut self) {
+        if self.state != DialogState::Terminated {
+            self.state = DialogState::Confirmed;
+        }
+    }
+
     /// Creates the UAC side from our INVITE and a 101-199 response with a To tag (early) or a
     /// 2xx (confirmed) (RFC 3261 §12.1.2): route set = Record-Route of the response reversed,
     /// remote target = its Contact, local CSeq = the INVITE's, remote CSeq empty.
@@ -236,15 +329,37 @@ impl Dialog {
     /// * Non-2xx final to the creating INVITE on an early dialog: terminated (§12.3).
     /// * 481 or 408 to any in-dialog request: terminated (§12.2.1.2).
     pub fn handle_response(&mut self, resp: &Response) -> Result<(), DialogError> {
-        if DialogId::for_incoming_response(resp).as_ref() != Some(&self.id) {
-            // A non-2xx without To tag on an early dialog still ends it (§12.3).
-            let same_call = resp.call_id() == Some(self.id.call_id.as_str())
-                && resp.from_tag().as_deref() == Some(self.id.local_tag.as_str());
-            if !(same_call && resp.to_tag().is_none() && resp.is_final()) {
-                return Err(DialogError::WrongDialog);
-            }
+        let ours = resp.call_id() == Some(self.id.call_id.as_str())
+            && resp.from_tag().as_deref() == Some(self.id.local_tag.as_str());
+        if !ours {
+            return Err(DialogError::WrongDialog);
         }
         let cseq = resp.cseq().ok_or(DialogError::MissingHeader("CSeq"))?;
+        let unconfirmed = matches!(self.state, DialogState::Initial | DialogState::Early);
+        match resp.to_tag() {
+            Some(tag) if tag == self.id.remote_tag => {}
+            // The first tag, or another fork's (RFC 3261 §12.1.2): a B2BUA leg keeps one dialog
+            // per INVITE, the latest early one and then the one that answers.
+            Some(tag) if unconfirmed && resp.status > 100 => {
+                self.remote_uri.set_tag(&tag);
+                self.id.remote_tag = tag;
+                if self.state == DialogState::Initial {
+                    self.state = DialogState::Early;
+                    let mut rs = resp.record_routes();
+                    rs.reverse();
+                    self.route_set = rs;
+                }
+            }
+            // 100 Trying, or a final without To tag: no dialog state from it, but a non-2xx
+            // final to the INVITE ends an unconfirmed dialog (§12.3).
+            None if unconfirmed => {
+                if cseq.method == Method::Invite && resp.is_final() {
+                    self.state = DialogState::Terminated;
+                }
+                return Ok(());
+            }
+            _ => return Err(DialogError::WrongDialog),
+        }
         if matches!(resp.status, 408 | 481) {
             self.state = DialogState::Terminated;
             return Ok(());
@@ -321,9 +436,9 @@ impl Dialog {
 
     /// Builds an in-dialog request (RFC 3261 §12.2.1.1): To/From/Call-ID of the dialog, the
     /// next local CSeq, Request-URI and Route from the route set (loose or strict routing),
-    /// Contact for target-refresh methods, `via` as the top Via (a fresh branch is set when
-    /// it has none). Use [`Dialog::ack_for_2xx`] for ACK; CANCEL is built from the INVITE with
-    /// [`Request::cancel`].
+    /// Contact for target-refresh methods, `via` as the top Via (it must carry a fresh branch:
+    /// [`new_via`](super::new_via)). Use [`Dialog::ack_for_2xx`] for ACK; CANCEL is built from
+    /// the INVITE with [`Request::cancel`].
     pub fn new_request(&mut self, method: Method, via: Via) -> Request {
         self.local_seq = self.local_seq.wrapping_add(1) % (1 << 31);
         if method == Method::Invite {
@@ -337,13 +452,16 @@ impl Dialog {
     /// the INVITE, method ACK, new branch, same routing as any in-dialog request. `None` if
     /// we never sent an INVITE in this dialog.
     pub fn ack_for_2xx(&self, via: Via) -> Option<Request> {
-        Some(self.build(Method::Ack, self.invite_seq?, via))
+        Some(self.ack(self.invite_seq?, via))
     }
 
-    fn build(&self, method: Method, seq: u32, mut via: Via) -> Request {
-        if via.branch().is_none() {
-            via.set_param("branch", Some(generate_branch()));
-        }
+    /// The ACK for a 2xx to our INVITE with CSeq number `seq` (RFC 3261 §13.2.2.4; the 2xx's
+    /// own CSeq, which a retransmitted or late 2xx may hold for an earlier INVITE).
+    pub fn ack(&self, seq: u32, via: Via) -> Request {
+        self.build(Method::Ack, seq, via)
+    }
+
+    fn build(&self, method: Method, seq: u32, via: Via) -> Request {
         // RFC 3261 §12.2.1.1: with an empty route set the Request-URI is the remote target; if
         // the first route is a loose router (;lr) the Request-URI is the remote target and
         // Route is the route set; otherwise (strict router) the Request-URI is the first
@@ -400,6 +518,139 @@ impl Dialog {
     }
 }
 
+/// Where a dialog is in a [`DialogTable`]: Call-ID and our tag (RFC 3261 §12.2.2 matches the
+/// remote tag too; the table checks it against the dialog it finds).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DialogKey {
+    /// Call-ID.
+    pub call_id: String,
+    /// Our tag.
+    pub local_tag: String,
+}
+
+/// Why an in-dialog request matched no dialog it could go to, with the answer it is owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unrouted {
+    /// No dialog with that Call-ID and tags, or it has ended: 481 (RFC 3261 §12.2.2).
+    #[error("no such dialog")]
+    NoDialog,
+    /// The CSeq is lower than the last one of the peer: 500 (RFC 3261 §12.2.2).
+    #[error("CSeq {got} is below the remote sequence number {remote}")]
+    OutOfOrder {
+        /// CSeq of the request.
+        got: u32,
+        /// Highest CSeq seen before.
+        remote: u32,
+    },
+}
+
+impl Unrouted {
+    /// The status code to answer with.
+    pub fn status(self) -> u16 {
+        match self {
+            Unrouted::NoDialog => 481,
+            Unrouted::OutOfOrder { .. } => 500,
+        }
+    }
+}
+
+/// The dialogs of a user agent, each with an owner value `T` (for the B2BUA: which call and
+/// which leg). See the module docs.
+#[derive(Debug, Clone)]
+pub struct DialogTable<T> {
+    dialogs: std::collections::HashMap<DialogKey, (Dialog, T)>,
+}
+
+impl<T> Default for DialogTable<T> {
+    fn default() -> Self {
+        DialogTable {
+            dialogs: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl<T: Copy> DialogTable<T> {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `dialog` (replacing one with the same key) and returns its key.
+    pub fn insert(&mut self, dialog: Dialog, owner: T) -> DialogKey {
+        let key = dialog.id.key();
+        self.dialogs.insert(key.clone(), (dialog, owner));
+        key
+    }
+
+    /// The dialog at `key`.
+    pub fn get(&self, key: &DialogKey) -> Option<&Dialog> {
+        self.dialogs.get(key).map(|(d, _)| d)
+    }
+
+    /// The dialog at `key`, to build requests in it or apply responses.
+    pub fn get_mut(&mut self, key: &DialogKey) -> Option<&mut Dialog> {
+        self.dialogs.get_mut(key).map(|(d, _)| d)
+    }
+
+    /// The owner of the dialog at `key`.
+    pub fn owner(&self, key: &DialogKey) -> Option<T> {
+        self.dialogs.get(key).map(|(_, o)| *o)
+    }
+
+    /// Gives the dialog at `key` a new owner (e.g. a transfer target that answered).
+    pub fn set_owner(&mut self, key: &DialogKey, owner: T) {
+        if let Some((_, o)) = self.dialogs.get_mut(key) {
+            *o = owner;
+        }
+    }
+
+    /// Removes the dialog at `key`.
+    pub fn remove(&mut self, key: &DialogKey) -> Option<Dialog> {
+        self.dialogs.remove(key).map(|(d, _)| d)
+    }
+
+    /// How many dialogs the table holds.
+    pub fn len(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.dialogs.is_empty()
+    }
+
+    /// Matches an in-dialog request (one with a To tag) to its dialog and applies it
+    /// (RFC 3261 §12.2.2): the Call-ID and To tag find the dialog, the From tag must be the
+    /// dialog's remote tag, the CSeq must not go backwards (ACK and CANCEL excepted); a
+    /// re-INVITE or UPDATE with Contact refreshes the remote target, BYE ends the dialog.
+    /// The error says what to answer.
+    pub fn route_request(&mut self, req: &Request) -> Result<(DialogKey, T), Unrouted> {
+        let id = DialogId::for_incoming_request(req).ok_or(Unrouted::NoDialog)?;
+        let key = id.key();
+        let (dialog, owner) = self.dialogs.get_mut(&key).ok_or(Unrouted::NoDialog)?;
+        match dialog.handle_request(req) {
+            Ok(()) => Ok((key, *owner)),
+            Err(DialogError::OutOfOrder { got, remote }) => {
+                Err(Unrouted::OutOfOrder { got, remote })
+            }
+            Err(_) => Err(Unrouted::NoDialog),
+        }
+    }
+
+    /// Applies a response to a request sent in one of the table's dialogs (found by Call-ID
+    /// and From tag, RFC 3261 §12.1.2, §12.2.1.2) and returns its key and owner; `None` if it
+    /// is no dialog's, or the dialog refuses it (another dialog's To tag).
+    pub fn route_response(&mut self, resp: &Response) -> Option<(DialogKey, T)> {
+        let key = DialogKey {
+            call_id: resp.call_id()?.to_string(),
+            local_tag: resp.from_tag()?,
+        };
+        let (dialog, owner) = self.dialogs.get_mut(&key)?;
+        dialog.handle_response(resp).ok()?;
+        Some((key, *owner))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,8 +663,15 @@ mod tests {
 
     fn invite() -> Request {
         let mut r = Request::new(Method::Invite, Uri::sip(Some("bob"), "example.com", None));
-        r.headers
-            .push("Via", new_via(Transport::Udp, "192.0.2.1", Some(5060)));
+        r.headers.push(
+            "Via",
+            new_via(
+                Transport::Udp,
+                "192.0.2.1",
+                Some(5060),
+                &mut fastrand::Rng::new(),
+            ),
+        );
         r.headers.push("Max-Forwards", 70);
         r.headers
             .push("From", "\"Alice\" <sip:alice@example.org>;tag=atag");
@@ -437,7 +695,12 @@ mod tests {
     }
 
     fn via() -> Via {
-        Via::new("UDP", "192.0.2.1", Some(5060))
+        new_via(
+            Transport::Udp,
+            "192.0.2.1",
+            Some(5060),
+            &mut fastrand::Rng::new(),
+        )
     }
 
     #[test]
@@ -687,7 +950,7 @@ mod tests {
                     (true, Incoming::Request { tx, request })
                         if request.method == Method::Invite =>
                     {
-                        let tag = generate_tag();
+                        let tag = generate_tag(&mut fastrand::Rng::new());
                         let mut ringing = Response::for_request(&request, 180, "Ringing");
                         ringing.set_to_tag(&tag);
                         let mut ok = Response::for_request(&request, 200, "OK");
@@ -727,13 +990,23 @@ mod tests {
                             d.handle_response(&response).expect("2xx");
                             // ACK for every 2xx (also retransmissions, RFC 3261 §13.2.2.4)
                             let ack = d
-                                .ack_for_2xx(new_via(Transport::Udp, "192.0.2.1", Some(5060)))
+                                .ack_for_2xx(new_via(
+                                    Transport::Udp,
+                                    "192.0.2.1",
+                                    Some(5060),
+                                    &mut fastrand::Rng::new(),
+                                ))
                                 .expect("ack");
                             net.a.send_stateless(b_addr, ack.to_bytes());
                             if bye_tx.is_none() {
                                 let bye = d.new_request(
                                     Method::Bye,
-                                    new_via(Transport::Udp, "192.0.2.1", Some(5060)),
+                                    new_via(
+                                        Transport::Udp,
+                                        "192.0.2.1",
+                                        Some(5060),
+                                        &mut fastrand::Rng::new(),
+                                    ),
                                 );
                                 let now = net.now;
                                 bye_tx = Some(net.a.send_request(now, bye, b_addr).expect("bye"));

@@ -1527,7 +1527,8 @@ pub fn bad_request_response(data: &[u8], err: &ParseError) -> Option<Response> {
         .get("To")
         .is_some_and(|to| NameAddr::parse(to).is_ok())
     {
-        resp.set_to_tag(&generate_tag());
+        let tag = stateless_tag(&resp);
+        resp.set_to_tag(&tag);
     }
     Some(resp)
 }
@@ -1830,27 +1831,55 @@ fn validate(start: &StartLine, headers: &Headers) -> Result<(), ParseError> {
 // ---------------------------------------------------------------------------------------------
 // Identifiers
 
-fn random_alnum(n: usize) -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+fn random_alnum(rng: &mut fastrand::Rng, n: usize) -> String {
     (0..n)
-        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .map(|_| ALPHABET[rng.usize(..ALPHABET.len())] as char)
         .collect()
 }
 
+// Identifiers come from a caller's RNG (seeded by the daemon from the OS, by tests and fuzz
+// targets from a fixed seed) so that a run of the sans-IO core can be replayed exactly.
+
 /// A new branch parameter: the magic cookie plus 16 random characters (RFC 3261 §8.1.1.7:
 /// unique across space and time for all requests sent by this UA).
-pub fn generate_branch() -> String {
-    format!("{BRANCH_MAGIC_COOKIE}{}", random_alnum(16))
+pub fn generate_branch(rng: &mut fastrand::Rng) -> String {
+    format!("{BRANCH_MAGIC_COOKIE}{}", random_alnum(rng, 16))
 }
 
 /// A new From/To tag with about 60 bits of randomness (RFC 3261 §19.3 asks for at least 32).
-pub fn generate_tag() -> String {
-    random_alnum(10)
+pub fn generate_tag(rng: &mut fastrand::Rng) -> String {
+    random_alnum(rng, 10)
 }
 
 /// A new Call-ID (`random@host`, RFC 3261 §8.1.1.4).
-pub fn generate_call_id(host: &str) -> String {
-    format!("{}@{host}", random_alnum(20))
+pub fn generate_call_id(rng: &mut fastrand::Rng, host: &str) -> String {
+    format!("{}@{host}", random_alnum(rng, 20))
+}
+
+/// The To tag of a response sent without state (an error answered by the parser, an overload
+/// 503): a hash of what identifies the request (Call-ID, From tag, top Via branch), so a
+/// retransmission gets the same tag (RFC 3261 §8.2.6.2) without anything kept.
+pub fn stateless_tag(msg: &impl HeaderAccess) -> String {
+    // FNV-1a: tiny, and the tag needs uniqueness per request, not secrecy.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let parts = [
+        msg.headers().get("Call-ID").unwrap_or_default().to_owned(),
+        msg.from_tag().unwrap_or_default(),
+        msg.top_via()
+            .and_then(|v| v.branch().map(str::to_owned))
+            .unwrap_or_default(),
+    ];
+    for part in &parts {
+        for b in part.bytes().chain([0]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    (0..10)
+        .map(|i| ALPHABET[((h >> (i * 6)) % ALPHABET.len() as u64) as usize] as char)
+        .collect()
 }
 
 /// The standard reason phrase for a status code (RFC 3261 §21), or `""`.
@@ -2675,11 +2704,17 @@ mod tests {
 
     #[test]
     fn identifiers() {
-        let b = generate_branch();
+        let rng = &mut fastrand::Rng::with_seed(7);
+        let b = generate_branch(rng);
         assert!(b.starts_with(BRANCH_MAGIC_COOKIE) && b.len() == 23);
-        assert_ne!(generate_branch(), b);
-        assert_ne!(generate_tag(), generate_tag());
-        assert!(generate_call_id("h.example").ends_with("@h.example"));
+        assert_ne!(generate_branch(rng), b);
+        assert_ne!(generate_tag(rng), generate_tag(rng));
+        assert!(generate_call_id(rng, "h.example").ends_with("@h.example"));
+        assert_eq!(
+            generate_tag(&mut fastrand::Rng::with_seed(1)),
+            generate_tag(&mut fastrand::Rng::with_seed(1)),
+            "a seeded RNG replays"
+        );
         assert_eq!(reason_phrase(487), "Request Terminated");
     }
 
@@ -2727,13 +2762,13 @@ mod tests {
                               body in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
             let mut r = Request::new(Method::Info, Uri::sip(Some(&user), &host, port));
             let mut via = Via::new("UDP", &host, port);
-            via.set_param("branch", Some(generate_branch()));
+            via.set_param("branch", Some(generate_branch(&mut fastrand::Rng::new())));
             r.headers.push("Via", &via);
             let mut from = NameAddr::new(Uri::sip(Some("a"), &host, None));
             from.set_tag(&tag);
             r.headers.push("From", &from);
             r.headers.push("To", NameAddr::new(Uri::sip(Some(&user), &host, port)));
-            r.headers.push("Call-ID", generate_call_id(&host));
+            r.headers.push("Call-ID", generate_call_id(&mut fastrand::Rng::new(), &host));
             r.headers.push("CSeq", CSeq { seq, method: Method::Info });
             r.set_body("application/octet-stream", body);
             let parsed = Message::parse(&r.to_bytes());

@@ -54,19 +54,22 @@
 //!
 //! Requests the TU sends need a top Via with a fresh branch: [`new_via`] or
 //! [`Via::new`] + [`generate_branch`]; tags and Call-IDs come from [`generate_tag`] and
-//! [`generate_call_id`].
+//! [`generate_call_id`], all from an RNG the caller owns (seeded, so runs replay);
+//! stateless answers get [`stateless_tag`].
 
 pub mod dialog;
 pub mod framing;
 pub mod message;
 pub mod transaction;
 
-pub use dialog::{Dialog, DialogError, DialogId, DialogState, Role};
+pub use dialog::{
+    Dialog, DialogError, DialogId, DialogKey, DialogState, DialogTable, Role, Unrouted,
+};
 pub use framing::{Frame, FramingError, StreamFramer};
 pub use message::{
     bad_request_response, generate_branch, generate_call_id, generate_tag, header_name_eq, parse,
-    reason_phrase, split_list, CSeq, Header, HeaderAccess, Headers, Message, Method, NameAddr,
-    Param, ParseError, Request, Response, Uri, Via, BRANCH_MAGIC_COOKIE, MAX_HEADERS,
+    reason_phrase, split_list, stateless_tag, CSeq, Header, HeaderAccess, Headers, Message, Method,
+    NameAddr, Param, ParseError, Request, Response, Uri, Via, BRANCH_MAGIC_COOKIE, MAX_HEADERS,
     MAX_MESSAGE_SIZE,
 };
 pub use transaction::{

@@ -683,7 +683,8 @@ impl TransactionLayer {
             let mut busy = Response::for_request(&req, 503, "Service Unavailable");
             busy.headers.set("Retry-After", "5");
             if req.to_tag().is_none() {
-                busy.set_to_tag(&crate::sip::generate_tag());
+                let tag = crate::sip::message::stateless_tag(&req);
+                busy.set_to_tag(&tag);
             }
             self.transmit(source, busy.to_bytes(), None);
             return Incoming::Discarded("transaction table full: answered 503");
@@ -1045,10 +1046,15 @@ fn build_ack_for_non2xx(invite: &Request, resp: &Response) -> Request {
     ack
 }
 
-/// A Via for requests sent over `transport` from `host:port` with a fresh branch.
-pub fn new_via(transport: Transport, host: &str, port: Option<u16>) -> Via {
+/// A Via for requests sent over `transport` from `host:port` with a fresh branch from `rng`.
+pub fn new_via(
+    transport: Transport,
+    host: &str,
+    port: Option<u16>,
+    rng: &mut fastrand::Rng,
+) -> Via {
     let mut v = Via::new(transport.via_token(), host, port);
-    v.set_param("branch", Some(super::message::generate_branch()));
+    v.set_param("branch", Some(super::message::generate_branch(rng)));
     v.set_param("rport", None);
     v
 }
@@ -1057,6 +1063,10 @@ pub fn new_via(transport: Transport, host: &str, port: Option<u16>) -> Via {
 mod tests {
     use super::*;
     use crate::sip::message::{generate_branch, NameAddr, Uri};
+
+    fn test_branch() -> String {
+        generate_branch(&mut fastrand::Rng::new())
+    }
 
     fn alice() -> Peer {
         Peer::udp("192.0.2.1:5060".parse().expect("addr"))
@@ -1156,7 +1166,7 @@ mod tests {
         let mut l = TransactionLayer::default();
         let t0 = Instant::now();
         let id = l
-            .send_request(t0, mk(Method::Invite, &generate_branch()), bob())
+            .send_request(t0, mk(Method::Invite, &test_branch()), bob())
             .expect("send");
         assert_eq!(transmits(&mut l).len(), 1);
         assert_eq!(l.state(id), Some(TxState::Calling));
@@ -1182,7 +1192,7 @@ mod tests {
         let mut l = TransactionLayer::default();
         let t0 = Instant::now();
         let id = l
-            .send_request(t0, mk(Method::Options, &generate_branch()), bob())
+            .send_request(t0, mk(Method::Options, &test_branch()), bob())
             .expect("send");
         transmits(&mut l);
         let (tx, ev) = run(&mut l, t0, Duration::from_secs(60));
@@ -1202,7 +1212,7 @@ mod tests {
     fn non_invite_client_proceeding_uses_t2_and_final_runs_timer_k() {
         let mut l = TransactionLayer::default();
         let t0 = Instant::now();
-        let req = mk(Method::Bye, &generate_branch());
+        let req = mk(Method::Bye, &test_branch());
         let id = l.send_request(t0, req.clone(), bob()).expect("send");
         transmits(&mut l);
         let got = l.handle_incoming(t0, Message::Response(response_to(&req, 100)), bob());
@@ -1232,7 +1242,7 @@ mod tests {
         let mut l = TransactionLayer::default();
         let t0 = Instant::now();
         let dest = Peer::tcp("198.51.100.2:5060".parse().expect("addr"));
-        let inv = mk(Method::Invite, &generate_branch());
+        let inv = mk(Method::Invite, &test_branch());
         let id = l.send_request(t0, inv.clone(), dest).expect("send");
         assert_eq!(transmits(&mut l).len(), 1);
         let (tx, _) = run(&mut l, t0, Duration::from_secs(10));
@@ -1246,7 +1256,7 @@ mod tests {
 
         // non-INVITE over TCP: one send, then Timer F.
         let id = l
-            .send_request(now, mk(Method::Options, &generate_branch()), dest)
+            .send_request(now, mk(Method::Options, &test_branch()), dest)
             .expect("send");
         transmits(&mut l);
         let (tx, ev) = run(&mut l, now, Duration::from_secs(60));
@@ -1261,7 +1271,7 @@ mod tests {
     fn invite_client_non2xx_generates_ack() {
         let mut l = TransactionLayer::default();
         let t0 = Instant::now();
-        let mut inv = mk(Method::Invite, &generate_branch());
+        let mut inv = mk(Method::Invite, &test_branch());
         inv.headers.push("Route", "<sip:proxy.example.com;lr>");
         let id = l.send_request(t0, inv.clone(), bob()).expect("send");
         transmits(&mut l);
@@ -1306,7 +1316,7 @@ mod tests {
     fn invite_client_2xx_accepted_and_stray_after_timer_m() {
         let mut l = TransactionLayer::default();
         let t0 = Instant::now();
-        let inv = mk(Method::Invite, &generate_branch());
+        let inv = mk(Method::Invite, &test_branch());
         let id = l.send_request(t0, inv.clone(), bob()).expect("send");
         transmits(&mut l);
         let ok = response_to(&inv, 200);
@@ -1331,7 +1341,7 @@ mod tests {
     fn server_invite_trying_retransmission_timer_g_and_ack() {
         let mut l = TransactionLayer::default();
         let t0 = Instant::now();
-        let inv = mk(Method::Invite, &generate_branch());
+        let inv = mk(Method::Invite, &test_branch());
         let got = l.handle_incoming(t0, Message::Request(inv.clone()), alice());
         let Incoming::Request { tx: id, request } = got else {
             panic!("new request expected")
@@ -1398,7 +1408,7 @@ mod tests {
             ..TimerConfig::default()
         });
         let t0 = Instant::now();
-        let inv = mk(Method::Invite, &generate_branch());
+        let inv = mk(Method::Invite, &test_branch());
         let Incoming::Request { tx: id, request } =
             l.handle_incoming(t0, Message::Request(inv), alice())
         else {
@@ -1423,7 +1433,7 @@ mod tests {
     fn server_invite_2xx_retransmitted_until_ack_with_new_branch() {
         let mut l = TransactionLayer::default();
         let t0 = Instant::now();
-        let inv = mk(Method::Invite, &generate_branch());
+        let inv = mk(Method::Invite, &test_branch());
         let Incoming::Request { tx: id, request } =
             l.handle_incoming(t0, Message::Request(inv.clone()), alice())
         else {
@@ -1455,7 +1465,7 @@ mod tests {
         );
         transmits(&mut l);
         // ACK for 2xx: new branch, To tag → goes to the TU with the INVITE tx
-        let mut ack = mk(Method::Ack, &generate_branch());
+        let mut ack = mk(Method::Ack, &test_branch());
         ack.headers.set("To", "<sip:bob@198.51.100.2>;tag=b1");
         let got = l.handle_incoming(t1, Message::Request(ack), alice());
         assert!(matches!(got, Incoming::Ack { invite: Some(tx), .. } if tx == id));
@@ -1466,7 +1476,7 @@ mod tests {
             vec![(Duration::from_secs(32), TxEvent::Terminated { tx: id })]
         );
         // ACK after the transaction is gone: still delivered to the TU
-        let ack = mk(Method::Ack, &generate_branch());
+        let ack = mk(Method::Ack, &test_branch());
         assert!(matches!(
             l.handle_incoming(t1, Message::Request(ack), alice()),
             Incoming::Ack { invite: None, .. }
@@ -1479,7 +1489,7 @@ mod tests {
         let t0 = Instant::now();
         let Incoming::Request { tx: id, request } = l.handle_incoming(
             t0,
-            Message::Request(mk(Method::Invite, &generate_branch())),
+            Message::Request(mk(Method::Invite, &test_branch())),
             alice(),
         ) else {
             panic!("request")
@@ -1508,7 +1518,7 @@ mod tests {
         for _ in 0..2 {
             let r = l.handle_incoming(
                 t0,
-                Message::Request(mk(Method::Options, &generate_branch())),
+                Message::Request(mk(Method::Options, &test_branch())),
                 alice(),
             );
             let Incoming::Request { tx, request } = r else {
@@ -1520,7 +1530,7 @@ mod tests {
         for _ in 0..1_000 {
             let r = l.handle_incoming(
                 t0,
-                Message::Request(mk(Method::Invite, &generate_branch())),
+                Message::Request(mk(Method::Invite, &test_branch())),
                 alice(),
             );
             assert_eq!(
@@ -1548,7 +1558,7 @@ mod tests {
         assert_eq!(l.len(), 0);
         let r = l.handle_incoming(
             t0 + Duration::from_secs(61),
-            Message::Request(mk(Method::Options, &generate_branch())),
+            Message::Request(mk(Method::Options, &test_branch())),
             alice(),
         );
         assert!(matches!(r, Incoming::Request { .. }), "{r:?}");
@@ -1558,7 +1568,7 @@ mod tests {
     fn non_invite_server_absorbs_and_resends_final() {
         let mut l = TransactionLayer::default();
         let t0 = Instant::now();
-        let bye = mk(Method::Bye, &generate_branch());
+        let bye = mk(Method::Bye, &test_branch());
         let Incoming::Request { tx: id, request } =
             l.handle_incoming(t0, Message::Request(bye.clone()), alice())
         else {
@@ -1596,7 +1606,7 @@ mod tests {
     fn cancel_is_its_own_transaction_and_finds_the_invite() {
         let mut l = TransactionLayer::default();
         let t0 = Instant::now();
-        let inv = mk(Method::Invite, &generate_branch());
+        let inv = mk(Method::Invite, &test_branch());
         let Incoming::Request { tx: inv_tx, .. } =
             l.handle_incoming(t0, Message::Request(inv.clone()), alice())
         else {
@@ -1634,7 +1644,7 @@ mod tests {
             Some(Method::Cancel)
         );
         // a CANCEL for an unknown branch
-        let stray = mk(Method::Invite, &generate_branch()).cancel();
+        let stray = mk(Method::Invite, &test_branch()).cancel();
         assert!(matches!(
             l.handle_incoming(t0, Message::Request(stray), alice()),
             Incoming::Cancel { invite: None, .. }
@@ -1660,7 +1670,7 @@ mod tests {
     fn client_cancel_and_matching() {
         let mut l = TransactionLayer::default();
         let t0 = Instant::now();
-        let inv = mk(Method::Invite, &generate_branch());
+        let inv = mk(Method::Invite, &test_branch());
         let inv_tx = l.send_request(t0, inv.clone(), bob()).expect("send");
         l.handle_incoming(t0, Message::Response(response_to(&inv, 180)), bob());
         let c_tx = l.send_cancel(t0, inv_tx).expect("cancel");
@@ -1681,7 +1691,7 @@ mod tests {
     fn received_rport_and_errors() {
         let mut l = TransactionLayer::default();
         let t0 = Instant::now();
-        let mut req = mk(Method::Options, &generate_branch());
+        let mut req = mk(Method::Options, &test_branch());
         req.headers
             .set("Via", "SIP/2.0/UDP client.invalid;branch=z9hG4bKr;rport");
         let src = Peer::udp("203.0.113.5:40000".parse().expect("addr"));
@@ -1714,7 +1724,7 @@ mod tests {
             Err(TxError::MissingVia)
         );
         assert_eq!(
-            l.send_request(t0, mk(Method::Ack, &generate_branch()), bob()),
+            l.send_request(t0, mk(Method::Ack, &test_branch()), bob()),
             Err(TxError::AckNotAllowed)
         );
         let r = mk(Method::Options, "z9hG4bKdup");
@@ -1726,7 +1736,7 @@ mod tests {
         );
         // transport error terminates
         let id = l
-            .send_request(t0, mk(Method::Info, &generate_branch()), bob())
+            .send_request(t0, mk(Method::Info, &test_branch()), bob())
             .expect("send");
         events(&mut l);
         l.handle_transport_error(id);
