@@ -16,6 +16,8 @@
 //! max-expires = 3600                # longest REGISTER granted, seconds
 //! max-transactions = 65536          # SIP transactions alive at once; beyond: 503
 //! max-tcp-connections = 4096        # SIP TCP connections at once; beyond: closed
+//! session-expires = 1800            # RFC 4028 session interval asked for; 0 = off
+//! min-se = 90                       # shortest session interval taken (422 below it)
 //!
 //! [recorder]
 //! ng = "127.0.0.1:2223"
@@ -32,6 +34,8 @@
 //!
 //! [routing]
 //! utc-offset = "+01:00"             # local time of route time windows
+//! no-answer-secs = 120              # ringing this long: the call goes to no-answer-target; 0 = off
+//! no-answer-target = "reject:480"   # dn:NUMBER | trunk:NAME | reject:STATUS
 //!
 //! [[dn]]
 //! number = "1001"
@@ -65,7 +69,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::directory::{Directory, DirectoryError, DnConfig};
-use crate::routing::{parse_utc_offset, Patterns, Router, Rule, RuleTarget, TimeWindow};
+use crate::routing::{parse_utc_offset, NoAnswer, Patterns, Router, Rule, RuleTarget, TimeWindow};
 
 /// The embedded configuration: what sipctl runs with when no `--config` is given. It suits
 /// the demo topology of `scripts/netns.sh` (party B at 198.18.0.20 is DN 1001).
@@ -109,6 +113,15 @@ const DEFAULT_LISTEN: [&str; 2] = ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"];
 const DEFAULT_SWITCH_NAME: &str = "sipctl";
 const DEFAULT_TRUSTED: [&str; 3] = ["127.0.0.0/8", "::1/128", "198.18.0.0/15"];
 const DEFAULT_MAX_EXPIRES: u32 = 3600;
+/// Default `sip.session-expires`, seconds (RFC 4028 §4 recommends 1800).
+pub const DEFAULT_SESSION_EXPIRES: u32 = 1800;
+/// Default `sip.min-se`, seconds (RFC 4028's floor).
+pub const DEFAULT_MIN_SE: u32 = 90;
+/// Default `routing.no-answer-secs`.
+pub const DEFAULT_NO_ANSWER_SECS: u32 = 120;
+/// Default `routing.no-answer-target`.
+pub const DEFAULT_NO_ANSWER_TARGET: &str = "reject:480";
+
 /// Default `sip.max-transactions`: a non-INVITE transaction lives 32 s after its answer over
 /// UDP (timer J), so 65 536 carry ~2 000 new requests a second; each costs ~2-4 KB.
 pub const DEFAULT_MAX_TRANSACTIONS: usize = 65_536;
@@ -214,6 +227,10 @@ pub struct RawSip {
     pub max_transactions: Option<usize>,
     /// `max-tcp-connections`: most SIP TCP connections accepted at once.
     pub max_tcp_connections: Option<usize>,
+    /// `session-expires`: the session interval sipctl asks for (RFC 4028), seconds; 0: off.
+    pub session_expires: Option<u32>,
+    /// `min-se`: the shortest session interval sipctl accepts (RFC 4028 Min-SE), seconds.
+    pub min_se: Option<u32>,
 }
 
 /// `[recorder]` as written.
@@ -254,6 +271,10 @@ pub struct RawEvents {
 pub struct RawRouting {
     /// `utc-offset`.
     pub utc_offset: Option<String>,
+    /// `no-answer-secs`: how long a call rings before it goes to `no-answer-target` (0: off).
+    pub no_answer_secs: Option<u32>,
+    /// `no-answer-target`: `dn:NUMBER`, `trunk:NAME` or `reject:STATUS`.
+    pub no_answer_target: Option<String>,
 }
 
 /// One `[[dn]]` as written.
@@ -441,6 +462,9 @@ pub struct SipConfig {
     pub max_transactions: usize,
     /// Most SIP TCP connections accepted at once; further ones are closed at once.
     pub max_tcp_connections: usize,
+    /// Session timers (RFC 4028): the interval sipctl asks for and the shortest it takes
+    /// (seconds); `None`: off.
+    pub session_timer: Option<crate::sip::SessionTimerConfig>,
 }
 
 /// `[recorder]`, resolved.
@@ -749,6 +773,24 @@ impl RawConfig {
                 "must be 1-1000000",
             ));
         }
+        let session_timer = match raw.session_expires.unwrap_or(DEFAULT_SESSION_EXPIRES) {
+            0 => None,
+            expires => {
+                let min_se = raw.min_se.unwrap_or(DEFAULT_MIN_SE);
+                // RFC 4028 §4: Min-SE is at least 90 s.
+                if !(90..=86_400).contains(&min_se) {
+                    return Err(invalid("sip.min-se", min_se, "must be 90-86400 seconds"));
+                }
+                if !(min_se..=86_400).contains(&expires) {
+                    return Err(invalid(
+                        "sip.session-expires",
+                        expires,
+                        format!("must be 0 (off) or {min_se}-86400 seconds (at least sip.min-se)"),
+                    ));
+                }
+                Some(crate::sip::SessionTimerConfig { expires, min_se })
+            }
+        };
         Ok(SipConfig {
             listen,
             advertise,
@@ -757,6 +799,7 @@ impl RawConfig {
             max_expires,
             max_transactions,
             max_tcp_connections,
+            session_timer,
         })
     }
 
@@ -921,47 +964,9 @@ impl RawConfig {
                 })?;
                 rule.window = Some(w);
             }
-            rule.target = match r.target.as_deref().map(str::trim) {
-                None | Some("dn") => RuleTarget::CalledDn,
-                Some("reject") => RuleTarget::Reject { status: 403 },
-                Some(t) => match t.split_once(':') {
-                    Some(("dn", n)) => {
-                        if directory.get(n).is_none() {
-                            return Err(invalid(
-                                k("target"),
-                                t,
-                                format!("there is no [[dn]] {n:?}"),
-                            ));
-                        }
-                        RuleTarget::Dn(n.to_owned())
-                    }
-                    Some(("trunk", n)) => match trunks.iter().find(|x| x.name == n) {
-                        Some(x) => RuleTarget::Trunk {
-                            name: x.name.clone(),
-                            uri: x.uri.clone(),
-                        },
-                        None => {
-                            return Err(invalid(
-                                k("target"),
-                                t,
-                                format!("there is no [[trunk]] {n:?}"),
-                            ))
-                        }
-                    },
-                    Some(("reject", s)) => match s.parse::<u16>() {
-                        Ok(status) if (400..=699).contains(&status) => {
-                            RuleTarget::Reject { status }
-                        }
-                        _ => return Err(invalid(k("target"), t, "the status must be 400-699")),
-                    },
-                    _ => {
-                        return Err(invalid(
-                            k("target"),
-                            t,
-                            "expected dn, dn:NUMBER, trunk:NAME, reject or reject:STATUS",
-                        ))
-                    }
-                },
+            rule.target = match r.target.as_deref() {
+                None => RuleTarget::CalledDn,
+                Some(text) => parse_target(&k("target"), text, directory, trunks)?,
             };
             if let Some(p) = r.record_percent {
                 if !(0.0..=100.0).contains(&p) {
@@ -986,11 +991,92 @@ impl RawConfig {
             }
             rules.push(rule);
         }
+        let no_answer = self.resolve_no_answer(directory, trunks)?;
         Ok(Router {
             rules,
             utc_offset_min,
+            no_answer,
         })
     }
+
+    fn resolve_no_answer(
+        &self,
+        directory: &Directory,
+        trunks: &[Trunk],
+    ) -> Result<Option<NoAnswer>, ConfigError> {
+        let secs = self
+            .routing
+            .no_answer_secs
+            .unwrap_or(DEFAULT_NO_ANSWER_SECS);
+        if secs == 0 {
+            return Ok(None);
+        }
+        if !(5..=3600).contains(&secs) {
+            return Err(invalid(
+                "routing.no-answer-secs",
+                secs,
+                "must be 0 (off) or 5-3600 seconds",
+            ));
+        }
+        let text = self
+            .routing
+            .no_answer_target
+            .as_deref()
+            .unwrap_or(DEFAULT_NO_ANSWER_TARGET);
+        let target = parse_target("routing.no-answer-target", text, directory, trunks)?;
+        if target == RuleTarget::CalledDn {
+            return Err(invalid(
+                "routing.no-answer-target",
+                text,
+                "the called DN is the one that did not answer: use dn:NUMBER, trunk:NAME or reject:STATUS",
+            ));
+        }
+        Ok(Some(NoAnswer {
+            after_secs: secs,
+            target,
+        }))
+    }
+}
+
+/// A call target as written (`dn`, `dn:NUMBER`, `trunk:NAME`, `reject`, `reject:STATUS`), checked
+/// against the DNs and trunks; `key` names it in errors.
+fn parse_target(
+    key: &str,
+    text: &str,
+    directory: &Directory,
+    trunks: &[Trunk],
+) -> Result<RuleTarget, ConfigError> {
+    let t = text.trim();
+    Ok(match t {
+        "dn" => RuleTarget::CalledDn,
+        "reject" => RuleTarget::Reject { status: 403 },
+        t => match t.split_once(':') {
+            Some(("dn", n)) => {
+                if directory.get(n).is_none() {
+                    return Err(invalid(key, t, format!("there is no [[dn]] {n:?}")));
+                }
+                RuleTarget::Dn(n.to_owned())
+            }
+            Some(("trunk", n)) => match trunks.iter().find(|x| x.name == n) {
+                Some(x) => RuleTarget::Trunk {
+                    name: x.name.clone(),
+                    uri: x.uri.clone(),
+                },
+                None => return Err(invalid(key, t, format!("there is no [[trunk]] {n:?}"))),
+            },
+            Some(("reject", s)) => match s.parse::<u16>() {
+                Ok(status) if (400..=699).contains(&status) => RuleTarget::Reject { status },
+                _ => return Err(invalid(key, t, "the status must be 400-699")),
+            },
+            _ => {
+                return Err(invalid(
+                    key,
+                    t,
+                    "expected dn, dn:NUMBER, trunk:NAME, reject or reject:STATUS",
+                ))
+            }
+        },
+    })
 }
 
 #[cfg(test)]

@@ -115,6 +115,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         },
         timers: TimerConfig::default(),
         max_transactions: cfg.sip.max_transactions,
+        session_timer: cfg.sip.session_timer,
         version: env!("CARGO_PKG_VERSION").to_owned(),
         // fastrand's own seeding (per-process hash keys and time): a new sequence every run.
         seed: fastrand::u64(..),

@@ -565,6 +565,18 @@ pub struct Router {
     pub rules: Vec<Rule>,
     /// Local time of the time windows, minutes ahead of UTC.
     pub utc_offset_min: i32,
+    /// Where a call goes that rings unanswered too long; `None`: it rings until the caller
+    /// gives up.
+    pub no_answer: Option<NoAnswer>,
+}
+
+/// The no-answer timer of calls routed to a party (`routing.no-answer-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoAnswer {
+    /// Seconds of ringing before the call moves on.
+    pub after_secs: u32,
+    /// Where it goes then (never [`RuleTarget::CalledDn`]).
+    pub target: RuleTarget,
 }
 
 impl Router {
@@ -606,6 +618,28 @@ impl Router {
             }
         }
         d
+    }
+
+    /// Where a call goes after nobody answered it for [`NoAnswer::after_secs`], as a decision
+    /// (recording as for the call itself: `record` keeps what the call had). `None` when no
+    /// no-answer target is configured.
+    pub fn decide_no_answer(&self, directory: &Directory, unix_time: u64) -> Option<Target> {
+        let na = self.no_answer.as_ref()?;
+        Some(match &na.target {
+            RuleTarget::Trunk { name, uri } => Target::Trunk {
+                name: name.clone(),
+                uri: uri.clone(),
+            },
+            RuleTarget::Reject { status } => reject(*status),
+            RuleTarget::Dn(dn) => match directory.lookup(dn, unix_time) {
+                Lookup::Found { dn, contact, .. } => Target::Dn {
+                    dn: dn.number.clone(),
+                    contact: contact.to_owned(),
+                },
+                Lookup::Unknown | Lookup::Unavailable { .. } => reject(480),
+            },
+            RuleTarget::CalledDn => reject(480),
+        })
     }
 
     /// Where a call goes and whether the rule or the called DN records it.
@@ -873,6 +907,7 @@ mod tests {
             let r = Router {
                 rules: vec![rule.clone()],
                 utc_offset_min: 0,
+                no_answer: None,
             };
             match r.decide(f, &dir).target {
                 Target::Reject { status, .. } => status,
@@ -943,6 +978,7 @@ mod tests {
         let r = Router {
             rules: vec![a.clone(), b.clone()],
             utc_offset_min: 0,
+            no_answer: None,
         };
         let d = r.decide(&facts("1001"), &directory());
         assert_eq!(d.rule_name.as_deref(), Some("first"));
@@ -958,6 +994,7 @@ mod tests {
         let r = Router {
             rules: vec![b, a],
             utc_offset_min: 0,
+            no_answer: None,
         };
         let d = r.decide(&facts("1001"), &directory());
         assert_eq!(d.rule_name.as_deref(), Some("second"));
@@ -972,6 +1009,7 @@ mod tests {
         let router = Router {
             rules: vec![r],
             utc_offset_min: 0,
+            no_answer: None,
         };
         let d = router.decide(&facts("5555"), &directory());
         assert!(matches!(&d.target, Target::Dn { dn, .. } if dn == "1002"));
@@ -990,6 +1028,7 @@ mod tests {
             let router = Router {
                 rules: vec![r],
                 utc_offset_min: 0,
+                no_answer: None,
             };
             (0..SAMPLE_SCALE)
                 .filter(|&s| {

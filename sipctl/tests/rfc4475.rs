@@ -272,7 +272,12 @@ fn core(dns: &str) -> B2bua {
             ng: Default::default(),
             timers: TimerConfig::default(),
             max_transactions: sipctl::sip::DEFAULT_MAX_TRANSACTIONS,
+            session_timer: Some(sipctl::sip::SessionTimerConfig {
+                expires: 1800,
+                min_se: 90,
+            }),
             version: "test".into(),
+            seed: 7,
         },
         cfg.router,
         cfg.directory,

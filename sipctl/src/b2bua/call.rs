@@ -1,9 +1,12 @@
 //! The call and its parts: the two legs (each a dialog sipctl is a party of), the phases of
 //! setting up a call, the media mode, and the one mid-call operation a call can have at a time.
 
+use super::timers::CallTimer;
 use super::*;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The two sides of a call: A (the caller, sipctl is the UAS) and B (the callee, sipctl is
+/// the UAC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) enum Side {
     A,
     B,
@@ -28,6 +31,42 @@ pub(super) struct Leg {
     pub(super) peer: Peer,
     /// The `o=` line of SDP sent on this leg.
     pub(super) origin: Origin,
+    /// The party accepts UPDATE (its Allow says so): session refreshes use it, else a
+    /// re-INVITE.
+    pub(super) allows_update: bool,
+    /// The last SDP sipctl sent on this leg (a re-INVITE refresh repeats it).
+    pub(super) last_sdp: Vec<u8>,
+    /// The leg's session timer (RFC 4028), once negotiated.
+    pub(super) session: Option<SessionTimer>,
+}
+
+impl Leg {
+    /// A leg for the dialog at `key`, reached at `peer`.
+    pub(super) fn new(key: DialogKey, peer: Peer) -> Leg {
+        Leg {
+            key,
+            peer,
+            origin: Origin::new(),
+            allows_update: false,
+            last_sdp: Vec::new(),
+            session: None,
+        }
+    }
+
+    /// Stamps `sdp` with this leg's `o=` line and keeps it as the last SDP sent.
+    pub(super) fn stamp(&mut self, sdp: &[u8]) -> Vec<u8> {
+        let sdp = self.origin.stamp(sdp);
+        self.last_sdp.clone_from(&sdp);
+        sdp
+    }
+}
+
+/// Whether a message's Allow lists UPDATE.
+pub(super) fn allows_update(msg: &impl HeaderAccess) -> bool {
+    msg.headers()
+        .values("Allow")
+        .iter()
+        .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
 }
 
 /// Which call and leg a dialog of the table belongs to.
@@ -170,8 +209,12 @@ pub(super) enum TxPurpose {
     BInvite,
     /// A re-INVITE sent to `side` for the call's current op.
     Reinvite(Side),
-    /// BYE (responses are not awaited).
+    /// BYE, NOTIFY, PRACK: responses are not awaited.
     Bye,
+    /// A session refresh sipctl sends as the refresher of `side`'s session timer (RFC 4028).
+    Refresh(Side),
+    /// The INVITE of a B leg given up for another (no-answer): a late 2xx gets ACK and BYE.
+    Abandoned,
     /// The relayed request of a passthrough op.
     Passthrough,
     /// The INVITE to a transfer target.
@@ -180,6 +223,14 @@ pub(super) enum TxPurpose {
 
 pub(super) struct Call {
     pub(super) id: u64,
+    /// Deadlines of the call's timers, by [`CallTimer::index`].
+    pub(super) deadlines: [Option<Instant>; CallTimer::COUNT],
+    /// The session timer answer owed to the caller's INVITE in its 2xx (RFC 4028 §9).
+    pub(super) a_session: UasTimer,
+    /// The highest RSeq of the callee's reliable provisional responses (RFC 3262).
+    pub(super) b_rseq: Option<u32>,
+    /// The call went to the no-answer target already.
+    pub(super) no_answer_redirected: bool,
     pub(super) ctx: CallContext,
     pub(super) media_call: MediaCall,
     pub(super) a: Leg,

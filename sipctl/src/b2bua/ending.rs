@@ -121,6 +121,7 @@ impl B2bua {
             TxEvent::Terminated { tx } => {
                 self.client_txs.remove(&tx);
                 self.acks.remove(&tx);
+                self.drop_abandoned(tx);
                 return;
             }
         };
@@ -165,6 +166,11 @@ impl B2bua {
                     &format!("the transfer target did not answer ({why})"),
                 );
             }
+            TxPurpose::Refresh(side) => {
+                let why = format!("session refresh to the {}: {why}", party_name(side));
+                self.end_call(now, id, &why, Some(408), true);
+            }
+            TxPurpose::Abandoned => self.drop_abandoned(tx),
             TxPurpose::Passthrough | TxPurpose::Bye => {}
         }
     }

@@ -26,17 +26,20 @@ impl B2bua {
         if !SCHEMES.contains(&req.uri.scheme.as_str()) {
             return self.respond(now, tx, &req, 416, None);
         }
-        // §8.2.2.3: sipctl supports no extension a request could require (no 100rel, no
-        // session timers); Proxy-Require is for proxies and ignored (RFC 4475 §3.3.5).
-        let required: Vec<String> = req
+        // §8.2.2.3: of what a request can require sipctl supports only session timers
+        // (RFC 4028, when on); it sends no reliable provisional responses (no 100rel towards
+        // the caller). Proxy-Require is for proxies and ignored (RFC 4475 §3.3.5).
+        let timers = self.config.session_timer.is_some();
+        let unsupported: Vec<String> = req
             .headers
             .values("Require")
             .into_iter()
+            .filter(|t| !(timers && t.trim().eq_ignore_ascii_case("timer")))
             .map(str::to_owned)
             .collect();
-        if !required.is_empty() {
+        if !unsupported.is_empty() {
             let mut resp = Response::for_request(&req, 420, reason_phrase(420));
-            resp.headers.push("Unsupported", required.join(", "));
+            resp.headers.push("Unsupported", unsupported.join(", "));
             return self.send_response(now, tx, resp);
         }
         if to_tag.is_some() {

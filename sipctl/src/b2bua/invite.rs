@@ -11,10 +11,25 @@ impl B2bua {
         if let Some(refusal) = Self::initial_invite_refusal(&req) {
             return self.send_response(now, tx, refusal);
         }
+        // RFC 4028 §9: the caller's session timer, answered in the 2xx; too short an
+        // interval gets 422 with sipctl's Min-SE.
+        let a_session = self
+            .config
+            .session_timer
+            .map(|cfg| crate::sip::session_timer::negotiate_uas(&req, cfg))
+            .unwrap_or(UasTimer::None);
+        if let UasTimer::TooSmall(min_se) = a_session {
+            let mut resp = Response::for_request(&req, 422, "Session Interval Too Small");
+            resp.headers.push("Min-SE", min_se);
+            return self.send_response(now, tx, resp);
+        }
         let decision = self.route(now, &req);
         let Some(id) = self.new_call(now, tx, &req, source, &decision) else {
             return self.respond(now, tx, &req, 400, None);
         };
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.a_session = a_session;
+        }
         self.event(
             now,
             id,
@@ -144,6 +159,10 @@ impl B2bua {
         );
         let call = Call {
             id,
+            deadlines: [None; CallTimer::COUNT],
+            a_session: UasTimer::None,
+            b_rseq: None,
+            no_answer_redirected: false,
             ctx: CallContext {
                 global_call_id: global.clone(),
                 switch: self.config.switch.clone(),
@@ -169,9 +188,8 @@ impl B2bua {
                 metadata,
             },
             a: Leg {
-                key,
-                peer: source,
-                origin: Origin::new(),
+                allows_update: call::allows_update(req),
+                ..Leg::new(key, source)
             },
             b: None,
             a_invite: Some((tx, req.clone())),
@@ -257,7 +275,7 @@ impl B2bua {
             return;
         };
         let Some(b) = call.b.as_mut() else { return };
-        let sdp = b.origin.stamp(&sdp);
+        let sdp = b.stamp(&sdp);
         let mf = a_req.max_forwards().unwrap_or(70).saturating_sub(1);
         req.headers.set("Max-Forwards", mf);
         req.headers
@@ -272,9 +290,14 @@ impl B2bua {
         req.set_body("application/sdp", sdp);
         let dest = b.peer;
         call.phase = Phase::Calling;
+        self.offer_session_timer(&mut req);
         if let Some(tx) = self.send_request(now, id, TxPurpose::BInvite, req.clone(), dest) {
             if let Some(c) = self.calls.get_mut(&id) {
                 c.b_invite = Some((tx, req));
+            }
+            if let Some(na) = &self.router.no_answer {
+                let at = now.mono + Duration::from_secs(u64::from(na.after_secs));
+                self.arm(id, CallTimer::NoAnswer, at);
             }
         } else {
             self.fail_call(now, id, 500, "cannot send the INVITE to the callee");
@@ -352,6 +375,24 @@ impl B2bua {
             let _ = self.txl.send_cancel(now.mono, tx);
             return;
         }
+        // RFC 3262: a reliable provisional response gets a PRACK in the early dialog; a
+        // retransmission of one already PRACKed (RSeq not above the last) is not relayed again.
+        if let Some(rseq) = reliable_rseq(&resp) {
+            if c.b_rseq.is_some_and(|last| rseq <= last) {
+                return;
+            }
+            c.b_rseq = Some(rseq);
+            let invite_seq = resp.cseq().map(|c| c.seq).unwrap_or(0);
+            if let Some((mut prack, dest)) = self.side_request(id, Side::B, Method::Prack) {
+                prack
+                    .headers
+                    .push("RAck", format!("{rseq} {invite_seq} INVITE"));
+                self.send_request(now, id, TxPurpose::Bye, prack, dest);
+            }
+        }
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         if c.phase == Phase::Calling {
             c.phase = Phase::Early;
         }
@@ -405,7 +446,7 @@ impl B2bua {
         out.headers
             .push("Contact", self.me.contact(c.a.peer.transport));
         if let Some(sdp) = sdp {
-            let sdp = c.a.origin.stamp(&sdp);
+            let sdp = c.a.stamp(&sdp);
             out.set_body("application/sdp", sdp);
         }
         self.send_response(now, atx, out);
@@ -419,9 +460,14 @@ impl B2bua {
             return;
         };
         c.b_invite = None;
+        if let Some(b) = c.b.as_mut() {
+            b.allows_update = call::allows_update(&resp);
+        }
         let Some(b) = c.b.clone() else { return };
         let seq = resp.cseq().map(|c| c.seq).unwrap_or(0);
         self.ack(tx, &b, seq);
+        self.disarm(id, CallTimer::NoAnswer);
+        self.accept_session_timer(now, id, Side::B, &resp);
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
@@ -445,6 +491,7 @@ impl B2bua {
 
     /// A final failure from the callee goes back to the caller as it is.
     fn on_b_refusal(&mut self, now: Now, id: u64, resp: Response) {
+        self.disarm(id, CallTimer::NoAnswer);
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
@@ -470,7 +517,7 @@ impl B2bua {
         let Some((atx, areq)) = c.a_invite.take() else {
             return;
         };
-        let sdp = c.a.origin.stamp(&sdp);
+        let sdp = c.a.stamp(&sdp);
         let mut out = Response::for_request(&areq, 200, "OK");
         out.set_to_tag(&c.a.key.local_tag);
         out.headers
@@ -481,6 +528,15 @@ impl B2bua {
             d.confirm();
         }
         let recorded = matches!(c.media, Media::Recorded { .. });
+        if let UasTimer::Timer {
+            response,
+            require,
+            timer,
+        } = c.a_session
+        {
+            session::add_session_headers(&mut out, response, require);
+            self.start_session_timer(now, id, Side::A, Some(timer));
+        }
         self.invites.remove(&atx);
         self.send_response(now, atx, out);
         self.event(now, id, EventKind::Answered, None, Some(200));
@@ -488,4 +544,151 @@ impl B2bua {
             self.event(now, id, EventKind::RecordingStarted, None, None);
         }
     }
+
+    /// The callee rang for `routing.no-answer-secs`: the call goes to the no-answer target
+    /// (once; a target that does not answer either ends the call with 480), and the ringing
+    /// leg is given up (CANCEL, or ACK and BYE should it still answer).
+    pub(super) fn on_no_answer(&mut self, now: Now, id: u64) {
+        let Some(secs) = self.router.no_answer.as_ref().map(|n| n.after_secs) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if !matches!(c.phase, Phase::Calling | Phase::Early) {
+            return;
+        }
+        let why = format!("no answer within {secs} s");
+        let target = if c.no_answer_redirected {
+            None
+        } else {
+            self.router
+                .decide_no_answer(&self.directory, now.unix_ms / 1000)
+        };
+        let (uri, dn) = match target {
+            Some(Target::Dn { dn, contact }) => (contact, Some(dn)),
+            Some(Target::Trunk { uri, .. }) => (uri, None),
+            Some(Target::Reject { status, .. }) => return self.fail_call(now, id, status, &why),
+            None => return self.fail_call(now, id, 480, &why),
+        };
+        let Some((target_uri, dest)) = resolve(&uri) else {
+            return self.fail_call(now, id, 502, &format!("{why}; cannot reach {uri}"));
+        };
+        // What the old callee was offered (the recorder's SDP when recorded).
+        let offer = match self.calls.get(&id) {
+            Some(c) => match (&c.b, c.at_recorder) {
+                (Some(b), true) => b.last_sdp.clone(),
+                _ => c.sdp_a.clone(),
+            },
+            None => return,
+        };
+        self.abandon_b_leg(now, id);
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        c.no_answer_redirected = true;
+        c.phase = Phase::Calling;
+        c.rang = false;
+        c.b_provisional = false;
+        c.b_rseq = None;
+        let Some((_, a_req)) = &c.a_invite else {
+            return;
+        };
+        let Some(from) = a_req.from_addr() else {
+            return;
+        };
+        let remote = NameAddr::new(Uri {
+            params: Vec::new(),
+            ..target_uri.clone()
+        });
+        tracing::info!(call = id, %why, target = %target_uri, "no answer: the call moves on");
+        let Some(b) = self.new_uac_leg(LegOf::new(id, Side::B), &from, remote, target_uri, dest)
+        else {
+            return self.fail_call(now, id, 500, "cannot make the no-answer target's leg");
+        };
+        let Some(c) = self.calls.get_mut(&id) else {
+            self.dialogs.remove(&b.key);
+            return;
+        };
+        c.ctx.b_leg_call_id = Some(b.key.call_id.clone());
+        if let Some(dn) = &dn {
+            c.dn = Some(dn.clone());
+            c.callee = Some(dn.clone());
+        }
+        c.b = Some(b);
+        self.invite_b(now, id, offer);
+    }
+
+    /// Gives up call `id`'s B leg while its INVITE is pending: CANCEL now if it rang, else on
+    /// its first provisional response; a 2xx that crosses the CANCEL gets ACK and BYE.
+    fn abandon_b_leg(&mut self, now: Now, id: u64) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let (Some((btx, _)), Some(b)) = (c.b_invite.take(), c.b.take()) else {
+            return;
+        };
+        if c.b_provisional {
+            let _ = self.txl.send_cancel(now.mono, btx);
+        }
+        self.client_txs.insert(btx, (id, TxPurpose::Abandoned));
+        // Requests from it now find no call.
+        self.dialogs.set_owner(
+            &b.key,
+            LegOf {
+                call: id,
+                side: Side::B,
+                pending: true,
+            },
+        );
+        self.abandoned.insert(btx, b);
+    }
+
+    /// A response on a given-up B leg's INVITE.
+    pub(super) fn on_abandoned_response(&mut self, now: Now, tx: TxId, resp: Response) {
+        let Some(leg) = self.abandoned.get(&tx).cloned() else {
+            return;
+        };
+        if resp.is_provisional() {
+            if resp.status > 100 {
+                // Not CANCELled yet if it had not rung (RFC 3261 §9.1); a repeat is harmless.
+                let _ = self.txl.send_cancel(now.mono, tx);
+            }
+            return;
+        }
+        if resp.is_success() {
+            let seq = resp.cseq().map(|c| c.seq).unwrap_or(0);
+            self.ack(tx, &leg, seq);
+            let call = self.dialogs.owner(&leg.key).map_or(0, |o| o.call);
+            if let Some(bye) = self.leg_request(&leg, Method::Bye) {
+                self.send_request(now, call, TxPurpose::Bye, bye, leg.peer);
+            }
+        }
+        self.drop_abandoned(tx);
+    }
+
+    /// Forgets a given-up B leg.
+    pub(super) fn drop_abandoned(&mut self, tx: TxId) {
+        if let Some(leg) = self.abandoned.remove(&tx) {
+            self.dialogs.remove(&leg.key);
+        }
+    }
+}
+
+/// The RSeq of a reliable provisional response (RFC 3262 §7.1: `Require: 100rel` and a
+/// valid RSeq), if it is one.
+fn reliable_rseq(resp: &Response) -> Option<u32> {
+    let reliable = resp
+        .headers
+        .values("Require")
+        .iter()
+        .any(|t| t.trim().eq_ignore_ascii_case("100rel"));
+    if !reliable || resp.status == 100 {
+        return None;
+    }
+    let v = resp.headers.get("RSeq")?.trim();
+    if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok().filter(|n| *n > 0)
 }

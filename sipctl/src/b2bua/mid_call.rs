@@ -50,6 +50,15 @@ impl B2bua {
                 }
                 self.relay_offer(now, id, side, tx, &req);
             }
+            // RFC 3311 without SDP: nothing changes but the session timer.
+            Method::Update => {
+                if c.phase != Phase::Confirmed {
+                    return self.respond(now, tx, &req, 200, None);
+                }
+                self.answer_refresh(now, id, side, tx, &req)
+            }
+            // sipctl sends the caller no reliable provisional response (RFC 3262 §3).
+            Method::Prack => self.respond(now, tx, &req, 481, None),
             Method::Ack => {}
             Method::Refer => self.on_refer(now, id, side, tx, req),
             _ => {
@@ -80,6 +89,9 @@ impl B2bua {
         }
     }
 
+    /// Answers a session refresh from `side` itself: an offerless re-INVITE gets the SDP
+    /// sipctl last sent this leg (the recorder's when recorded: never the other party's own),
+    /// an UPDATE without SDP a bare 200; both restart the leg's session timer (RFC 4028).
     pub(super) fn answer_refresh(
         &mut self,
         now: Now,
@@ -91,16 +103,16 @@ impl B2bua {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        let last = match side {
-            Side::A => c.sdp_b.clone(),
-            Side::B => c.sdp_a.clone(),
-        };
         let Some(leg) = c.leg(side) else { return };
-        let sdp = leg.origin.stamp(&last);
         let mut resp = Response::for_request(req, 200, "OK");
         resp.headers
             .push("Contact", self.me.contact(leg.peer.transport));
-        resp.set_body("application/sdp", sdp);
+        if req.method == Method::Invite {
+            let last = leg.last_sdp.clone();
+            let sdp = leg.stamp(&last);
+            resp.set_body("application/sdp", sdp);
+        }
+        self.answer_session_refresh(now, id, side, req, &mut resp);
         self.send_response(now, tx, resp);
     }
 
@@ -149,7 +161,7 @@ impl B2bua {
         let Some(leg) = self.calls.get_mut(&id).and_then(|c| c.leg(side)) else {
             return;
         };
-        let sdp = leg.origin.stamp(&sdp);
+        let sdp = leg.stamp(&sdp);
         req.set_body("application/sdp", sdp);
         if self
             .send_request(now, id, TxPurpose::Reinvite(side), req, dest)
@@ -185,12 +197,13 @@ impl B2bua {
             }
         }
         let Some(leg) = c.leg(from) else { return };
-        let sdp = leg.origin.stamp(&sdp);
+        let sdp = leg.stamp(&sdp);
         let transport = leg.peer.transport;
         if let Some(req) = self.txl.request(server_tx).cloned() {
             let mut resp = Response::for_request(&req, 200, "OK");
             resp.headers.push("Contact", self.me.contact(transport));
             resp.set_body("application/sdp", sdp);
+            self.answer_session_refresh(now, id, from, &req, &mut resp);
             self.send_response(now, server_tx, resp);
         }
     }

@@ -36,10 +36,12 @@ use crate::config::IpNet;
 use crate::directory::Directory;
 use crate::media::{self, MediaCall, Origin};
 use crate::routing::{sample_from_call_id, Agent, CallFacts, Decision, Router, Target};
+use crate::sip::session_timer::Refresher;
 use crate::sip::{
     bad_request_response, generate_call_id, generate_tag, new_via, reason_phrase, Dialog,
     DialogKey, DialogTable, HeaderAccess, Incoming, Message, Method, NameAddr, ParseError, Peer,
-    Request, Response, TimerConfig, TransactionLayer, Transmit, Transport, TxEvent, TxId, Uri, Via,
+    Request, Response, SessionExpires, SessionTimer, SessionTimerConfig, TimerConfig,
+    TransactionLayer, Transmit, Transport, TxEvent, TxId, UasTimer, Uri, Via,
 };
 use linecord_ratelimit::{excerpt, RateLimiter};
 
@@ -119,6 +121,8 @@ pub struct CoreConfig {
     pub timers: TimerConfig,
     /// Most SIP transactions alive at once (`sip.max-transactions`).
     pub max_transactions: usize,
+    /// Session timers (`sip.session-expires`, `sip.min-se`); `None`: off.
+    pub session_timer: Option<SessionTimerConfig>,
     /// Version string for events.
     pub version: String,
     /// Seed of the core's RNG (tags, Call-IDs, branches, UUIDs, CSeq starts): the daemon takes
@@ -234,9 +238,12 @@ mod inspect;
 mod invite;
 mod mid_call;
 mod recording;
+mod session;
+mod timers;
 mod transfer;
 
 use call::{Call, Leg, LegOf, Me, Media, NgPurpose, Op, Phase, Side, TxPurpose};
+use timers::{CallTimer, TimerTable};
 
 /// The SIP server's core: transactions, calls, routing and media control.
 pub struct B2bua {
@@ -250,6 +257,11 @@ pub struct B2bua {
     next_call: u64,
     /// Every leg's dialog (RFC 3261 §12), with the call and side it belongs to.
     dialogs: DialogTable<LegOf>,
+    /// The calls' own timers (no-answer, session timers).
+    timers: TimerTable,
+    /// B legs given up while their INVITE is pending (no-answer): CANCEL on their first
+    /// provisional response, ACK and BYE on a late 2xx.
+    abandoned: HashMap<TxId, Leg>,
     /// Server transactions of initial INVITEs → call (CANCEL matching).
     invites: HashMap<TxId, u64>,
     client_txs: HashMap<TxId, (u64, TxPurpose)>,
@@ -289,6 +301,8 @@ impl B2bua {
             calls: HashMap::new(),
             next_call: 1,
             dialogs: DialogTable::new(),
+            timers: TimerTable::default(),
+            abandoned: HashMap::new(),
             invites: HashMap::new(),
             client_txs: HashMap::new(),
             acks: HashMap::new(),
@@ -343,16 +357,21 @@ impl B2bua {
 
     /// When [`B2bua::handle_timeout`] must next run.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        match (self.txl.poll_timeout(), self.ng.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.txl.poll_timeout(),
+            self.ng.poll_timeout(),
+            self.next_call_timer(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs SIP and NG timers.
     pub fn handle_timeout(&mut self, now: Now) {
         self.txl.handle_timeout(now.mono);
         self.ng.handle_timeout(now.mono);
+        self.run_call_timers(now);
         self.drain(now);
     }
 
@@ -567,11 +586,7 @@ impl B2bua {
         )
         .ok()?;
         let key = self.dialogs.insert(dialog, owner);
-        Some(Leg {
-            key,
-            peer,
-            origin: Origin::new(),
-        })
+        Some(Leg::new(key, peer))
     }
 
     fn on_incoming(&mut self, now: Now, incoming: Incoming, source: Peer) {
@@ -655,6 +670,8 @@ impl B2bua {
                 }
             }
             TxPurpose::TransferInvite => self.on_transfer_response(now, id, tx, resp),
+            TxPurpose::Refresh(side) => self.on_refresh_response(now, id, side, tx, resp),
+            TxPurpose::Abandoned => self.on_abandoned_response(now, tx, resp),
             TxPurpose::Bye => {}
         }
     }

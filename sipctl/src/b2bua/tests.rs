@@ -33,6 +33,7 @@ impl Harness {
                 ng: ClientConfig::default(),
                 timers: TimerConfig::default(),
                 max_transactions: crate::sip::DEFAULT_MAX_TRANSACTIONS,
+                session_timer: cfg.sip.session_timer,
                 version: "test".into(),
                 seed: 7,
             },
@@ -460,7 +461,11 @@ fn requests_are_inspected_in_rfc3261_order() {
     );
     let (st, r) = status(&mut h, &req).unwrap();
     assert_eq!(st, 420);
-    assert_eq!(r.headers.get("Unsupported"), Some("100rel, timer"));
+    assert_eq!(
+        r.headers.get("Unsupported"),
+        Some("100rel"),
+        "session timers are supported, reliable provisionals towards the caller are not"
+    );
     let req = edit(
         &options("sip:1001@198.18.0.1", "r2"),
         "Content-Length",
@@ -510,11 +515,11 @@ fn in_dialog_requests_are_inspected_too() {
     let a_tag = recorded_call(&mut h);
     let _ = h.sip_out();
     let _ = h.ng_out();
-    // a re-INVITE requiring session timers: 420, the call is untouched
+    // a re-INVITE requiring an extension sipctl lacks: 420, the call is untouched
     let re = edit(
         &in_dialog("INVITE", &a_tag, 2, SDP_A),
         "Contact:",
-        "Require: timer\r\nContact:",
+        "Require: 100rel\r\nContact:",
     );
     h.sip_in(A, &re);
     let out = h.sip_out();
@@ -697,7 +702,11 @@ fn assert_anchored(out: &[(String, Message)]) {
             Message::Response(r) => &r.body,
         };
         let body = String::from_utf8_lossy(body);
-        let other = if dest == A { "198.18.0.20" } else { "198.18.0.10" };
+        let other = if dest == A {
+            "198.18.0.20"
+        } else {
+            "198.18.0.10"
+        };
         assert!(!body.contains(other), "{dest} got {other}: {body}");
     }
 }
@@ -709,7 +718,10 @@ fn update_with_sdp_in_a_recorded_call_goes_through_the_recorder() {
     let b_invite = h.b_invite.clone().unwrap();
     // RFC 3311: the callee changes codec with an UPDATE.
     h.sip_in(B, &from_b(&b_invite, "UPDATE", 1, SDP_B2));
-    assert!(h.sip_out().is_empty(), "nothing is relayed before the recorder");
+    assert!(
+        h.sip_out().is_empty(),
+        "nothing is relayed before the recorder"
+    );
     let ng = h.ng_out();
     assert_eq!(ng.len(), 1);
     let (cookie, offer) = &ng[0];
@@ -719,23 +731,39 @@ fn update_with_sdp_in_a_recorded_call_goes_through_the_recorder() {
         (Some("b"), Some("a"))
     );
     assert_eq!(offer.sdp.as_deref(), Some(SDP_B2.as_bytes()));
-    h.ng_reply(cookie, &linecord_ng::reply::ok_with_sdp(REC_TO_A2.as_bytes()));
+    h.ng_reply(
+        cookie,
+        &linecord_ng::reply::ok_with_sdp(REC_TO_A2.as_bytes()),
+    );
     let out = h.sip_out();
     assert_anchored(&out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, A);
     let update = request(&out[0].1);
-    assert_eq!(update.method, Method::Update, "the caller gets an UPDATE too");
+    assert_eq!(
+        update.method,
+        Method::Update,
+        "the caller gets an UPDATE too"
+    );
     assert!(String::from_utf8_lossy(&update.body).contains("m=audio 30002 RTP/AVP 8"));
     assert!(update.contact().is_some(), "UPDATE is a target refresh");
-    h.sip_in(A, &party_answer(&out[0].1, 200, SDP_A, "<sip:100@198.18.0.10:5060>"));
+    h.sip_in(
+        A,
+        &party_answer(&out[0].1, 200, SDP_A, "<sip:100@198.18.0.10:5060>"),
+    );
     let out = h.sip_out();
-    assert!(out.is_empty(), "no ACK for UPDATE, no answer before the recorder");
+    assert!(
+        out.is_empty(),
+        "no ACK for UPDATE, no answer before the recorder"
+    );
     let ng = h.ng_out();
     let (cookie, ans) = &ng[0];
     assert_eq!(ans.command, linecord_ng::Command::Answer);
     assert_eq!(ans.sdp.as_deref(), Some(SDP_A.as_bytes()));
-    h.ng_reply(cookie, &linecord_ng::reply::ok_with_sdp(REC_TO_B.as_bytes()));
+    h.ng_reply(
+        cookie,
+        &linecord_ng::reply::ok_with_sdp(REC_TO_B.as_bytes()),
+    );
     let out = h.sip_out();
     assert_anchored(&out);
     let ok = response(&out[0].1);
@@ -750,11 +778,15 @@ fn early_media_of_a_recorded_call_goes_through_the_recorder() {
     let mut h = Harness::new(RECORDED_DN);
     h.sip_in(A, &invite(""));
     let ng = h.ng_out();
-    h.ng_reply(&ng[0].0, &linecord_ng::reply::ok_with_sdp(REC_TO_B.as_bytes()));
+    h.ng_reply(
+        &ng[0].0,
+        &linecord_ng::reply::ok_with_sdp(REC_TO_B.as_bytes()),
+    );
     let b_invite = h.sip_out().remove(0).1;
-    assert!(
-        request(&b_invite).headers.get("Supported").is_none(),
-        "the caller's extensions are not offered to the callee"
+    assert_eq!(
+        request(&b_invite).headers.get("Supported"),
+        Some("100rel, timer"),
+        "the callee is offered sipctl's extensions"
     );
     h.sip_in(B, &answer(&b_invite, 183, SDP_B));
     assert!(h.sip_out().is_empty(), "the 183 waits for the recorder");
@@ -762,15 +794,25 @@ fn early_media_of_a_recorded_call_goes_through_the_recorder() {
     let (cookie, ans) = &ng[0];
     assert_eq!(ans.command, linecord_ng::Command::Answer);
     assert_eq!(ans.sdp.as_deref(), Some(SDP_B.as_bytes()));
-    h.ng_reply(cookie, &linecord_ng::reply::ok_with_sdp(REC_TO_A.as_bytes()));
+    h.ng_reply(
+        cookie,
+        &linecord_ng::reply::ok_with_sdp(REC_TO_A.as_bytes()),
+    );
     let out = h.sip_out();
     assert_anchored(&out);
     let early = response(&out[0].1);
     assert_eq!((out[0].0.as_str(), early.status), (A, 183));
-    assert_eq!(early.body, REC_TO_A.as_bytes(), "early media from the recorder");
+    assert_eq!(
+        early.body,
+        REC_TO_A.as_bytes(),
+        "early media from the recorder"
+    );
     h.sip_in(B, &answer(&b_invite, 200, SDP_B));
     let ng = h.ng_out();
-    h.ng_reply(&ng[0].0, &linecord_ng::reply::ok_with_sdp(REC_TO_A.as_bytes()));
+    h.ng_reply(
+        &ng[0].0,
+        &linecord_ng::reply::ok_with_sdp(REC_TO_A.as_bytes()),
+    );
     let out = h.sip_out();
     assert_anchored(&out);
     assert!(out
@@ -796,7 +838,11 @@ fn an_outbound_call_from_a_recorded_dn_is_recorded_with_the_caller_as_agent() {
     );
     h.sip_in(A, &invite(""));
     let ng = h.ng_out();
-    assert_eq!(ng.len(), 1, "the agent's outbound call goes to the recorder");
+    assert_eq!(
+        ng.len(),
+        1,
+        "the agent's outbound call goes to the recorder"
+    );
     assert_eq!(ng[0].1.record_call, Some(true));
     let created = h.core.poll_event().unwrap();
     assert_eq!(created.parties.agent_dn.as_deref(), Some("100"));
@@ -833,5 +879,260 @@ fn a_seeded_core_replays_exactly() {
         recorded_call(&mut h);
         h.b_invite.unwrap().to_bytes()
     };
-    assert_eq!(run(), run(), "same seed, same input: same tags, Call-IDs, branches");
+    assert_eq!(
+        run(),
+        run(),
+        "same seed, same input: same tags, Call-IDs, branches"
+    );
+}
+
+/// `resp` (to a request sipctl sent B) with extra header lines.
+fn answer_with(req: &Message, status: u16, body: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let bytes = answer(req, status, body);
+    let mut r = match Message::parse(&bytes).unwrap() {
+        Message::Response(r) => r,
+        _ => unreachable!(),
+    };
+    for (n, v) in extra {
+        r.headers.push(*n, *v);
+    }
+    r.to_bytes()
+}
+
+#[test]
+fn a_reliable_provisional_gets_a_prack_once_and_its_sdp_goes_through_the_recorder() {
+    let mut h = Harness::new(RECORDED_DN);
+    h.sip_in(A, &invite(""));
+    let ng = h.ng_out();
+    h.ng_reply(
+        &ng[0].0,
+        &linecord_ng::reply::ok_with_sdp(REC_TO_B.as_bytes()),
+    );
+    let b_invite = h.sip_out().remove(0).1;
+    let rel = [("Require", "100rel"), ("RSeq", "1")];
+    h.sip_in(B, &answer_with(&b_invite, 183, SDP_B, &rel));
+    let out = h.sip_out();
+    assert_eq!(
+        out.len(),
+        1,
+        "the PRACK, and nothing to A before the recorder"
+    );
+    let prack = request(&out[0].1);
+    assert_eq!((out[0].0.as_str(), &prack.method), (B, &Method::Prack));
+    assert_eq!(
+        prack.headers.get("RAck"),
+        Some("1 ".to_owned() + &request(&b_invite).cseq().unwrap().seq.to_string() + " INVITE")
+            .as_deref()
+    );
+    assert_eq!(
+        prack.to_tag().as_deref(),
+        Some("btag"),
+        "in the early dialog"
+    );
+    // A retransmission of the same 183 is neither PRACKed again by the core nor relayed.
+    h.sip_in(B, &answer_with(&b_invite, 183, SDP_B, &rel));
+    assert!(h
+        .sip_out()
+        .iter()
+        .all(|(_, m)| m.as_request().is_none_or(|r| r.method != Method::Prack)));
+    let ng = h.ng_out();
+    assert_eq!(ng.len(), 1, "one NG answer for the early SDP");
+    h.ng_reply(
+        &ng[0].0,
+        &linecord_ng::reply::ok_with_sdp(REC_TO_A.as_bytes()),
+    );
+    let out = h.sip_out();
+    assert_anchored(&out);
+    let early = response(&out[0].1);
+    assert_eq!(
+        (early.status, early.body.as_slice()),
+        (183, REC_TO_A.as_bytes())
+    );
+    assert!(
+        early.headers.get("RSeq").is_none(),
+        "unreliable towards the caller"
+    );
+}
+
+#[test]
+fn session_timers_are_negotiated_per_leg_and_an_unrefreshed_session_ends() {
+    let mut h = Harness::new(RECORDED_DN);
+    // The caller asks for 90 s and refreshes itself.
+    let inv = edit(
+        &invite(""),
+        "Max-Forwards",
+        "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\nMax-Forwards",
+    );
+    h.sip_in(A, &inv);
+    let ng = h.ng_out();
+    h.ng_reply(
+        &ng[0].0,
+        &linecord_ng::reply::ok_with_sdp(REC_TO_B.as_bytes()),
+    );
+    let b_invite = h.sip_out().remove(0).1;
+    assert_eq!(
+        request(&b_invite).headers.get("Session-Expires"),
+        Some("1800")
+    );
+    assert_eq!(request(&b_invite).headers.get("Min-SE"), Some("90"));
+    // The callee makes sipctl the refresher of its leg.
+    h.sip_in(
+        B,
+        &answer_with(
+            &b_invite,
+            200,
+            SDP_B,
+            &[
+                ("Session-Expires", "120;refresher=uac"),
+                ("Allow", "INVITE, ACK, BYE, UPDATE"),
+            ],
+        ),
+    );
+    let _ = h.sip_out();
+    let ng = h.ng_out();
+    h.ng_reply(
+        &ng[0].0,
+        &linecord_ng::reply::ok_with_sdp(REC_TO_A.as_bytes()),
+    );
+    let out = h.sip_out();
+    let ok = response(&out[0].1);
+    assert_eq!(ok.headers.get("Session-Expires"), Some("90;refresher=uac"));
+    assert_eq!(ok.headers.get("Require"), Some("timer"));
+    let a_tag = ok.to_tag().unwrap();
+    h.sip_in(A, &in_dialog("ACK", &a_tag, 1, ""));
+    // The caller refreshes once (an UPDATE answered by sipctl itself) ...
+    h.advance(45_000);
+    h.sip_in(
+        A,
+        &edit(
+            &in_dialog("UPDATE", &a_tag, 2, ""),
+            "Contact:",
+            "Session-Expires: 90;refresher=uac\r\nSupported: timer\r\nContact:",
+        ),
+    );
+    let out = h.sip_out();
+    let r = response(&out[0].1);
+    assert_eq!((out[0].0.as_str(), r.status), (A, 200));
+    assert_eq!(r.headers.get("Session-Expires"), Some("90;refresher=uac"));
+    // At half of 120 s sipctl refreshes B with UPDATE.
+    h.advance(14_000);
+    assert!(h.sip_out().is_empty());
+    h.advance(1_500);
+    let out = h.sip_out();
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let upd = request(&out[0].1);
+    assert_eq!((out[0].0.as_str(), &upd.method), (B, &Method::Update));
+    assert!(upd.body.is_empty());
+    assert_eq!(
+        upd.headers.get("Session-Expires"),
+        Some("120;refresher=uac")
+    );
+    h.sip_in(
+        B,
+        &answer_with(
+            &out[0].1,
+            200,
+            "",
+            &[("Session-Expires", "120;refresher=uac")],
+        ),
+    );
+    assert!(h.sip_out().is_empty(), "no ACK for UPDATE");
+    // ... then stops: 90 - 30 s after its refresh the call ends, BYE to both.
+    h.advance(44_000);
+    assert_eq!(h.core.calls().len(), 1);
+    h.advance(1_000);
+    let byes: Vec<String> = h
+        .sip_out()
+        .into_iter()
+        .filter(|(_, m)| m.as_request().is_some_and(|r| r.method == Method::Bye))
+        .map(|(d, _)| d)
+        .collect();
+    assert!(
+        byes.contains(&A.to_owned()) && byes.contains(&B.to_owned()),
+        "{byes:?}"
+    );
+    assert!(h.core.calls().is_empty());
+    let ev = std::iter::from_fn(|| h.core.poll_event()).last().unwrap();
+    assert_eq!(ev.kind, EventKind::Released);
+    assert!(ev.reason.unwrap().contains("session timer expired"));
+}
+
+#[test]
+fn too_short_a_session_interval_gets_422() {
+    let mut h = Harness::new(RECORDED_DN);
+    h.sip_in(
+        A,
+        &edit(
+            &invite(""),
+            "Max-Forwards",
+            "Session-Expires: 30\r\nMax-Forwards",
+        ),
+    );
+    let out = h.sip_out();
+    let r = response(&out[0].1);
+    assert_eq!((r.status, r.headers.get("Min-SE")), (422, Some("90")));
+    assert!(h.core.calls().is_empty());
+}
+
+#[test]
+fn a_call_that_rings_too_long_goes_to_the_no_answer_target() {
+    let mut h = Harness::new(
+        "[routing]\nno-answer-secs = 20\nno-answer-target = \"dn:1003\"\n\
+         [[dn]]\nnumber = \"1001\"\ncontact = \"198.18.0.20:5060\"\nrecord = true\n\
+         [[dn]]\nnumber = \"1003\"\ncontact = \"198.18.0.30:5060\"\n",
+    );
+    h.sip_in(A, &invite(""));
+    let ng = h.ng_out();
+    h.ng_reply(
+        &ng[0].0,
+        &linecord_ng::reply::ok_with_sdp(REC_TO_B.as_bytes()),
+    );
+    let b_invite = h.sip_out().remove(0).1;
+    h.sip_in(B, &answer(&b_invite, 180, ""));
+    let _ = h.sip_out();
+    h.advance(19_000);
+    assert!(h.sip_out().iter().all(|(_, m)| m.as_request().is_none()));
+    h.advance(1_500);
+    let out = h.sip_out();
+    let cancel = out
+        .iter()
+        .find(|(_, m)| m.as_request().is_some_and(|r| r.method == Method::Cancel));
+    assert_eq!(
+        cancel.map(|(d, _)| d.as_str()),
+        Some(B),
+        "the ringing callee is cancelled"
+    );
+    let (dest, c_invite) = out
+        .iter()
+        .find(|(_, m)| m.as_request().is_some_and(|r| r.method == Method::Invite))
+        .expect("INVITE to the no-answer target");
+    assert_eq!(dest, "198.18.0.30:5060");
+    assert_eq!(
+        request(c_invite).body,
+        request(&b_invite).body,
+        "the recorder's offer again"
+    );
+    assert!(String::from_utf8_lossy(&request(c_invite).body).contains("198.18.0.1"));
+    // The first callee's 487 ends its leg only; the call goes on with the new one.
+    h.sip_in(B, &answer(&b_invite, 487, ""));
+    assert_eq!(h.core.calls().len(), 1);
+    assert_eq!(h.core.calls()[0].dn.as_deref(), Some("1003"));
+    // The target does not answer either: 480 to the caller.
+    h.advance(20_500);
+    let out = h.sip_out();
+    assert!(out
+        .iter()
+        .any(|(d, m)| d == A && matches!(m, Message::Response(r) if r.status == 480)));
+}
+
+#[test]
+fn an_offerless_reinvite_in_a_recorded_call_gets_the_recorders_sdp() {
+    let mut h = Harness::new(RECORDED_DN);
+    let a_tag = recorded_call(&mut h);
+    h.sip_in(A, &in_dialog("INVITE", &a_tag, 2, ""));
+    let out = h.sip_out();
+    assert_anchored(&out);
+    let r = response(&out[0].1);
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("m=audio 30002"));
 }

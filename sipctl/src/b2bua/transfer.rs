@@ -137,7 +137,7 @@ impl B2bua {
         else {
             return;
         };
-        let sdp = leg.origin.stamp(&sdp);
+        let sdp = leg.stamp(&sdp);
         req.headers.push(GLOBAL_CALL_ID_HEADER, &global);
         req.set_body("application/sdp", sdp);
         let dest = leg.peer;

@@ -25,6 +25,7 @@ fn core() -> B2bua {
             ng: ClientConfig::default(),
             timers: TimerConfig::default(),
             max_transactions: crate::sip::DEFAULT_MAX_TRANSACTIONS,
+            session_timer: cfg.sip.session_timer,
             version: "test".into(),
             seed: 7,
         },

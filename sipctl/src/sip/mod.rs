@@ -23,7 +23,8 @@
 //! * [`transaction`]: [`TransactionLayer`] runs the four RFC 3261 §17 state machines
 //!   (plus RFC 6026): retransmissions, timers A–M, matching, ACK for non-2xx, 100 Trying.
 //! * [`dialog`]: [`Dialog`] holds RFC 3261 §12 dialog state and builds in-dialog requests;
-//!   [`DialogId`] maps incoming messages to dialogs.
+//!   [`DialogTable`] owns a UA's dialogs: it maps in-dialog requests to them and answers 481/500.
+//! * [`session_timer`]: RFC 4028 session timers (headers, negotiation of one leg).
 //!
 //! # Driving it (one event loop)
 //! ```text
@@ -60,6 +61,7 @@
 pub mod dialog;
 pub mod framing;
 pub mod message;
+pub mod session_timer;
 pub mod transaction;
 
 pub use dialog::{
@@ -72,6 +74,7 @@ pub use message::{
     NameAddr, Param, ParseError, Request, Response, Uri, Via, BRANCH_MAGIC_COOKIE, MAX_HEADERS,
     MAX_MESSAGE_SIZE,
 };
+pub use session_timer::{Refresher, SessionExpires, SessionTimer, SessionTimerConfig, UasTimer};
 pub use transaction::{
     new_via, Incoming, Peer, TimerConfig, TransactionLayer, Transmit, Transport, TxError, TxEvent,
     TxId, TxKind, TxState, DEFAULT_MAX_TRANSACTIONS,
