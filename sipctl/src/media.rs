@@ -38,6 +38,9 @@ impl MediaCall {
             r.to_tag = Some(TAG_A.into());
         }
         r.sdp = Some(sdp.to_vec());
+        // The parties never see each other's addresses, not even in o= (rtpengine's
+        // `replace origin`).
+        r.replace = vec!["origin".into()];
         r.record_call = record.then_some(true);
         r.metadata = Some(self.metadata.clone());
         r.label = Some(if from_a { "caller" } else { "callee" }.into());
@@ -54,6 +57,7 @@ impl MediaCall {
             r.to_tag = Some(TAG_A.into());
         }
         r.sdp = Some(sdp.to_vec());
+        r.replace = vec!["origin".into()];
         r.to_value()
     }
 
@@ -177,6 +181,7 @@ mod tests {
         assert_eq!(r.call_id.as_deref(), Some("0199-global"));
         assert_eq!(r.from_tag.as_deref(), Some("a"));
         assert_eq!(r.record_call, Some(true));
+        assert_eq!(r.replace, ["origin"]);
         assert_eq!(r.metadata.as_deref(), Some("caller=100;callee=2001"));
         let r = Request::from_value(call().answer(b"v=0\r\n", true)).unwrap();
         assert_eq!(

@@ -522,7 +522,6 @@ contact = "198.18.0.20:5070"
 "#;
 
 /// Tone of the transfer target (party C), Hz.
-const TONE_C: f64 = 1500.0;
 
 #[test]
 fn callee_transfers_the_caller_and_the_recording_goes_on() {

@@ -20,6 +20,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub const TONE_A: f64 = 440.0;
 /// Callee's tone (party B), Hz.
 pub const TONE_B: f64 = 1000.0;
+/// A third party's tone (transfer and no-answer targets), Hz.
+pub const TONE_C: f64 = 1500.0;
 /// The API token of the test configuration.
 pub const TOKEN: &str = "test-token";
 
@@ -55,8 +57,15 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 }
 
 /// The topology, the recorder and sipctl of one test.
+/// The recorder's kernel-UDP backend.
+pub const UDP: &[&str] = &["--backend", "udp"];
+/// The recorder's AF_XDP backend on the recorder's veth (`rec0`, see scripts/netns.sh).
+pub const XDP: &[&str] = &["--backend", "xdp", "--interface-name", "rec0"];
+
 pub struct Lab {
     pub prefix: String,
+    /// The recorder's backend flags (`--backend …`).
+    pub backend: &'static [&'static str],
     pub dir: PathBuf,
     pub recorder: Option<Child>,
     pub sipctl: Option<Child>,
@@ -69,6 +78,11 @@ impl Lab {
     /// Brings the topology up and writes the pcaps. `dns` is the `[[dn]]`/`[[route]]` part
     /// of sipctl's configuration; the recorder is started unless `with_recorder` is false.
     pub fn up(extra_config: &str, with_recorder: bool) -> Lab {
+        Lab::up_on(UDP, extra_config, with_recorder)
+    }
+
+    /// [`Lab::up`] with the recorder on `backend` ([`UDP`] or [`XDP`]).
+    pub fn up_on(backend: &'static [&'static str], extra_config: &str, with_recorder: bool) -> Lab {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("ls{}x{n}", std::process::id());
         let dir = std::env::temp_dir().join(format!("linecord-sipctl-{prefix}"));
@@ -111,6 +125,7 @@ spool-dir = "{spool}"
         .unwrap();
         let mut lab = Lab {
             prefix,
+            backend,
             dir,
             recorder: None,
             sipctl: None,
@@ -137,7 +152,9 @@ spool-dir = "{spool}"
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns("rec")])
             .arg(bin("recorder"))
-            .args(["--interface", ADDR_REC, "--listen-ng"])
+            .args(["--interface", ADDR_REC])
+            .args(self.backend)
+            .arg("--listen-ng")
             .arg(format!("127.0.0.1:{}", self.ng_port))
             .args([
                 "--port-min",
