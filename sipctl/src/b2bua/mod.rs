@@ -768,6 +768,10 @@ pub fn resolve(uri: &str) -> Option<(Uri, Peer)> {
 }
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod sim_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod transfer_tests;
