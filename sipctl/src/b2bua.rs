@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use linecord_jobs::{
@@ -269,8 +269,14 @@ impl Leg {
 
     fn request_with_cseq(&self, method: Method, seq: u32, me: &Me) -> Request {
         let mut r = Request::new(method.clone(), self.remote_target.clone());
-        r.headers
-            .push("Via", new_via(self.peer.transport, &me.host, Some(me.port)));
+        r.headers.push(
+            "Via",
+            new_via(
+                self.peer.transport,
+                &me.host,
+                Some(me.port_for(self.peer.transport)),
+            ),
+        );
         r.headers.push("Max-Forwards", 70);
         for route in &self.route_set {
             r.headers.push("Route", route);
@@ -295,14 +301,20 @@ impl Leg {
 struct Me {
     host: String,
     port: u16,
+    /// The TLS listening port (RFC 3261 §26.2), when sipctl has one.
+    tls_port: Option<u16>,
 }
 
 impl Me {
-    fn contact(&self, transport: Transport) -> String {
+    fn port_for(&self, transport: Transport) -> u16 {
         match transport {
-            Transport::Udp => format!("<sip:sipctl@{}:{}>", self.host, self.port),
-            Transport::Tcp => format!("<sip:sipctl@{}:{};transport=tcp>", self.host, self.port),
+            Transport::Tls => self.tls_port.unwrap_or(self.port),
+            _ => self.port,
         }
+    }
+
+    fn contact(&self, transport: Transport) -> String {
+        transport.contact("sipctl", &self.host, self.port_for(transport))
     }
 }
 
@@ -505,6 +517,7 @@ impl B2bua {
             me: Me {
                 host: config.host.clone(),
                 port: config.port,
+                tls_port: None,
             },
             txl: {
                 let mut txl = TransactionLayer::new(config.timers);
@@ -531,6 +544,12 @@ impl B2bua {
             }),
             rng: fastrand::Rng::new(),
         }
+    }
+
+    /// Sets the port put in Via and Contact of messages sent over TLS (sipctl's TLS
+    /// listener; without one, the port of [`CoreConfig::port`]).
+    pub fn set_tls_port(&mut self, port: u16) {
+        self.me.tls_port = Some(port);
     }
 
     /// Operator counters.
@@ -2538,19 +2557,7 @@ fn strip_tag(n: &NameAddr) -> NameAddr {
 /// whose host is an IP address (sipctl does not resolve names: DNS/NAPTR is a proxy's job).
 pub fn resolve(uri: &str) -> Option<(Uri, Peer)> {
     let parsed = Uri::parse(uri.trim().trim_start_matches('<').trim_end_matches('>')).ok()?;
-    let host = parsed.host.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = host.parse().ok()?;
-    let port = parsed.port.unwrap_or(5060);
-    let tcp = parsed
-        .param("transport")
-        .and_then(|p| p.value.as_deref())
-        .is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
-    let addr = SocketAddr::new(ip, port);
-    let peer = if tcp {
-        Peer::tcp(addr)
-    } else {
-        Peer::udp(addr)
-    };
+    let peer = Peer::for_uri(&parsed)?;
     Some((parsed, peer))
 }
 
