@@ -1,9 +1,11 @@
 //! sipctl with a real phone: baresip (Debian package `baresip-core`, installed by
-//! `scripts/setup.sh`) as party A in its network namespace registers with sipctl over TLS and
-//! calls a recorded DN through it, puts the call on hold and resumes it, then hangs up; sipp
-//! is the callee (party B). Needs root (network namespaces), as CI runs. baresip is driven
-//! through its `ctrl_tcp` module (netstring JSON commands); it sends a 440 Hz tone from a WAV
-//! file (`aufile`) and plays what it hears into `aubridge` (a sink nobody reads).
+//! `scripts/setup.sh`) in a party's network namespace registers with sipctl over TLS. As the
+//! caller (party A) it calls a recorded DN through sipctl, puts the call on hold and resumes
+//! it, then hangs up, with sipp as the callee; as the callee (party B) it is called by sipp
+//! through sipctl at the Contact it registered, over a TLS connection sipctl opens and
+//! verifies. Needs root (network namespaces), as CI runs. baresip is driven through its
+//! `ctrl_tcp` module (netstring JSON commands); it sends a tone from a WAV file (`aufile`)
+//! and plays what it hears into `aubridge` (a sink nobody reads).
 
 mod support;
 
@@ -15,32 +17,79 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// baresip's control port (in party A's namespace).
+/// baresip's control port (in its party's namespace).
 const CTRL_PORT: u16 = 4444;
 
-/// A test CA and the sipctl certificate it signed (subjectAltName: the recorder host's
-/// address, which phones use as the SIP server's name).
+/// A test CA that signs the certificates of sipctl and of baresip.
 struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
+    ca: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
 }
 
-fn pki() -> Pki {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca.self_signed(&ca_key).expect("CA");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec![ADDR_REC.to_owned()])
-        .expect("params")
-        .signed_by(&key, &ca, &ca_key)
-        .expect("certificate");
-    Pki {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
+impl Pki {
+    fn new() -> Pki {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).expect("CA");
+        Pki { ca, ca_key }
     }
+
+    fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    /// A certificate for `ip` (an IP address subjectAltName: peers are reached by address):
+    /// (certificate PEM, key PEM).
+    fn server(&self, ip: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![ip.to_owned()])
+            .expect("params")
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A lab whose sipctl also listens for TLS on 198.18.0.1:5061 (certificate from `pki`) and
+/// verifies TLS peers against `pki`'s CA.
+fn tls_lab(pki: &Pki, dns: &str, name: &str) -> Lab {
+    // The Lab's directory is made in up_with; the certificate files go to their own.
+    let certs =
+        std::env::temp_dir().join(format!("linecord-baresip-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&certs).expect("cert dir");
+    let (cert, key) = pki.server(ADDR_REC);
+    for (f, text) in [
+        ("ca.pem", pki.ca_pem()),
+        ("cert.pem", cert),
+        ("key.pem", key),
+    ] {
+        std::fs::write(certs.join(f), text).expect("write");
+    }
+    let listen = format!(
+        ", {{ transport = \"tls\", address = \"{ADDR_REC}:5061\", cert = \"{}\", key = \"{}\" }}",
+        certs.join("cert.pem").display(),
+        certs.join("key.pem").display()
+    );
+    let sip_keys = format!("tls-ca = \"{}\"", certs.join("ca.pem").display());
+    let lab = Lab::up_with(&listen, &sip_keys, dns, true);
+    let _ = std::fs::remove_dir_all(&certs); // sipctl has read them
+    lab
+}
+
+/// How a test's baresip is set up.
+struct Phone<'a> {
+    /// The namespace (`a` or `b`).
+    host: &'a str,
+    /// Its address there.
+    addr: &'a str,
+    /// The account's AOR (a DN of sipctl, `;transport=tls`).
+    aor: &'a str,
+    /// The tone it sends, Hz.
+    tone: f64,
+    /// Answers incoming calls at once, with a TLS server certificate for `addr` (baresip
+    /// listens for TLS on its SIP port + 1 and registers that as its Contact).
+    callee: bool,
 }
 
 /// Writes 8 kHz mono 16-bit PCM as a WAV file (what baresip's `aufile` source reads).
@@ -76,16 +125,28 @@ struct Baresip {
 }
 
 impl Baresip {
-    /// Starts baresip with account `aor` (a DN of sipctl) and waits for its control port.
-    fn start(lab: &Lab, ca_pem: &str, aor: &str) -> Baresip {
+    /// Starts baresip as `phone` says and waits for its control port.
+    fn start(lab: &Lab, pki: &Pki, phone: &Phone) -> Baresip {
+        let addr = phone.addr;
         let dir = lab.dir.join("baresip");
         std::fs::create_dir_all(&dir).expect("baresip dir");
-        std::fs::write(dir.join("ca.pem"), ca_pem).expect("write CA");
-        write_wav(&dir.join("tone.wav"), &sipctl::audio::tone(TONE_A, 60.0));
+        std::fs::write(dir.join("ca.pem"), pki.ca_pem()).expect("write CA");
+        write_wav(
+            &dir.join("tone.wav"),
+            &sipctl::audio::tone(phone.tone, 60.0),
+        );
+        let mut certificate = String::new();
+        if phone.callee {
+            // baresip reads certificate and key from one PEM file.
+            let (cert, key) = pki.server(addr);
+            std::fs::write(dir.join("cert.pem"), format!("{cert}{key}")).expect("write");
+            certificate = format!("sip_certificate\t\t{}\n", dir.join("cert.pem").display());
+        }
         let config = format!(
             "poll_method\t\tepoll\n\
-             sip_listen\t\t{ADDR_A}:5060\n\
+             sip_listen\t\t{addr}:5060\n\
              sip_cafile\t\t{ca}\n\
+             {certificate}\
              audio_player\t\taubridge,nowhere\n\
              audio_alert\t\taubridge,nowhere\n\
              audio_source\t\taufile,{tone}\n\
@@ -96,19 +157,20 @@ impl Baresip {
              module_app\t\taccount.so\n\
              module_app\t\tmenu.so\n\
              module_app\t\tctrl_tcp.so\n\
-             ctrl_tcp_listen\t\t{ADDR_A}:{CTRL_PORT}\n",
+             ctrl_tcp_listen\t\t{addr}:{CTRL_PORT}\n",
             ca = dir.join("ca.pem").display(),
             tone = dir.join("tone.wav").display(),
         );
         std::fs::write(dir.join("config"), config).expect("write config");
+        let answer = if phone.callee { ";answermode=auto" } else { "" };
         std::fs::write(
             dir.join("accounts"),
-            format!("<{aor}>;regint=600;audio_codecs=pcmu\n"),
+            format!("<{}>;regint=600;audio_codecs=pcmu{answer}\n", phone.aor),
         )
         .expect("write accounts");
         let log = std::fs::File::create(dir.join("baresip.log")).expect("log");
         let child = Command::new("ip")
-            .args(["netns", "exec", &lab.ns("a"), "baresip", "-f"])
+            .args(["netns", "exec", &lab.ns(phone.host), "baresip", "-f"])
             .arg(&dir)
             .args(["-t", "120", "-v"])
             .stdin(Stdio::null())
@@ -118,9 +180,10 @@ impl Baresip {
             .expect("start baresip (Debian package baresip-core; scripts/setup.sh installs it)");
         let deadline = Instant::now() + Duration::from_secs(10);
         let ctrl = loop {
-            let ns = lab.ns("a");
-            let conn = in_netns(&ns, || {
-                TcpStream::connect((ADDR_A, CTRL_PORT)).ok() // the socket stays in ns a
+            let (ns, addr) = (lab.ns(phone.host), addr.to_owned());
+            // The socket stays in the phone's namespace.
+            let conn = in_netns(&ns, move || {
+                TcpStream::connect((addr.as_str(), CTRL_PORT)).ok()
             });
             if let Some(c) = conn {
                 break c;
@@ -210,6 +273,24 @@ impl Baresip {
         }
     }
 
+    /// Waits (at most 10 s) until the account is registered (over TLS, to sipctl's port
+    /// 5061, the default for `transport=tls`).
+    fn wait_registered(&mut self, lab: &Lab) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info = self.command("reginfo", "");
+            if info.contains("OK") && info.contains("Expires") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "baresip did not register: {info}\nsipctl log:\n{}",
+                lab.sipctl_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The last event of type `kind`.
     fn event(&self, kind: &str) -> Option<&serde_json::Value> {
         self.events.iter().rev().find(|e| e["type"] == kind)
@@ -239,45 +320,18 @@ name = "baresip"
 
 #[test]
 fn baresip_registers_over_tls_and_a_recorded_call_survives_hold_and_resume() {
-    let pki = pki();
-    // The Lab's directory is made in up_with; the certificate files go to their own.
-    let certs = std::env::temp_dir().join(format!("linecord-baresip-{}", std::process::id()));
-    std::fs::create_dir_all(&certs).expect("cert dir");
-    for (f, text) in [
-        ("ca.pem", &pki.ca_pem),
-        ("cert.pem", &pki.cert_pem),
-        ("key.pem", &pki.key_pem),
-    ] {
-        std::fs::write(certs.join(f), text).expect("write");
-    }
-    let listen = format!(
-        ", {{ transport = \"tls\", address = \"{ADDR_REC}:5061\", cert = \"{}\", key = \"{}\" }}",
-        certs.join("cert.pem").display(),
-        certs.join("key.pem").display()
-    );
-    let sip_keys = format!("tls-ca = \"{}\"", certs.join("ca.pem").display());
-    let lab = Lab::up_with(&listen, &sip_keys, DNS, true);
-    let _ = std::fs::remove_dir_all(&certs); // sipctl has read them
-
-    let mut phone = Baresip::start(
-        &lab,
-        &pki.ca_pem,
-        &format!("sip:1002@{ADDR_REC};transport=tls"),
-    );
-    // REGISTER over TLS (to sipctl's TLS port 5061, the default for transport=tls).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let info = phone.command("reginfo", "");
-        if info.contains("OK") && info.contains("Expires") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "baresip did not register: {info}\nsipctl log:\n{}",
-            lab.sipctl_log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let pki = Pki::new();
+    let lab = tls_lab(&pki, DNS, "caller");
+    let aor = format!("sip:1002@{ADDR_REC};transport=tls");
+    let phone = Phone {
+        host: "a",
+        addr: ADDR_A,
+        aor: &aor,
+        tone: TONE_A,
+        callee: false,
+    };
+    let mut phone = Baresip::start(&lab, &pki, &phone);
+    phone.wait_registered(&lab);
 
     // The callee accepts exactly two re-INVITEs (hold, resume) before the BYE.
     let b = lab.callee("callee_reinvites.xml", &[]);
@@ -338,4 +392,56 @@ fn baresip_registers_over_tls_and_a_recorded_call_survives_hold_and_resume() {
     );
     let log = lab.sipctl_log();
     assert!(!log.contains("SIP TLS handshake failed"), "{log}");
+}
+
+const DN_PHONE: &str = r#"
+[[dn]]
+number = "1002"
+name = "baresip"
+record = true
+"#;
+
+#[test]
+fn a_call_to_baresip_goes_over_a_tls_connection_sipctl_opens_and_verifies() {
+    let pki = Pki::new();
+    let lab = tls_lab(&pki, DN_PHONE, "callee");
+    let aor = format!("sip:1002@{ADDR_REC};transport=tls");
+    let phone = Phone {
+        host: "b",
+        addr: ADDR_B,
+        aor: &aor,
+        tone: TONE_B,
+        callee: true,
+    };
+    let mut phone = Baresip::start(&lab, &pki, &phone);
+    phone.wait_registered(&lab);
+    // sipp calls DN 1002 over UDP; sipctl sends the INVITE to the registered Contact,
+    // `sip:…@198.18.0.20:5061;transport=tls`, over a new TLS connection whose certificate it
+    // checks against tls-ca; baresip answers at once; sipp hangs up after its audio.
+    let a = lab.caller("caller.xml", "1002", &[]);
+    phone.wait_event("CALL_ESTABLISHED", 1, Duration::from_secs(10));
+    assert_sipp_ok(a, "caller", &lab);
+    phone.wait_event("CALL_CLOSED", 1, Duration::from_secs(10));
+    let jobs = lab.wait_recordings(1);
+    let job = &jobs[0];
+    assert_eq!(job["status"], "complete", "{job}");
+    let (left, right) = lab.export(job["file"].as_str().expect("file"));
+    assert_tone(&left, TONE_A, TONE_B, 2.0, "caller channel");
+    assert_tone(&right, TONE_B, TONE_A, 2.0, "callee (baresip) channel");
+    let global = job["call_id"].as_str().expect("call id");
+    assert_eq!(
+        lab.event_kinds(global),
+        [
+            "created",
+            "ringing",
+            "answered",
+            "recording_started",
+            "recording_stopped",
+            "released"
+        ],
+        "events of {global}"
+    );
+    let log = lab.sipctl_log();
+    assert!(!log.contains("SIP TLS handshake failed"), "{log}");
+    assert!(!log.contains("SIP TLS connect failed"), "{log}");
 }
