@@ -525,3 +525,28 @@ fn a_tls_contact_with_an_untrusted_certificate_gets_no_request() {
         s.log()
     );
 }
+
+#[test]
+fn a_sips_trunk_is_reached_over_tls() {
+    let ca = Ca::new();
+    let (port, callee) = tls_callee(&ca);
+    let s = Sipctl::start(
+        "trunk",
+        &ca,
+        &format!(
+            "[[trunk]]\nname = \"carrier\"\naddress = \"sips:127.0.0.1:{port}\"\n\
+             [[route]]\ncallee = \"9*\"\ntarget = \"trunk:carrier\"\n"
+        ),
+    );
+    let (sock, _) = invite_over_udp(&s, "9001");
+    let resp = final_response(&sock, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no final response:\n{}", s.log()));
+    assert!(resp.starts_with("SIP/2.0 486 "), "{resp}");
+    let (invite, _ack) = callee
+        .join()
+        .expect("callee thread")
+        .unwrap_or_else(|e| panic!("{e}\n{}", s.log()));
+    assert!(invite.starts_with("INVITE sips:"), "{invite}");
+    let via = header(&invite, "Via").unwrap_or_default();
+    assert!(via.starts_with("SIP/2.0/TLS "), "{invite}");
+}

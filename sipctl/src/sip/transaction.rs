@@ -84,8 +84,10 @@ impl Transport {
     /// The Contact sipctl puts in messages it sends over this transport, `<sip:user@host:port>`
     /// with `;transport=tcp` or `;transport=tls` for the stream transports, so that the peer
     /// sends in-dialog requests back over the same kind of transport. (RFC 5630 §3.1.3
-    /// deprecates `transport=tls` in favour of `sips:`; it is kept because a `sips:` Contact
-    /// would also be a promise of TLS on every hop behind sipctl, and phones understand it.)
+    /// deprecates `transport=tls` in favour of `sips:`, and RFC 3261 §8.1.1.8 wants a SIPS
+    /// Contact when the Request-URI is SIPS; `transport=tls` is kept because phones take
+    /// it, while baresip 1.0 (libre 1.1) ends a call whose remote target is `sips:` with
+    /// ENOSYS, as `sipctl/tests/baresip.rs` found.)
     pub fn contact(self, user: &str, host: &str, port: u16) -> String {
         let host = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]")
