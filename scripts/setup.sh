@@ -16,6 +16,7 @@ APT_PACKAGES=(
   libbpf-dev   # bpf_helpers.h for xdp-prog/
   linux-libc-dev # kernel UAPI headers (linux/bpf.h, asm/types.h)
   sip-tester   # sipp: the SIP caller and callee of the sipctl end-to-end tests and demo
+  baresip-core # baresip: a real phone (SIP over TLS, hold/resume) in the sipctl end-to-end tests
   nats-server  # the scale-out processor queue (NATS JetStream) in the processor tests
   postgresql   # the scale-out index in the processor tests
   chromium     # headless browser for the web UI test

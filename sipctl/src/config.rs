@@ -5,7 +5,12 @@
 //! and builds the resolved [`Config`] (listen addresses, the [`Directory`], the [`Router`]
 //! …). Errors name the key and the value. [`DEFAULT_CONFIG`] is the embedded configuration
 //! used when sipctl starts without `--config` (the demo); keys a file leaves out take the
-//! same defaults. Sans-IO: reading the file is the caller's job.
+//! same defaults. Sans-IO: reading the file is the caller's job (also the certificate files:
+//! [`crate::tls`] loads them at start-up and names the key of a file it cannot use).
+//!
+//! `sip.listen` entries are strings (`udp:ADDR:PORT`, `tcp:ADDR:PORT`) or tables; TOML
+//! allows both in one array (`listen = ["udp:0.0.0.0:5060", { transport = "tls", … }]`) or
+//! the array-of-tables form `[[sip.listen]]` shown below.
 //!
 //! ```toml
 //! [sip]
@@ -15,9 +20,16 @@
 //! trusted-peers = ["198.18.0.0/15"] # may send X-Linecord-Call-Id
 //! max-expires = 3600                # longest REGISTER granted, seconds
 //! max-transactions = 65536          # SIP transactions alive at once; beyond: 503
-//! max-tcp-connections = 4096        # SIP TCP connections at once; beyond: closed
+//! max-tcp-connections = 4096        # SIP TCP + TLS connections at once; beyond: closed
 //! session-expires = 1800            # RFC 4028 session interval asked for; 0 = off
 //! min-se = 90                       # shortest session interval taken (422 below it)
+//! tls-ca = "/etc/linecord/ca.pem"   # CA bundle for peers sipctl connects to over TLS
+//!
+//! [[sip.listen]]                    # the table form of a listen entry (TLS needs it)
+//! transport = "tls"                 # udp | tcp | tls
+//! address = "0.0.0.0:5061"
+//! cert = "/etc/linecord/sip.crt"    # PEM: the certificate chain, leaf first
+//! key = "/etc/linecord/sip.key"     # PEM: its private key (PKCS#8, PKCS#1 or SEC1)
 //!
 //! [recorder]
 //! ng = "127.0.0.1:2223"
@@ -46,8 +58,8 @@
 //!
 //! [[trunk]]
 //! name = "pstn"
-//! address = "198.18.0.9:5060"       # or a sip: URI
-//! transport = "udp"
+//! address = "198.18.0.9:5060"       # or a sip: / sips: URI
+//! transport = "udp"                 # udp | tcp | tls (tls and sips: need sip.tls-ca)
 //!
 //! [[route]]
 //! name = "sales-sampled"
@@ -213,8 +225,11 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawSip {
-    /// `listen`: `udp:ADDR:PORT` / `tcp:ADDR:PORT` (bare `ADDR:PORT` is UDP).
-    pub listen: Option<Vec<String>>,
+    /// `listen`: `udp:ADDR:PORT` / `tcp:ADDR:PORT` (bare `ADDR:PORT` is UDP), or tables.
+    pub listen: Option<Vec<RawListen>>,
+    /// `tls-ca`: PEM CA bundle that certificates of TLS peers sipctl connects to must chain
+    /// to.
+    pub tls_ca: Option<String>,
     /// `advertise`: `host` or `host:port`.
     pub advertise: Option<String>,
     /// `switch-name`.
@@ -231,6 +246,32 @@ pub struct RawSip {
     pub session_expires: Option<u32>,
     /// `min-se`: the shortest session interval sipctl accepts (RFC 4028 Min-SE), seconds.
     pub min_se: Option<u32>,
+}
+
+/// One `sip.listen` entry as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RawListen {
+    /// `udp:ADDR:PORT`, `tcp:ADDR:PORT` or `ADDR:PORT`.
+    Short(String),
+    /// `{ transport = "tls", address = "ADDR:PORT", cert = "…", key = "…" }`.
+    Table(RawListenTable),
+}
+
+/// The table form of a `sip.listen` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawListenTable {
+    /// `transport`: `udp`, `tcp` or `tls` (required).
+    pub transport: String,
+    /// `address`: `ADDR:PORT` (required).
+    pub address: String,
+    /// `cert`: PEM certificate chain (TLS only, required there).
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// `key`: PEM private key (TLS only, required there).
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// `[recorder]` as written.
@@ -305,7 +346,7 @@ pub struct RawTrunk {
     pub name: String,
     /// `address` (required): `host[:port]` or a `sip:`/`sips:` URI.
     pub address: String,
-    /// `transport`: `udp` or `tcp`.
+    /// `transport`: `udp`, `tcp` or `tls`.
     #[serde(default)]
     pub transport: Option<String>,
 }
@@ -346,15 +387,30 @@ pub enum Transport {
     Udp,
     /// TCP.
     Tcp,
+    /// TLS over TCP (RFC 3261 §26.2).
+    Tls,
+}
+
+/// The certificate files of a TLS listener (read by [`crate::tls`] at start-up).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// The configuration key of the listener (`sip.listen[2]`), for errors.
+    pub at: String,
 }
 
 /// A SIP listening socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Listen {
     /// Transport.
     pub transport: Transport,
     /// Address and port.
     pub addr: SocketAddr,
+    /// Certificate and key; `Some` exactly for [`Transport::Tls`].
+    pub tls: Option<TlsFiles>,
 }
 
 /// The address sipctl puts in Via, Contact and Record-Route.
@@ -460,11 +516,13 @@ pub struct SipConfig {
     pub max_expires: u32,
     /// Most SIP transactions alive at once; a new request beyond it gets a stateless 503.
     pub max_transactions: usize,
-    /// Most SIP TCP connections accepted at once; further ones are closed at once.
+    /// Most SIP TCP and TLS connections accepted at once; further ones are closed at once.
     pub max_tcp_connections: usize,
     /// Session timers (RFC 4028): the interval sipctl asks for and the shortest it takes
     /// (seconds); `None`: off.
     pub session_timer: Option<crate::sip::SessionTimerConfig>,
+    /// CA bundle for verifying TLS peers sipctl connects to; `None`: outbound TLS fails.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// `[recorder]`, resolved.
@@ -499,7 +557,7 @@ pub struct EventsConfig {
 pub struct Trunk {
     /// Its name (`[A-Za-z0-9._-]`).
     pub name: String,
-    /// Its URI, `sip:host:port[;transport=tcp]`.
+    /// Its URI, `sip:host:port[;transport=tcp|tls]` or `sips:host:port`.
     pub uri: String,
 }
 
@@ -551,11 +609,23 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-fn parse_listen(key: &str, s: &str) -> Result<Listen, ConfigError> {
+fn parse_listen(key: &str, raw: &RawListen) -> Result<Listen, ConfigError> {
+    let s = match raw {
+        RawListen::Short(s) => s,
+        RawListen::Table(t) => return parse_listen_table(key, t),
+    };
     let (transport, addr) = match s.split_once(':') {
         Some((t, rest)) if t.eq_ignore_ascii_case("udp") => (Transport::Udp, rest),
         Some((t, rest)) if t.eq_ignore_ascii_case("tcp") => (Transport::Tcp, rest),
-        _ => (Transport::Udp, s),
+        Some((t, _)) if t.eq_ignore_ascii_case("tls") => {
+            return Err(invalid(
+                key,
+                s,
+                "a TLS listener needs a certificate: write it as a table \
+                 { transport = \"tls\", address = \"ADDR:PORT\", cert = \"…\", key = \"…\" }",
+            ))
+        }
+        _ => (Transport::Udp, s.as_str()),
     };
     let addr: SocketAddr = addr.parse().map_err(|_| {
         invalid(
@@ -564,7 +634,74 @@ fn parse_listen(key: &str, s: &str) -> Result<Listen, ConfigError> {
             "expected udp:ADDR:PORT or tcp:ADDR:PORT (IPv6 as [ADDR]:PORT)",
         )
     })?;
-    Ok(Listen { transport, addr })
+    Ok(Listen {
+        transport,
+        addr,
+        tls: None,
+    })
+}
+
+fn parse_listen_table(key: &str, t: &RawListenTable) -> Result<Listen, ConfigError> {
+    let transport = match t.transport.to_ascii_lowercase().as_str() {
+        "udp" => Transport::Udp,
+        "tcp" => Transport::Tcp,
+        "tls" => Transport::Tls,
+        _ => {
+            return Err(invalid(
+                format!("{key}.transport"),
+                &t.transport,
+                "expected udp, tcp or tls",
+            ))
+        }
+    };
+    let addr = parse_socket(&format!("{key}.address"), &t.address)?;
+    let path = |field: &str, v: &Option<String>| match v.as_deref().map(str::trim) {
+        Some("") => Err(invalid(format!("{key}.{field}"), "", "empty path")),
+        Some(p) => Ok(Some(PathBuf::from(p))),
+        None => Ok(None),
+    };
+    let (cert, pkey) = (path("cert", &t.cert)?, path("key", &t.key)?);
+    let tls = match (transport, cert, pkey) {
+        (Transport::Tls, Some(cert), Some(k)) => Some(TlsFiles {
+            cert,
+            key: k,
+            at: key.to_owned(),
+        }),
+        (Transport::Tls, None, _) => {
+            return Err(invalid(
+                format!("{key}.cert"),
+                "",
+                "a TLS listener needs cert (PEM certificate chain)",
+            ))
+        }
+        (Transport::Tls, _, None) => {
+            return Err(invalid(
+                format!("{key}.key"),
+                "",
+                "a TLS listener needs key (PEM private key)",
+            ))
+        }
+        (_, Some(_), _) => {
+            return Err(invalid(
+                format!("{key}.cert"),
+                t.cert.as_deref().unwrap_or_default(),
+                "only a TLS listener has a certificate",
+            ))
+        }
+        (_, _, Some(_)) => {
+            return Err(invalid(
+                format!("{key}.key"),
+                t.key.as_deref().unwrap_or_default(),
+                "only a TLS listener has a key",
+            ))
+        }
+        _ => None,
+    };
+    Ok(Listen {
+        transport,
+        addr,
+        tls,
+    })
 }
 
 fn parse_socket(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -637,15 +774,28 @@ fn trunk_uri(key: &str, address: &str, transport: Option<&str>) -> Result<String
         };
         format!("sip:{host}")
     };
+    let sips = uri.starts_with("sips:");
+    let k = key.replace(".address", ".transport");
     match transport.map(str::to_ascii_lowercase).as_deref() {
-        None | Some("udp") => {}
-        Some("tcp") => uri.push_str(";transport=tcp"),
-        Some(_) => {
-            let k = key.replace(".address", ".transport");
+        None => {}
+        // RFC 5630 §3.1.2: a SIPS URI is reached over TLS only.
+        Some("udp" | "tcp") if sips => {
             return Err(invalid(
                 k,
                 transport.unwrap_or_default(),
-                "expected udp or tcp",
+                "a sips: address is reached over TLS: use transport = \"tls\" or leave it out",
+            ))
+        }
+        Some("udp") => {}
+        Some("tcp") => uri.push_str(";transport=tcp"),
+        // A sips: URI already means TLS.
+        Some("tls") if sips => {}
+        Some("tls") => uri.push_str(";transport=tls"),
+        Some(_) => {
+            return Err(invalid(
+                k,
+                transport.unwrap_or_default(),
+                "expected udp, tcp or tls",
             ));
         }
     }
@@ -686,7 +836,7 @@ impl RawConfig {
             },
         };
         let directory = self.resolve_directory(sip.max_expires)?;
-        let trunks = self.resolve_trunks()?;
+        let trunks = self.resolve_trunks(sip.tls_ca.is_some())?;
         let router = self.resolve_router(&directory, &trunks)?;
         Ok(Config {
             sip,
@@ -701,10 +851,12 @@ impl RawConfig {
 
     fn resolve_sip(&self) -> Result<SipConfig, ConfigError> {
         let raw = &self.sip;
-        let listen_src: Vec<String> = raw
-            .listen
-            .clone()
-            .unwrap_or_else(|| DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect());
+        let listen_src: Vec<RawListen> = raw.listen.clone().unwrap_or_else(|| {
+            DEFAULT_LISTEN
+                .iter()
+                .map(|s| RawListen::Short(s.to_string()))
+                .collect()
+        });
         if listen_src.is_empty() {
             return Err(invalid(
                 "sip.listen",
@@ -712,14 +864,28 @@ impl RawConfig {
                 "at least one address is needed",
             ));
         }
-        let mut listen = Vec::new();
+        let mut listen: Vec<Listen> = Vec::new();
         for (i, s) in listen_src.iter().enumerate() {
             let l = parse_listen(&format!("sip.listen[{i}]"), s)?;
-            if listen.contains(&l) {
-                return Err(invalid(format!("sip.listen[{i}]"), s, "listed twice"));
+            // TCP and TLS are both TCP sockets: one address cannot carry both.
+            let stream = |t| matches!(t, Transport::Tcp | Transport::Tls);
+            if listen.iter().any(|x| {
+                x.addr == l.addr
+                    && (x.transport == l.transport || stream(x.transport) && stream(l.transport))
+            }) {
+                let shown = match s {
+                    RawListen::Short(s) => s.clone(),
+                    RawListen::Table(t) => t.address.clone(),
+                };
+                return Err(invalid(format!("sip.listen[{i}]"), shown, "listed twice"));
             }
             listen.push(l);
         }
+        let tls_ca = match raw.tls_ca.as_deref().map(str::trim) {
+            Some("") => return Err(invalid("sip.tls-ca", "", "empty path")),
+            Some(p) => Some(PathBuf::from(p)),
+            None => None,
+        };
         let advertise = raw
             .advertise
             .as_deref()
@@ -800,6 +966,7 @@ impl RawConfig {
             max_transactions,
             max_tcp_connections,
             session_timer,
+            tls_ca,
         })
     }
 
@@ -893,7 +1060,7 @@ impl RawConfig {
         })
     }
 
-    fn resolve_trunks(&self) -> Result<Vec<Trunk>, ConfigError> {
+    fn resolve_trunks(&self, have_ca: bool) -> Result<Vec<Trunk>, ConfigError> {
         let mut trunks: Vec<Trunk> = Vec::new();
         for (i, t) in self.trunk.iter().enumerate() {
             if !valid_name(&t.name) {
@@ -911,6 +1078,20 @@ impl RawConfig {
                 &t.address,
                 t.transport.as_deref(),
             )?;
+            // A TLS trunk's certificate is verified against sip.tls-ca (no system roots).
+            let tls =
+                uri.starts_with("sips:") || uri.to_ascii_lowercase().contains(";transport=tls");
+            if tls && !have_ca {
+                return Err(invalid(
+                    "sip.tls-ca",
+                    "",
+                    format!(
+                        "trunk {:?} is reached over TLS: set sip.tls-ca to the CA bundle its \
+                         certificate chains to",
+                        t.name
+                    ),
+                ));
+            }
             trunks.push(Trunk {
                 name: t.name.clone(),
                 uri,
@@ -1377,6 +1558,131 @@ mod tests {
         assert!(v6.contains("2001:db8::1".parse().expect("ip")));
         assert!(IpNet::parse("198.18.0.1/15").is_err());
         assert!(IpNet::parse("::1/129").is_err());
+    }
+
+    #[test]
+    fn tls_listeners_are_tables_with_certificate_and_key() {
+        let mixed = Config::from_toml(
+            r#"[sip]
+            listen = ["udp:0.0.0.0:5060", { transport = "tls", address = "0.0.0.0:5061", cert = "/c.pem", key = "/k.pem" }]
+            tls-ca = "/ca.pem""#,
+        )
+        .expect("valid");
+        let tables = Config::from_toml(
+            r#"[sip]
+            tls-ca = "/ca.pem"
+            [[sip.listen]]
+            transport = "udp"
+            address = "0.0.0.0:5060"
+            [[sip.listen]]
+            transport = "TLS"
+            address = "0.0.0.0:5061"
+            cert = "/c.pem"
+            key = "/k.pem""#,
+        )
+        .expect("valid");
+        assert_eq!(mixed.sip, tables.sip);
+        let l = &tables.sip.listen;
+        assert_eq!((l[0].transport, l[0].tls.as_ref()), (Transport::Udp, None));
+        assert_eq!(l[1].transport, Transport::Tls);
+        assert_eq!(l[1].addr, "0.0.0.0:5061".parse().expect("addr"));
+        assert_eq!(
+            l[1].tls,
+            Some(TlsFiles {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into(),
+                at: "sip.listen[1]".into(),
+            })
+        );
+        assert_eq!(tables.sip.tls_ca, Some(PathBuf::from("/ca.pem")));
+        // Without tls-ca nothing outbound is TLS, which is fine without TLS trunks.
+        let c = Config::from_toml(
+            "[sip]\nlisten = [{ transport = \"tcp\", address = \"127.0.0.1:5060\" }]",
+        )
+        .expect("valid");
+        assert_eq!(c.sip.listen[0].transport, Transport::Tcp);
+        assert_eq!(c.sip.tls_ca, None);
+    }
+
+    #[test]
+    fn tls_trunks_need_the_ca_bundle() {
+        let ca = "[sip]\ntls-ca = \"/ca.pem\"\n";
+        let uri = |trunk: &str| {
+            Config::from_toml(&format!("{ca}[[trunk]]\nname = \"t\"\n{trunk}"))
+                .expect("valid")
+                .trunks[0]
+                .uri
+                .clone()
+        };
+        assert_eq!(
+            uri("address = \"198.18.0.9:5061\"\ntransport = \"tls\""),
+            "sip:198.18.0.9:5061;transport=tls"
+        );
+        assert_eq!(uri("address = \"sips:198.18.0.9\""), "sips:198.18.0.9");
+        assert_eq!(
+            uri("address = \"sips:198.18.0.9\"\ntransport = \"tls\""),
+            "sips:198.18.0.9"
+        );
+    }
+
+    #[test]
+    fn tls_errors_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[sip]\nlisten = [\"tls:0.0.0.0:5061\"]", "sip.listen[0]"),
+            (
+                "[sip]\nlisten = [{ transport = \"tls\", address = \"0.0.0.0:5061\", key = \"/k\" }]",
+                "sip.listen[0].cert",
+            ),
+            (
+                "[sip]\nlisten = [{ transport = \"tls\", address = \"0.0.0.0:5061\", cert = \"/c\" }]",
+                "sip.listen[0].key",
+            ),
+            (
+                "[sip]\nlisten = [{ transport = \"tls\", address = \"0.0.0.0:5061\", cert = \"\", key = \"/k\" }]",
+                "sip.listen[0].cert",
+            ),
+            (
+                "[sip]\nlisten = [{ transport = \"udp\", address = \"0.0.0.0:5060\", cert = \"/c\" }]",
+                "sip.listen[0].cert",
+            ),
+            (
+                "[sip]\nlisten = [{ transport = \"tcp\", address = \"0.0.0.0:5060\", key = \"/k\" }]",
+                "sip.listen[0].key",
+            ),
+            (
+                "[sip]\nlisten = [{ transport = \"sctp\", address = \"0.0.0.0:5060\" }]",
+                "sip.listen[0].transport",
+            ),
+            (
+                "[sip]\nlisten = [{ transport = \"udp\", address = \"0.0.0.0\" }]",
+                "sip.listen[0].address",
+            ),
+            (
+                "[sip]\nlisten = [\"tcp:0.0.0.0:5061\", { transport = \"tls\", address = \"0.0.0.0:5061\", cert = \"/c\", key = \"/k\" }]",
+                "sip.listen[1]",
+            ),
+            ("[sip]\ntls-ca = \" \"", "sip.tls-ca"),
+            (
+                "[[trunk]]\nname = \"t\"\naddress = \"198.18.0.9\"\ntransport = \"tls\"",
+                "sip.tls-ca",
+            ),
+            ("[[trunk]]\nname = \"t\"\naddress = \"sips:198.18.0.9\"", "sip.tls-ca"),
+            (
+                "[[trunk]]\nname = \"t\"\naddress = \"sip:198.18.0.9;transport=TLS\"",
+                "sip.tls-ca",
+            ),
+            (
+                "[sip]\ntls-ca = \"/ca\"\n[[trunk]]\nname = \"t\"\naddress = \"sips:198.18.0.9\"\ntransport = \"udp\"",
+                "trunk[0].transport",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = err(text);
+            assert_eq!(key_of(&e), *key, "{text}: {e}");
+        }
+        // A syntax error in a table entry names the line.
+        let e = err("[sip]\nlisten = [{ transport = \"tls\", address = \"0.0.0.0:5061\", certificate = \"/c\" }]");
+        assert!(matches!(e, ConfigError::Syntax(_)), "{e}");
     }
 
     #[test]

@@ -1,7 +1,12 @@
-//! The I/O shell around [`B2bua`]: SIP over UDP and TCP, NG over UDP, the agent-desktop
+//! The I/O shell around [`B2bua`]: SIP over UDP, TCP and TLS, NG over UDP, the agent-desktop
 //! HTTP API, the event spool and the clock. One tokio task owns the core; sockets and
 //! connections feed it through channels; the spool is written by its own thread so an
 //! fsync never holds up signalling.
+//!
+//! TCP and TLS connections run the same code ([`connection`], generic over the stream):
+//! TLS only adds the handshake before it (RFC 3261 §26.2; rustls through tokio-rustls, the
+//! configurations from [`crate::tls`]). Connections are kept per peer (address and
+//! transport) and reused for every message to it, in both directions (RFC 3261 §18).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,9 +15,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use linecord_ratelimit::RateLimiter;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::api::{self, ApiMsg};
 use crate::b2bua::{B2bua, CoreConfig, Now, Ticket};
@@ -22,7 +28,14 @@ use crate::sip::{
     Transport, MAX_MESSAGE_SIZE,
 };
 
-/// A TCP connection with part of a message buffered is closed when no byte arrives for this
+/// A TLS handshake (accepted or initiated) that takes longer than this fails the
+/// connection; the accepted connection's slot is freed.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an outbound TCP connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A TCP (or TLS) connection with part of a message buffered is closed when no byte arrives for this
 /// long (64*T1; RFC 4475 §3.1.2.2: "close the connection if none is forthcoming within a
 /// reasonable period of time"). Idle connections between messages stay open.
 pub const PARTIAL_MESSAGE_TIMEOUT: Duration = Duration::from_secs(32);
@@ -31,18 +44,18 @@ pub const PARTIAL_MESSAGE_TIMEOUT: Duration = Duration::from_secs(32);
 /// written.
 const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Messages to the core task.
+/// Messages to the core task. Stream connections (TCP or TLS) are named by their [`Peer`].
 enum CoreMsg {
-    /// A SIP message from a TCP connection.
-    Tcp(Vec<u8>, SocketAddr),
-    /// A TCP connection was accepted; the core sends to it through this writer.
-    TcpOpened(SocketAddr, mpsc::Sender<Vec<u8>>),
-    /// A TCP connection closed or failed.
-    TcpClosed(SocketAddr),
-    /// A TCP connection is closed because its stream cannot be framed: the error, the
-    /// status sent before closing (if any) and what is known of the offending input.
-    TcpRefused {
-        from: SocketAddr,
+    /// A SIP message from a stream connection.
+    Stream(Vec<u8>, Peer),
+    /// A stream connection was accepted; the core sends to it through this writer.
+    StreamOpened(Peer, mpsc::Sender<Vec<u8>>),
+    /// A stream connection closed or failed.
+    StreamClosed(Peer),
+    /// A stream connection is closed because it cannot be framed: the error, the status
+    /// sent before closing (if any) and what is known of the offending input.
+    StreamRefused {
+        from: Peer,
         why: String,
         answered: Option<u16>,
         input: Vec<u8>,
@@ -96,6 +109,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .filter(|l| l.transport == ConfigTransport::Tcp)
         .map(|l| l.addr)
         .collect();
+    // Certificates are read now: a bad path stops sipctl before it listens anywhere.
+    let mut tls_listen: Vec<(SocketAddr, TlsAcceptor)> = Vec::new();
+    for l in &cfg.sip.listen {
+        if let (ConfigTransport::Tls, Some(files)) = (l.transport, &l.tls) {
+            let server = crate::tls::server_config(files)?;
+            tls_listen.push((l.addr, TlsAcceptor::from(server)));
+        }
+    }
+    let tls_client = match &cfg.sip.tls_ca {
+        Some(ca) => Some(TlsConnector::from(crate::tls::client_config(ca)?)),
+        None => None,
+    };
     let port = cfg
         .sip
         .advertise
@@ -121,6 +146,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         seed: fastrand::u64(..),
     };
     let mut core = B2bua::new(core_cfg, cfg.router.clone(), cfg.directory.clone());
+    if let Some((a, _)) = tls_listen.first() {
+        core.set_tls_port(a.port());
+    }
 
     let udp = match udp_listen {
         Some(a) => Some(Arc::new(
@@ -131,20 +159,29 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         None => None,
     };
     let (core_tx, mut core_rx) = mpsc::channel::<CoreMsg>(4096);
-    let mut tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
-    // Accepted connections, over all TCP listeners: bounded by `sip.max-tcp-connections`.
+    // One connection per peer (address and transport), accepted or opened by sipctl.
+    let mut stream_writers: HashMap<Peer, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    // Accepted connections, over all TCP and TLS listeners: bounded by
+    // `sip.max-tcp-connections`.
     let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    for a in &tcp_listen {
+    let stream_listeners = tcp_listen
+        .iter()
+        .map(|a| (*a, None))
+        .chain(tls_listen.iter().map(|(a, t)| (*a, Some(t.clone()))));
+    for (a, tls) in stream_listeners {
+        let what = if tls.is_some() { "TLS" } else { "TCP" };
         let listener = TcpListener::bind(a)
             .await
-            .with_context(|| format!("SIP TCP socket on {a}"))?;
+            .with_context(|| format!("SIP {what} socket on {a}"))?;
         tokio::spawn(accept_loop(
             listener,
+            tls,
             core_tx.clone(),
             Arc::clone(&accepted),
             cfg.sip.max_tcp_connections,
         ));
     }
+    let tls_addrs: Vec<SocketAddr> = tls_listen.iter().map(|(a, _)| *a).collect();
     let ng_bind: SocketAddr = if cfg.recorder.ng.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {
@@ -183,7 +220,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(api::serve(api_listener, cfg.api.token.clone(), api_tx));
 
     tracing::info!(
-        sip_udp = ?udp_listen, sip_tcp = ?tcp_listen, advertise = %host, port,
+        sip_udp = ?udp_listen, sip_tcp = ?tcp_listen, sip_tls = ?tls_addrs, advertise = %host, port,
         recorder = %cfg.recorder.ng, api = %cfg.api.listen,
         "sipctl running"
     );
@@ -222,11 +259,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 Err(e) => tracing::debug!(error = %e, "SIP UDP receive"),
             },
             Some(msg) = core_rx.recv() => match msg {
-                CoreMsg::Tcp(bytes, from) => core.handle_sip(now(), &bytes, Peer::tcp(from)),
-                CoreMsg::TcpOpened(from, w) => { tcp_writers.insert(from, w); }
-                CoreMsg::TcpClosed(from) => { tcp_writers.remove(&from); }
-                CoreMsg::TcpRefused { from, why, answered, input } => {
-                    core.handle_stream_refused(now(), Peer::tcp(from), &why, answered, &input);
+                CoreMsg::Stream(bytes, from) => core.handle_sip(now(), &bytes, from),
+                CoreMsg::StreamOpened(from, w) => { stream_writers.insert(from, w); }
+                CoreMsg::StreamClosed(from) => {
+                    // Only if it is this connection's writer (a new one may have replaced it).
+                    if stream_writers.get(&from).is_some_and(mpsc::Sender::is_closed) {
+                        stream_writers.remove(&from);
+                    }
+                }
+                CoreMsg::StreamRefused { from, why, answered, input } => {
+                    core.handle_stream_refused(now(), from, &why, answered, &input);
                 }
             },
             r = ng.recv(&mut ng_buf) => match r {
@@ -259,16 +301,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                         }
                     }
                 }
-                Transport::Tcp => {
-                    let writer = match tcp_writers.get(&t.dest.addr) {
-                        Some(w) if !w.is_closed() => w.clone(),
+                Transport::Tcp | Transport::Tls => {
+                    let writer = match stream_writers.get(&t.dest) {
+                        Some(w) if !w.is_closed() => Some(w.clone()),
                         _ => {
-                            let w = connect(t.dest.addr, core_tx.clone());
-                            tcp_writers.insert(t.dest.addr, w.clone());
+                            let w = connect(t.dest, core_tx.clone(), tls_client.clone());
+                            if let Some(w) = &w {
+                                stream_writers.insert(t.dest, w.clone());
+                            }
                             w
                         }
                     };
-                    if writer.try_send(t.bytes).is_err() {
+                    if writer.is_none_or(|w| w.try_send(t.bytes).is_err()) {
                         if let Some(tx) = t.tx {
                             core.handle_transport_error(now(), tx);
                         }
@@ -308,14 +352,19 @@ impl Drop for Accepted {
     }
 }
 
+/// Accepts SIP connections on one TCP socket; with `tls`, each is a TLS connection whose
+/// handshake runs in the connection's own task (bounded by [`TLS_HANDSHAKE_TIMEOUT`]), so a
+/// slow handshake never holds up the accept loop.
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     core: mpsc::Sender<CoreMsg>,
     accepted: Arc<std::sync::atomic::AtomicUsize>,
     max: usize,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut refused_log = RateLimiter::new(10, Duration::from_secs(1));
+    let what = if tls.is_some() { "TLS" } else { "TCP" };
     loop {
         match listener.accept().await {
             Ok((stream, from)) => {
@@ -329,58 +378,123 @@ async fn accept_loop(
                             peer = %from,
                             max,
                             suppressed,
-                            "SIP TCP connection refused: sip.max-tcp-connections reached"
+                            "SIP {what} connection refused: sip.max-tcp-connections reached"
                         );
                     }
                     continue;
                 }
                 let guard = Accepted(Arc::clone(&accepted));
-                let (w_tx, w_rx) = mpsc::channel(256);
-                if core.send(CoreMsg::TcpOpened(from, w_tx)).await.is_err() {
-                    return;
-                }
                 let core = core.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    connection(stream, from, core, w_rx, PARTIAL_MESSAGE_TIMEOUT).await;
+                    match tls {
+                        None => serve_accepted(stream, Peer::tcp(from), core).await,
+                        Some(acceptor) => {
+                            let hs = tokio::time::timeout(
+                                TLS_HANDSHAKE_TIMEOUT,
+                                acceptor.accept(stream),
+                            );
+                            match hs.await {
+                                Ok(Ok(tls)) => serve_accepted(tls, Peer::tls(from), core).await,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(peer = %from, error = %e, "SIP TLS handshake failed")
+                                }
+                                Err(_) => {
+                                    tracing::debug!(peer = %from, "SIP TLS handshake timed out")
+                                }
+                            }
+                        }
+                    }
                     drop(guard);
                 });
             }
             Err(e) => {
-                tracing::warn!(error = %e, "SIP TCP accept");
+                tracing::warn!(error = %e, "SIP {what} accept");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
 }
 
-/// Opens a TCP connection to `to` for sending (and receiving on it).
-fn connect(to: SocketAddr, core: mpsc::Sender<CoreMsg>) -> mpsc::Sender<Vec<u8>> {
+/// Registers an accepted (and, for TLS, handshaken) connection with the core and runs it.
+async fn serve_accepted<S>(stream: S, peer: Peer, core: mpsc::Sender<CoreMsg>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (w_tx, w_rx) = mpsc::channel(256);
+    if core.send(CoreMsg::StreamOpened(peer, w_tx)).await.is_err() {
+        return;
+    }
+    connection(stream, peer, core, w_rx, PARTIAL_MESSAGE_TIMEOUT).await;
+}
+
+/// Opens a connection to `to` (TCP, or TLS verified with `tls`) for sending and receiving on
+/// it; messages written before it is up wait in the channel. `None` when `to` is a TLS peer
+/// and there is no `sip.tls-ca` to verify it with.
+fn connect(
+    to: Peer,
+    core: mpsc::Sender<CoreMsg>,
+    tls: Option<TlsConnector>,
+) -> Option<mpsc::Sender<Vec<u8>>> {
+    let tls = match (to.transport, tls) {
+        (Transport::Tls, None) => {
+            tracing::warn!(to = %to.addr, "SIP TLS connection not opened: no sip.tls-ca to verify the peer with");
+            return None;
+        }
+        (Transport::Tls, Some(c)) => Some(c),
+        _ => None,
+    };
     let (w_tx, w_rx) = mpsc::channel(256);
     tokio::spawn(async move {
-        match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(to)).await {
-            Ok(Ok(stream)) => connection(stream, to, core, w_rx, PARTIAL_MESSAGE_TIMEOUT).await,
+        let what = to.transport.via_token();
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to.addr)).await {
+            Ok(Ok(s)) => s,
             _ => {
-                tracing::warn!(%to, "SIP TCP connect failed");
-                let _ = core.send(CoreMsg::TcpClosed(to)).await;
+                tracing::warn!(to = %to.addr, "SIP {what} connect failed");
+                let _ = core.send(CoreMsg::StreamClosed(to)).await;
+                return;
+            }
+        };
+        match tls {
+            None => connection(tcp, to, core, w_rx, PARTIAL_MESSAGE_TIMEOUT).await,
+            Some(connector) => {
+                // RFC 5922 §7.2: the certificate is checked against the URI's host; sipctl
+                // reaches peers by IP address, so that is the name.
+                let name = rustls_pki_types::ServerName::IpAddress(to.addr.ip().into());
+                let hs = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, connector.connect(name, tcp));
+                match hs.await {
+                    Ok(Ok(s)) => connection(s, to, core, w_rx, PARTIAL_MESSAGE_TIMEOUT).await,
+                    Ok(Err(e)) => {
+                        tracing::warn!(to = %to.addr, error = %e, "SIP TLS handshake failed");
+                        let _ = core.send(CoreMsg::StreamClosed(to)).await;
+                    }
+                    Err(_) => {
+                        tracing::warn!(to = %to.addr, "SIP TLS handshake timed out");
+                        let _ = core.send(CoreMsg::StreamClosed(to)).await;
+                    }
+                }
             }
         }
     });
-    w_tx
+    Some(w_tx)
 }
 
-/// Reads framed SIP messages from a TCP connection into the core and writes what the core
-/// sends to this peer. When the stream cannot be framed, the error response (400 for a bad
-/// Content-Length, RFC 4475 §3.1.2.3 / §3.3.9; 513 for an oversized message) is written
-/// last and the connection closed; a partial message that stalls for `stall` (the daemon
-/// uses [`PARTIAL_MESSAGE_TIMEOUT`]) closes it too.
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+/// Reads framed SIP messages from a stream connection (TCP or TLS: the same framing and
+/// limits, RFC 3261 §18.3) into the core and writes what the core sends to this peer. When
+/// the stream cannot be framed, the error response (400 for a bad Content-Length, RFC 4475
+/// §3.1.2.3 / §3.3.9; 513 for an oversized message) is written last and the connection
+/// closed; a partial message that stalls for `stall` (the daemon uses
+/// [`PARTIAL_MESSAGE_TIMEOUT`]) closes it too.
+async fn connection<S>(
+    stream: S,
+    peer: Peer,
     core: mpsc::Sender<CoreMsg>,
     mut out: mpsc::Receiver<Vec<u8>>,
     stall: Duration,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     // The last bytes to write before closing (the error response of a framing error).
     let (last_tx, mut last_rx) = oneshot::channel::<Vec<u8>>();
     let mut writer = tokio::spawn(async move {
@@ -389,7 +503,8 @@ async fn connection(
                 biased;
                 m = out.recv() => match m {
                     Some(bytes) => {
-                        if wr.write_all(&bytes).await.is_err() {
+                        // flush: TLS holds records until flushed; a no-op for TCP.
+                        if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
                             return;
                         }
                     }
@@ -398,6 +513,7 @@ async fn connection(
                 last = &mut last_rx => {
                     if let Ok(bytes) = last {
                         let _ = wr.write_all(&bytes).await;
+                        let _ = wr.flush().await;
                     }
                     let _ = wr.shutdown().await;
                     return;
@@ -408,6 +524,8 @@ async fn connection(
     let mut framer = StreamFramer::new(MAX_MESSAGE_SIZE);
     let mut buf = vec![0u8; 16 * 1024];
     let mut last_tx = Some(last_tx);
+    // Whether `writer` was awaited to its end (a JoinHandle must not be polled again).
+    let mut writer_done = false;
     'read: loop {
         let read = rd.read(&mut buf);
         let r = if framer.buffered() > 0 {
@@ -415,7 +533,7 @@ async fn connection(
                 Ok(r) => r,
                 Err(_) => {
                     let _ = core
-                        .send(CoreMsg::TcpRefused {
+                        .send(CoreMsg::StreamRefused {
                             from: peer,
                             why: "a partial message stalled; connection closed".to_owned(),
                             answered: None,
@@ -437,7 +555,7 @@ async fn connection(
         loop {
             match framer.poll_frame() {
                 Ok(Some(Frame::Message(m))) => {
-                    if core.send(CoreMsg::Tcp(m, peer)).await.is_err() {
+                    if core.send(CoreMsg::Stream(m, peer)).await.is_err() {
                         break 'read;
                     }
                 }
@@ -449,11 +567,13 @@ async fn connection(
                     let input = framer.rejected_head().unwrap_or(chunk).to_vec();
                     if let (Some((_, bytes)), Some(tx)) = (resp, last_tx.take()) {
                         if tx.send(bytes).is_ok() {
-                            let _ = tokio::time::timeout(FINAL_WRITE_TIMEOUT, &mut writer).await;
+                            writer_done = tokio::time::timeout(FINAL_WRITE_TIMEOUT, &mut writer)
+                                .await
+                                .is_ok();
                         }
                     }
                     let _ = core
-                        .send(CoreMsg::TcpRefused {
+                        .send(CoreMsg::StreamRefused {
                             from: peer,
                             why: e.to_string(),
                             answered,
@@ -467,7 +587,12 @@ async fn connection(
     }
     drop(last_tx);
     writer.abort();
-    let _ = core.send(CoreMsg::TcpClosed(peer)).await;
+    // Once the writer task is gone its receiver is dropped, so the core sees this peer's
+    // writer closed when it handles StreamClosed.
+    if !writer_done {
+        let _ = writer.await;
+    }
+    let _ = core.send(CoreMsg::StreamClosed(peer)).await;
 }
 
 /// The error response for a framing error, when the offending message's header section was
@@ -498,7 +623,7 @@ mod tests {
         tokio::spawn(async move {
             // keep the writer channel open as the core would
             let _keep = _w_tx;
-            connection(stream, from, core_tx, w_rx, stall).await;
+            connection(stream, Peer::tcp(from), core_tx, w_rx, stall).await;
         });
         (client, core_rx)
     }
@@ -534,7 +659,7 @@ mod tests {
             String::from_utf8_lossy(&got)
         );
         match core.recv().await {
-            Some(CoreMsg::TcpRefused {
+            Some(CoreMsg::StreamRefused {
                 answered, input, ..
             }) => {
                 assert_eq!(answered, Some(400));
@@ -542,7 +667,7 @@ mod tests {
             }
             _ => panic!("the core hears of the refusal"),
         }
-        assert!(matches!(core.recv().await, Some(CoreMsg::TcpClosed(_))));
+        assert!(matches!(core.recv().await, Some(CoreMsg::StreamClosed(_))));
     }
 
     #[tokio::test]
@@ -559,7 +684,7 @@ mod tests {
         );
         assert!(matches!(
             core.recv().await,
-            Some(CoreMsg::TcpRefused { answered: None, .. })
+            Some(CoreMsg::StreamRefused { answered: None, .. })
         ));
     }
 
@@ -569,13 +694,13 @@ mod tests {
         client
             .write_all(format!("{HEAD}Content-Length: 0\r\n\r\n").as_bytes())
             .expect("write");
-        assert!(matches!(core.recv().await, Some(CoreMsg::Tcp(..))));
+        assert!(matches!(core.recv().await, Some(CoreMsg::Stream(..))));
         // nothing buffered: no stall timer; after 3x the stall time it is still open
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert!(core.try_recv().is_err(), "no refusal, no close");
         client
             .write_all(format!("{HEAD}Content-Length: 0\r\n\r\n").as_bytes())
             .expect("write");
-        assert!(matches!(core.recv().await, Some(CoreMsg::Tcp(..))));
+        assert!(matches!(core.recv().await, Some(CoreMsg::Stream(..))));
     }
 }

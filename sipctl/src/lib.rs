@@ -12,3 +12,4 @@ pub mod directory;
 pub mod media;
 pub mod routing;
 pub mod sip;
+pub mod tls;

@@ -96,15 +96,22 @@ impl LegOf {
 pub(super) struct Me {
     pub(super) host: String,
     pub(super) port: u16,
+    /// The TLS listening port (RFC 3261 §26.2), when sipctl has one.
+    pub(super) tls_port: Option<u16>,
 }
 
 impl Me {
+    /// sipctl's port for messages over `transport`.
+    pub(super) fn port_for(&self, transport: Transport) -> u16 {
+        match transport {
+            Transport::Tls => self.tls_port.unwrap_or(self.port),
+            _ => self.port,
+        }
+    }
+
     /// sipctl's Contact on a leg over `transport`, as a header value.
     pub(super) fn contact(&self, transport: Transport) -> String {
-        match transport {
-            Transport::Udp => format!("<sip:sipctl@{}:{}>", self.host, self.port),
-            Transport::Tcp => format!("<sip:sipctl@{}:{};transport=tcp>", self.host, self.port),
-        }
+        transport.contact("sipctl", &self.host, self.port_for(transport))
     }
 
     /// The same Contact, parsed (for a dialog's local Contact).

@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use linecord_jobs::{
@@ -288,6 +288,7 @@ impl B2bua {
             me: Me {
                 host: config.host.clone(),
                 port: config.port,
+                tls_port: None,
             },
             txl: {
                 let mut txl = TransactionLayer::new(config.timers);
@@ -316,6 +317,12 @@ impl B2bua {
             }),
             rng,
         }
+    }
+
+    /// Sets the port put in Via and Contact of messages sent over TLS (sipctl's TLS
+    /// listener; without one, the port of [`CoreConfig::port`]).
+    pub fn set_tls_port(&mut self, port: u16) {
+        self.me.tls_port = Some(port);
     }
 
     /// Operator counters.
@@ -548,7 +555,8 @@ impl B2bua {
 
     /// A top Via for a request sipctl sends over `transport`, with a fresh branch.
     fn via(&mut self, transport: Transport) -> Via {
-        new_via(transport, &self.me.host, Some(self.me.port), &mut self.rng)
+        let port = self.me.port_for(transport);
+        new_via(transport, &self.me.host, Some(port), &mut self.rng)
     }
 
     /// A new request in `leg`'s dialog (RFC 3261 §12.2.1.1).
@@ -751,19 +759,7 @@ fn strip_tag(n: &NameAddr) -> NameAddr {
 /// whose host is an IP address (sipctl does not resolve names: DNS/NAPTR is a proxy's job).
 pub fn resolve(uri: &str) -> Option<(Uri, Peer)> {
     let parsed = Uri::parse(uri.trim().trim_start_matches('<').trim_end_matches('>')).ok()?;
-    let host = parsed.host.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = host.parse().ok()?;
-    let port = parsed.port.unwrap_or(5060);
-    let tcp = parsed
-        .param("transport")
-        .and_then(|p| p.value.as_deref())
-        .is_some_and(|t| t.eq_ignore_ascii_case("tcp"));
-    let addr = SocketAddr::new(ip, port);
-    let peer = if tcp {
-        Peer::tcp(addr)
-    } else {
-        Peer::udp(addr)
-    };
+    let peer = Peer::for_uri(&parsed)?;
     Some((parsed, peer))
 }
 

@@ -44,7 +44,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::message::{
-    CSeq, HeaderAccess, Message, Method, Request, Response, Via, BRANCH_MAGIC_COOKIE,
+    CSeq, HeaderAccess, Message, Method, Request, Response, Uri, Via, BRANCH_MAGIC_COOKIE,
 };
 
 /// The transport of a [`Peer`].
@@ -52,21 +52,70 @@ use super::message::{
 pub enum Transport {
     /// UDP: unreliable, the transaction layer retransmits.
     Udp,
-    /// TCP (or TLS over TCP): reliable, no retransmissions and zero wait timers.
+    /// TCP: reliable, no retransmissions and zero wait timers.
     Tcp,
+    /// TLS over TCP (RFC 3261 §26.2): reliable like TCP; the daemon frames it the same way.
+    Tls,
 }
 
 impl Transport {
     /// True for transports that deliver reliably (RFC 3261 §17.1.1.2 / §17.1.2.2).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 
-    /// The Via transport token.
+    /// The Via transport token (RFC 3261 §20.42: `UDP`, `TCP`, `TLS`).
     pub fn via_token(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// The port a URI without one means (RFC 3261 §19.1.2: 5060, and 5061 for TLS).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Udp | Transport::Tcp => 5060,
+            Transport::Tls => 5061,
+        }
+    }
+
+    /// The Contact sipctl puts in messages it sends over this transport, `<sip:user@host:port>`
+    /// with `;transport=tcp` or `;transport=tls` for the stream transports, so that the peer
+    /// sends in-dialog requests back over the same kind of transport. (RFC 5630 §3.1.3
+    /// deprecates `transport=tls` in favour of `sips:`, and RFC 3261 §8.1.1.8 wants a SIPS
+    /// Contact when the Request-URI is SIPS; `transport=tls` is kept because phones take
+    /// it, while baresip 1.0 (libre 1.1) ends a call whose remote target is `sips:` with
+    /// ENOSYS, as `sipctl/tests/baresip.rs` found.)
+    pub fn contact(self, user: &str, host: &str, port: u16) -> String {
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        match self {
+            Transport::Udp => format!("<sip:{user}@{host}:{port}>"),
+            Transport::Tcp => format!("<sip:{user}@{host}:{port};transport=tcp>"),
+            Transport::Tls => format!("<sip:{user}@{host}:{port};transport=tls>"),
+        }
+    }
+
+    /// The transport a URI asks for: TLS for a `sips:` URI (RFC 3261 §19.1: "SIPS ... over
+    /// TLS") or `transport=tls`, TCP for `transport=tcp`, else UDP. A `sips:` URI with
+    /// `transport=udp` or `transport=tcp` is `None`: SIPS over anything but TLS is not
+    /// offered (RFC 5630 §3.1.2 forbids UDP; TCP without TLS would not be SIPS).
+    pub fn for_uri(uri: &Uri) -> Option<Transport> {
+        let param = uri
+            .param("transport")
+            .and_then(|p| p.value.as_deref())
+            .map(str::to_ascii_lowercase);
+        let sips = uri.scheme.eq_ignore_ascii_case("sips");
+        match param.as_deref() {
+            Some("tls") => Some(Transport::Tls),
+            _ if sips => param.is_none().then_some(Transport::Tls),
+            Some("tcp") => Some(Transport::Tcp),
+            _ => Some(Transport::Udp),
         }
     }
 }
@@ -95,6 +144,27 @@ impl Peer {
             addr,
             transport: Transport::Tcp,
         }
+    }
+
+    /// A TLS peer.
+    pub fn tls(addr: SocketAddr) -> Self {
+        Peer {
+            addr,
+            transport: Transport::Tls,
+        }
+    }
+
+    /// Where to send a request for `uri` when its host is an IP address (no DNS here): the
+    /// transport from [`Transport::for_uri`], the port of the URI or the transport's default.
+    pub fn for_uri(uri: &Uri) -> Option<Peer> {
+        let host = uri.host.trim_start_matches('[').trim_end_matches(']');
+        let ip: std::net::IpAddr = host.parse().ok()?;
+        let transport = Transport::for_uri(uri)?;
+        let port = uri.port.unwrap_or(transport.default_port());
+        Some(Peer {
+            addr: SocketAddr::new(ip, port),
+            transport,
+        })
     }
 }
 
@@ -1133,6 +1203,67 @@ mod tests {
         let mut r = Response::for_request(req, status, "x");
         r.set_to_tag("b1");
         r
+    }
+
+    #[test]
+    fn uris_choose_transport_and_default_port() {
+        let peer = |u: &str| Peer::for_uri(&Uri::parse(u).expect("uri"));
+        let at = |a: &str| a.parse::<SocketAddr>().expect("addr");
+        assert_eq!(
+            peer("sip:1001@198.18.0.20"),
+            Some(Peer::udp(at("198.18.0.20:5060")))
+        );
+        assert_eq!(
+            peer("sip:198.18.0.20:5070;transport=TCP"),
+            Some(Peer::tcp(at("198.18.0.20:5070")))
+        );
+        // RFC 3261 §19.1.2: TLS defaults to 5061, for sips: and for transport=tls.
+        assert_eq!(
+            peer("sip:198.18.0.20;transport=tls"),
+            Some(Peer::tls(at("198.18.0.20:5061")))
+        );
+        assert_eq!(
+            peer("sips:1001@198.18.0.20"),
+            Some(Peer::tls(at("198.18.0.20:5061")))
+        );
+        assert_eq!(
+            peer("sips:[2001:db8::1]:5071;transport=tls"),
+            Some(Peer::tls(at("[2001:db8::1]:5071")))
+        );
+        // SIPS over UDP or plain TCP is not SIPS (RFC 5630 §3.1.2).
+        assert_eq!(peer("sips:198.18.0.20;transport=udp"), None);
+        assert_eq!(peer("sips:198.18.0.20;transport=tcp"), None);
+        // No DNS here.
+        assert_eq!(peer("sip:pbx.example.com;transport=tls"), None);
+        assert!(Transport::Tls.is_reliable() && Transport::Tcp.is_reliable());
+        assert!(!Transport::Udp.is_reliable());
+        assert_eq!(
+            new_via(Transport::Tls, "h", Some(5061), &mut fastrand::Rng::new()).transport,
+            "TLS"
+        );
+    }
+
+    #[test]
+    fn contacts_name_the_transport() {
+        assert_eq!(
+            Transport::Udp.contact("s", "198.18.0.1", 5060),
+            "<sip:s@198.18.0.1:5060>"
+        );
+        assert_eq!(
+            Transport::Tcp.contact("s", "198.18.0.1", 5060),
+            "<sip:s@198.18.0.1:5060;transport=tcp>"
+        );
+        assert_eq!(
+            Transport::Tls.contact("s", "2001:db8::1", 5061),
+            "<sip:s@[2001:db8::1]:5061;transport=tls>"
+        );
+        // What sipctl writes, it reads back as the same peer.
+        let c = Transport::Tls.contact("s", "198.18.0.1", 5071);
+        let uri = Uri::parse(c.trim_matches(|ch| ch == '<' || ch == '>')).expect("uri");
+        assert_eq!(
+            Peer::for_uri(&uri),
+            Some(Peer::tls("198.18.0.1:5071".parse().expect("addr")))
+        );
     }
 
     #[test]

@@ -78,11 +78,33 @@ impl Lab {
     /// Brings the topology up and writes the pcaps. `dns` is the `[[dn]]`/`[[route]]` part
     /// of sipctl's configuration; the recorder is started unless `with_recorder` is false.
     pub fn up(extra_config: &str, with_recorder: bool) -> Lab {
-        Lab::up_on(UDP, extra_config, with_recorder)
+        Lab::up_full(UDP, "", "", extra_config, with_recorder)
     }
 
     /// [`Lab::up`] with the recorder on `backend` ([`UDP`] or [`XDP`]).
     pub fn up_on(backend: &'static [&'static str], extra_config: &str, with_recorder: bool) -> Lab {
+        Lab::up_full(backend, "", "", extra_config, with_recorder)
+    }
+
+    /// As [`Lab::up`], with `listen_extra` appended to `sip.listen` (e.g. a TLS listener
+    /// table, starting with a comma) and `sip_keys` added to `[sip]`.
+    pub fn up_with(
+        listen_extra: &str,
+        sip_keys: &str,
+        extra_config: &str,
+        with_recorder: bool,
+    ) -> Lab {
+        Lab::up_full(UDP, listen_extra, sip_keys, extra_config, with_recorder)
+    }
+
+    /// The lab with every knob: recorder backend, extra listeners, extra `[sip]` keys.
+    pub fn up_full(
+        backend: &'static [&'static str],
+        listen_extra: &str,
+        sip_keys: &str,
+        extra_config: &str,
+        with_recorder: bool,
+    ) -> Lab {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("ls{}x{n}", std::process::id());
         let dir = std::env::temp_dir().join(format!("linecord-sipctl-{prefix}"));
@@ -105,9 +127,10 @@ impl Lab {
             &config,
             format!(
                 r#"[sip]
-listen = ["udp:{ADDR_REC}:5060", "tcp:{ADDR_REC}:5060"]
+listen = ["udp:{ADDR_REC}:5060", "tcp:{ADDR_REC}:5060"{listen_extra}]
 advertise = "{ADDR_REC}"
 switch-name = "test-switch"
+{sip_keys}
 [recorder]
 ng = "127.0.0.1:{ng_port}"
 timeout-ms = 300
