@@ -31,7 +31,7 @@
 //! enabled = true
 //!
 //! [routing]
-//! utc-offset = "+01:00"             # local time of route time windows
+//! time-zone = "Europe/Berlin"       # IANA zone (or +HH:MM) of route time windows
 //!
 //! [[dn]]
 //! number = "1001"
@@ -65,7 +65,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::directory::{Directory, DirectoryError, DnConfig};
-use crate::routing::{parse_utc_offset, Patterns, Router, Rule, RuleTarget, TimeWindow};
+use crate::routing::{
+    fixed_zone, parse_time_zone, parse_utc_offset, Patterns, Router, Rule, RuleTarget, TimeWindow,
+};
 
 /// The embedded configuration: what sipctl runs with when no `--config` is given. It suits
 /// the demo topology of `scripts/netns.sh` (party B at 198.18.0.20 is DN 1001).
@@ -89,7 +91,7 @@ listen = "127.0.0.1:8080"
 spool-dir = "/var/spool/linecord"
 
 [routing]
-utc-offset = "+00:00"
+time-zone = "UTC"
 
 # Party B of scripts/netns.sh: every call to it is recorded.
 [[dn]]
@@ -252,7 +254,9 @@ pub struct RawEvents {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawRouting {
-    /// `utc-offset`.
+    /// `time-zone`: an IANA name or a fixed offset.
+    pub time_zone: Option<String>,
+    /// `utc-offset`: the older fixed-offset form of `time-zone`.
     pub utc_offset: Option<String>,
 }
 
@@ -881,9 +885,21 @@ impl RawConfig {
         directory: &Directory,
         trunks: &[Trunk],
     ) -> Result<Router, ConfigError> {
-        let utc_offset_min = match &self.routing.utc_offset {
-            None => 0,
-            Some(s) => parse_utc_offset(s).map_err(|e| invalid("routing.utc-offset", s, e))?,
+        let zone = match (&self.routing.time_zone, &self.routing.utc_offset) {
+            (Some(_), Some(s)) => {
+                return Err(invalid(
+                    "routing.utc-offset",
+                    s,
+                    "give either time-zone or utc-offset",
+                ))
+            }
+            (Some(s), None) => {
+                parse_time_zone(s).map_err(|e| invalid("routing.time-zone", s, e))?
+            }
+            (None, Some(s)) => parse_utc_offset(s)
+                .and_then(fixed_zone)
+                .map_err(|e| invalid("routing.utc-offset", s, e))?,
+            (None, None) => jiff::tz::TimeZone::UTC,
         };
         let mut rules: Vec<Rule> = Vec::new();
         for (i, r) in self.route.iter().enumerate() {
@@ -986,10 +1002,7 @@ impl RawConfig {
             }
             rules.push(rule);
         }
-        Ok(Router {
-            rules,
-            utc_offset_min,
-        })
+        Ok(Router { rules, zone })
     }
 }
 
@@ -1137,7 +1150,7 @@ mod tests {
             c.trunk("pstn").map(|t| t.uri.as_str()),
             Some("sip:198.18.0.9:5060;transport=tcp")
         );
-        assert_eq!(c.router.utc_offset_min, 60);
+        assert_eq!(c.router.zone, fixed_zone(60).expect("offset"));
         let names: Vec<&str> = c.router.rules.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["blocked", "out", "sales", "route-4"]);
         assert_eq!(c.router.rules[0].target, RuleTarget::Reject { status: 603 });
@@ -1193,6 +1206,24 @@ mod tests {
     }
 
     #[test]
+    fn routing_time_zone_forms() {
+        let zone = |text: &str| Config::from_toml(text).expect("resolves").router.zone;
+        assert_eq!(
+            zone("[routing]\ntime-zone = \"Europe/Berlin\"").iana_name(),
+            Some("Europe/Berlin")
+        );
+        assert_eq!(
+            zone("[routing]\ntime-zone = \"-05:30\""),
+            fixed_zone(-330).expect("offset")
+        );
+        assert_eq!(
+            zone("[routing]\nutc-offset = \"+02:00\""),
+            fixed_zone(120).expect("offset")
+        );
+        assert_eq!(zone(""), jiff::tz::TimeZone::UTC);
+    }
+
+    #[test]
     fn events_can_be_disabled() {
         let c = Config::from_toml("[events]\nenabled = false").expect("valid");
         assert_eq!(c.events.spool_dir, None);
@@ -1236,6 +1267,8 @@ mod tests {
             ("[api]\ntoken = \"\"", "api.token"),
             ("[events]\nspool-dir = \"\"", "events.spool-dir"),
             ("[routing]\nutc-offset = \"CET\"", "routing.utc-offset"),
+            ("[routing]\ntime-zone = \"Mars/Olympus\"", "routing.time-zone"),
+            ("[routing]\ntime-zone = \"UTC\"\nutc-offset = \"+01:00\"", "routing.utc-offset"),
             ("[[dn]]\nnumber = \"10 01\"", "dn[0].number"),
             ("[[dn]]\nnumber = \"1\"\n[[dn]]\nnumber = \"1\"", "dn[1].number"),
             ("[[dn]]\nnumber = \"1\"\ncontact = \"x y\"", "dn[0].contact"),
