@@ -22,6 +22,8 @@
 //! fuzz targets.
 //! * [`transaction`]: [`TransactionLayer`] runs the four RFC 3261 §17 state machines
 //!   (plus RFC 6026): retransmissions, timers A–M, matching, ACK for non-2xx, 100 Trying.
+//! * [`locate`]: [`Locator`] finds the ordered targets of a URI (RFC 3263: NAPTR, SRV,
+//!   A/AAAA) over DNS answers the daemon fetches; [`Failover`] walks them.
 //! * [`dialog`]: [`Dialog`] holds RFC 3261 §12 dialog state and builds in-dialog requests;
 //!   [`DialogId`] maps incoming messages to dialogs.
 //!
@@ -58,11 +60,13 @@
 
 pub mod dialog;
 pub mod framing;
+pub mod locate;
 pub mod message;
 pub mod transaction;
 
 pub use dialog::{Dialog, DialogError, DialogId, DialogState, Role};
 pub use framing::{Frame, FramingError, StreamFramer};
+pub use locate::{Destination, Failover, Located, Locator, Target};
 pub use message::{
     bad_request_response, generate_branch, generate_call_id, generate_tag, header_name_eq, parse,
     reason_phrase, split_list, CSeq, Header, HeaderAccess, Headers, Message, Method, NameAddr,
