@@ -30,6 +30,10 @@
 //! spool-dir = "/var/spool/linecord"
 //! enabled = true
 //!
+//! [dns]                             # for trunks given by name (RFC 3263 NAPTR/SRV/A)
+//! servers = ["198.18.0.53:53"]      # default: the system's resolv.conf
+//! timeout-ms = 2000                 # per query attempt
+//!
 //! [routing]
 //! time-zone = "Europe/Berlin"       # IANA zone (or +HH:MM) of route time windows
 //!
@@ -42,7 +46,7 @@
 //!
 //! [[trunk]]
 //! name = "pstn"
-//! address = "198.18.0.9:5060"       # or a sip: URI
+//! address = "198.18.0.9:5060"       # or a name (DNS per RFC 3263), or a sip: URI
 //! transport = "udp"
 //!
 //! [[route]]
@@ -61,6 +65,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -190,6 +195,8 @@ pub struct RawConfig {
     pub events: RawEvents,
     /// `[routing]`.
     pub routing: RawRouting,
+    /// `[dns]`.
+    pub dns: RawDns,
     /// `[[dn]]`.
     pub dn: Vec<RawDn>,
     /// `[[route]]`.
@@ -258,6 +265,16 @@ pub struct RawRouting {
     pub time_zone: Option<String>,
     /// `utc-offset`: the older fixed-offset form of `time-zone`.
     pub utc_offset: Option<String>,
+}
+
+/// `[dns]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawDns {
+    /// `servers`: `IP` or `IP:PORT` of recursive name servers.
+    pub servers: Option<Vec<String>>,
+    /// `timeout-ms`.
+    pub timeout_ms: Option<u64>,
 }
 
 /// One `[[dn]]` as written.
@@ -474,6 +491,18 @@ pub struct EventsConfig {
     pub spool_dir: Option<PathBuf>,
 }
 
+/// `[dns]`, resolved: how trunk names are looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Name servers to ask; empty: the system's (`/etc/resolv.conf`).
+    pub servers: Vec<SocketAddr>,
+    /// Time to wait for one answer before the next attempt or server (1–30 000 ms).
+    pub timeout: Duration,
+}
+
+/// Default `dns.timeout-ms`.
+pub const DEFAULT_DNS_TIMEOUT_MS: u64 = 2000;
+
 /// A trunk: a SIP peer calls can be routed to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trunk {
@@ -500,6 +529,8 @@ pub struct Config {
     pub trunks: Vec<Trunk>,
     /// The routing rules (`[[route]]`) and `[routing]`.
     pub router: Router,
+    /// `[dns]`.
+    pub dns: DnsConfig,
 }
 
 impl Config {
@@ -668,6 +699,7 @@ impl RawConfig {
         let directory = self.resolve_directory(sip.max_expires)?;
         let trunks = self.resolve_trunks()?;
         let router = self.resolve_router(&directory, &trunks)?;
+        let dns = self.resolve_dns()?;
         Ok(Config {
             sip,
             recorder,
@@ -676,6 +708,41 @@ impl RawConfig {
             directory,
             trunks,
             router,
+            dns,
+        })
+    }
+
+    fn resolve_dns(&self) -> Result<DnsConfig, ConfigError> {
+        let mut servers = Vec::new();
+        for (i, s) in self.dns.servers.iter().flatten().enumerate() {
+            let t = s.trim();
+            let addr = t
+                .parse::<SocketAddr>()
+                .or_else(|_| {
+                    t.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    invalid(
+                        format!("dns.servers[{i}]"),
+                        s,
+                        "expected IP or IP:PORT (IPv6 as [ADDR]:PORT)",
+                    )
+                })?;
+            if addr.port() == 0 {
+                return Err(invalid(format!("dns.servers[{i}]"), s, "port 0"));
+            }
+            servers.push(addr);
+        }
+        let ms = self.dns.timeout_ms.unwrap_or(DEFAULT_DNS_TIMEOUT_MS);
+        if !(1..=30_000).contains(&ms) {
+            return Err(invalid("dns.timeout-ms", ms, "must be 1-30000"));
+        }
+        Ok(DnsConfig {
+            servers,
+            timeout: Duration::from_millis(ms),
         })
     }
 
@@ -1206,6 +1273,31 @@ mod tests {
     }
 
     #[test]
+    fn dns_servers_and_trunk_names() {
+        let c = Config::from_toml(
+            "[dns]\nservers = [\"198.18.0.53\", \"198.18.0.54:5353\", \"[2001:db8::53]\"]\n\
+             timeout-ms = 500\n[[trunk]]\nname = \"carrier\"\naddress = \"trunk.example.test\"",
+        )
+        .expect("resolves");
+        assert_eq!(
+            c.dns.servers,
+            [
+                "198.18.0.53:53".parse::<SocketAddr>().expect("addr"),
+                "198.18.0.54:5353".parse().expect("addr"),
+                "[2001:db8::53]:53".parse().expect("addr"),
+            ]
+        );
+        assert_eq!(c.dns.timeout, Duration::from_millis(500));
+        assert_eq!(
+            c.trunk("carrier").map(|t| t.uri.as_str()),
+            Some("sip:trunk.example.test")
+        );
+        let d = Config::embedded().expect("embedded").dns;
+        assert!(d.servers.is_empty());
+        assert_eq!(d.timeout, Duration::from_millis(DEFAULT_DNS_TIMEOUT_MS));
+    }
+
+    #[test]
     fn routing_time_zone_forms() {
         let zone = |text: &str| Config::from_toml(text).expect("resolves").router.zone;
         assert_eq!(
@@ -1267,6 +1359,9 @@ mod tests {
             ("[api]\ntoken = \"\"", "api.token"),
             ("[events]\nspool-dir = \"\"", "events.spool-dir"),
             ("[routing]\nutc-offset = \"CET\"", "routing.utc-offset"),
+            ("[dns]\nservers = [\"ns.example\"]", "dns.servers[0]"),
+            ("[dns]\nservers = [\"198.18.0.53:0\"]", "dns.servers[0]"),
+            ("[dns]\ntimeout-ms = 0", "dns.timeout-ms"),
             ("[routing]\ntime-zone = \"Mars/Olympus\"", "routing.time-zone"),
             ("[routing]\ntime-zone = \"UTC\"\nutc-offset = \"+01:00\"", "routing.utc-offset"),
             ("[[dn]]\nnumber = \"10 01\"", "dn[0].number"),

@@ -1,7 +1,9 @@
 //! The I/O shell around [`B2bua`]: SIP over UDP and TCP, NG over UDP, the agent-desktop
 //! HTTP API, the event spool and the clock. One tokio task owns the core; sockets and
 //! connections feed it through channels; the spool is written by its own thread so an
-//! fsync never holds up signalling.
+//! fsync never holds up signalling. Trunks given by name are located (RFC 3263) by a
+//! background task ([`crate::dns::keep_located`]) that refreshes them as their records
+//! expire; its results land in a [`TargetTable`] here.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::api::{self, ApiMsg};
 use crate::b2bua::{B2bua, CoreConfig, Now, Ticket};
 use crate::config::{Config, Transport as ConfigTransport};
+use crate::dns;
+use crate::sip::locate::{Destination, Host, Located, TargetTable};
 use crate::sip::{
     bad_request_response, Frame, FramingError, ParseError, Peer, StreamFramer, TimerConfig,
     Transport, MAX_MESSAGE_SIZE,
@@ -78,6 +82,36 @@ fn first_host_ipv4() -> Option<String> {
         .into_iter()
         .find(|i| i.ip().is_ipv4() && !i.is_loopback())
         .map(|i| i.ip().to_string())
+}
+
+/// The destinations of the trunks whose host is a name (those need DNS), each once.
+pub fn named_trunk_destinations(cfg: &Config) -> Vec<Destination> {
+    let mut out: Vec<Destination> = Vec::new();
+    for t in &cfg.trunks {
+        let dest = crate::sip::Uri::parse(&t.uri)
+            .ok()
+            .and_then(|u| Destination::from_uri(&u).ok());
+        match dest {
+            Some(d) if matches!(d.host, Host::Name(_)) => {
+                if !out.contains(&d) {
+                    out.push(d);
+                }
+            }
+            Some(_) => {}
+            None => tracing::warn!(trunk = %t.name, uri = %t.uri, "trunk URI cannot be located"),
+        }
+    }
+    out
+}
+
+/// Applies one update of the background locator to `table`: new targets replace the old;
+/// a destination that cannot be located has none.
+pub fn apply_located(table: &mut TargetTable, dest: Destination, located: Located) {
+    match located {
+        Located::Targets { targets, .. } => table.set(dest, targets),
+        Located::Failed(_) => table.set(dest, Vec::new()),
+        Located::Pending => {}
+    }
 }
 
 /// Runs sipctl until SIGINT/SIGTERM.
@@ -173,6 +207,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         None => None,
     };
 
+    // Trunks by name: located at start and refreshed at TTL expiry in the background; a
+    // failed refresh keeps the last good targets (logged by the DNS shell).
+    let named = named_trunk_destinations(&cfg);
+    let (dns_tx, mut dns_rx) = mpsc::channel::<(Destination, Located)>(64);
+    if !named.is_empty() {
+        let resolver = dns::Resolver::new(&cfg.dns).context("DNS for trunks given by name")?;
+        tracing::info!(trunks = named.len(), servers = ?cfg.dns.servers, "locating trunks by DNS");
+        tokio::spawn(dns::keep_located(resolver, named, dns_tx));
+    } else {
+        drop(dns_tx);
+    }
+    let mut located = TargetTable::new();
+
     let (api_tx, mut api_rx) = mpsc::channel::<ApiMsg>(256);
     let api_listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
@@ -239,6 +286,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                     Err(e) => { let _ = reply.send(Err(e)); }
                 },
             },
+            Some((dest, l)) = dns_rx.recv() => apply_located(&mut located, dest, l),
             _ = sleep => core.handle_timeout(now()),
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
@@ -481,7 +529,43 @@ mod tests {
     //! about the socket: what is written before the close, and when it closes).
 
     use super::*;
+    use crate::sip::locate::{LocateError, Target, Transport as LocTransport};
     use std::io::{Read, Write};
+
+    #[test]
+    fn named_trunks_are_located_and_applied() {
+        let cfg = Config::from_toml(
+            "[[trunk]]\nname = \"a\"\naddress = \"198.18.0.9:5060\"\n\
+             [[trunk]]\nname = \"b\"\naddress = \"Carrier.Test\"\n\
+             [[trunk]]\nname = \"c\"\naddress = \"sip:carrier.test\"\n\
+             [[trunk]]\nname = \"d\"\naddress = \"carrier.test\"\ntransport = \"tcp\"",
+        )
+        .expect("config");
+        let named = named_trunk_destinations(&cfg);
+        // The numeric trunk needs no DNS; b and c are the same destination.
+        assert_eq!(named.len(), 2, "{named:?}");
+        assert_eq!(named[0].host, Host::Name("carrier.test".into()));
+        assert_eq!(named[1].transport, Some(LocTransport::Tcp));
+        let mut table = TargetTable::new();
+        let t = Target {
+            addr: "198.18.0.30:5060".parse().expect("addr"),
+            transport: LocTransport::Udp,
+        };
+        let located = Located::Targets {
+            targets: vec![t],
+            expires: None,
+        };
+        apply_located(&mut table, named[0].clone(), located);
+        assert!(table.resolve("sip:+4930@carrier.test").is_some());
+        apply_located(&mut table, named[0].clone(), Located::Pending);
+        assert!(
+            table.get(&named[0]).is_some(),
+            "pending keeps what is known"
+        );
+        let failed = Located::Failed(LocateError::NoTargets("carrier.test".into()));
+        apply_located(&mut table, named[0].clone(), failed);
+        assert!(table.resolve("sip:+4930@carrier.test").is_none());
+    }
 
     /// Runs `connection` for one accepted socket; returns the client end and the core's
     /// receiving channel.

@@ -734,6 +734,51 @@ impl Failover {
     }
 }
 
+/// The located targets of the destinations kept resolved in the background (trunks given by
+/// name), for a core that must not wait on DNS: [`TargetTable::resolve`] answers a URI from
+/// the table, or directly for a numeric host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetTable {
+    by_dest: HashMap<Destination, Vec<Target>>,
+}
+
+impl TargetTable {
+    /// An empty table.
+    pub fn new() -> TargetTable {
+        TargetTable::default()
+    }
+
+    /// Records the current targets of `dest` (an empty list removes it).
+    pub fn set(&mut self, dest: Destination, targets: Vec<Target>) {
+        if targets.is_empty() {
+            self.by_dest.remove(&dest);
+        } else {
+            self.by_dest.insert(dest, targets);
+        }
+    }
+
+    /// The targets known for `dest`.
+    pub fn get(&self, dest: &Destination) -> Option<&[Target]> {
+        self.by_dest.get(dest).map(Vec::as_slice)
+    }
+
+    /// The parsed URI (angle brackets allowed) and its targets in failover order: for a
+    /// numeric host the one RFC 3263 §4 gives, for a name the table's. `None`: not a sip(s)
+    /// URI, or a name not (yet) located.
+    pub fn resolve(&self, uri: &str) -> Option<(Uri, Failover)> {
+        let parsed = Uri::parse(uri.trim().trim_start_matches('<').trim_end_matches('>')).ok()?;
+        let dest = Destination::from_uri(&parsed).ok()?;
+        let targets = match &dest.host {
+            Host::Ip(_) => match Locator::new().locate(Instant::now(), &dest, &mut || 0) {
+                Located::Targets { targets, .. } => targets,
+                _ => return None,
+            },
+            Host::Name(_) => self.by_dest.get(&dest)?.clone(),
+        };
+        Some((parsed, Failover::new(targets)))
+    }
+}
+
 /// RFC 3263 §4.3: whether a failed attempt moves on to the next target: a transport error
 /// or a transaction timeout (`status = None`), or a 503 (RFC 3261 §21.5.4).
 pub fn fails_over(status: Option<u16>) -> bool {
@@ -1248,6 +1293,38 @@ mod tests {
         assert!(matches!(parse("sip:bad..name"), Err(LocateError::Host(_))));
         assert!(Destination::host(&"a".repeat(254)).is_err());
         assert!(Destination::host(&format!("{}.test", "a".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn target_table_for_the_core() {
+        let mut table = TargetTable::new();
+        let t = Target {
+            addr: "198.18.8.1:5070".parse().expect("addr"),
+            transport: Transport::Tcp,
+        };
+        assert!(
+            table.resolve("sip:+4930@trunk.test").is_none(),
+            "not located yet"
+        );
+        table.set(dest("sip:trunk.test"), vec![t]);
+        // Any user part, same host/port/transport: the trunk's targets.
+        let (uri, mut f) = table.resolve("<sip:+4930@Trunk.Test>").expect("located");
+        assert_eq!(uri.user.as_deref(), Some("+4930"));
+        assert_eq!(f.next_target(), Some(t));
+        assert!(
+            table.resolve("sip:trunk.test;transport=tcp").is_none(),
+            "another destination"
+        );
+        let (_, mut f) = table
+            .resolve("sip:198.18.8.2;transport=tcp")
+            .expect("numeric");
+        assert_eq!(
+            f.next_target().and_then(|t| t.peer()),
+            Some(Peer::tcp("198.18.8.2:5060".parse().expect("addr")))
+        );
+        assert!(table.resolve("tel:+4930").is_none());
+        table.set(dest("sip:trunk.test"), Vec::new());
+        assert!(table.get(&dest("sip:trunk.test")).is_none());
     }
 
     #[test]

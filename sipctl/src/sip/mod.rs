@@ -66,7 +66,7 @@ pub mod transaction;
 
 pub use dialog::{Dialog, DialogError, DialogId, DialogState, Role};
 pub use framing::{Frame, FramingError, StreamFramer};
-pub use locate::{Destination, Failover, Located, Locator, Target};
+pub use locate::{Destination, Failover, Located, Locator, Target, TargetTable};
 pub use message::{
     bad_request_response, generate_branch, generate_call_id, generate_tag, header_name_eq, parse,
     reason_phrase, split_list, CSeq, Header, HeaderAccess, Headers, Message, Method, NameAddr,
