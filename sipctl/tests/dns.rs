@@ -410,3 +410,79 @@ fn background_refresh_keeps_the_last_good_answer_and_follows_changes() {
     let _ = tx_stop.send(());
     worker.join().expect("worker");
 }
+
+/// sipctl itself, killed on drop.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_daemon_locates_a_trunk_given_by_name_at_start() {
+    let ns = Netns::new();
+    let dnsmasq = Dnsmasq::start(&ns, 5062);
+    let config = ns.dir.join("sipctl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[sip]
+listen = ["udp:{DNS_IP}:5060"]
+[recorder]
+ng = "127.0.0.1:2223"
+[api]
+listen = "127.0.0.1:18099"
+[events]
+enabled = false
+[dns]
+servers = ["{DNS_IP}:53"]
+timeout-ms = 300
+[[trunk]]
+name = "carrier"
+address = "trunk.test"
+transport = "udp"
+"#
+        ),
+    )
+    .expect("config");
+    let log = ns.dir.join("sipctl.log");
+    let _sipctl = Daemon(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_sipctl")])
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start sipctl"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("located") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let line = text
+        .lines()
+        .find(|l| l.contains("located"))
+        .unwrap_or_else(|| {
+            panic!(
+                "sipctl did not locate the trunk:\n{text}\n{}",
+                dnsmasq.log()
+            )
+        });
+    assert!(line.contains("trunk.test"), "{line}");
+    let a = line
+        .find(&format!("{A_IP}:5060"))
+        .expect("first target in the log");
+    let b = line
+        .find(&format!("{B_IP}:5062"))
+        .expect("second target in the log");
+    assert!(a < b, "priority order: {line}");
+    assert!(dnsmasq.log().contains("query[SRV] _sip._udp.trunk.test"));
+}

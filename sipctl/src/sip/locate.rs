@@ -1295,6 +1295,68 @@ mod tests {
         assert!(Destination::host(&format!("{}.test", "a".repeat(64))).is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever the answers (any names, types, TTLs, SRV loops, failures), locate stays
+        /// total and bounded: no panic, at most MAX_TARGETS targets, lookups end.
+        #[test]
+        fn arbitrary_answers_stay_bounded(
+            answers in proptest::collection::vec(
+                (0u8..6, 0u16..4, 0u16..4, 0u32..100_000, 0u8..4, proptest::num::u32::ANY),
+                0..40,
+            ),
+            uri in proptest::sample::select(vec![
+                "sip:a.test", "sips:a.test", "sip:a.test;transport=tcp", "sip:a.test:5062",
+            ]),
+        ) {
+            let names = ["a.test", "_sip._udp.a.test", "_sip._tcp.a.test", "_sips._tcp.a.test"];
+            let mut loc = Locator::new();
+            let mut now = Instant::now();
+            let d = dest(uri);
+            let mut seed = 1u32;
+            let mut rng = move || { seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345); seed };
+            let mut it = answers.into_iter().cycle();
+            for _ in 0..12 {
+                if let Located::Targets { targets, .. } = loc.locate(now, &d, &mut rng) {
+                    proptest::prop_assert!(!targets.is_empty() && targets.len() <= MAX_TARGETS);
+                }
+                let mut asked = 0;
+                while let Some(q) = loc.poll_query(now) {
+                    asked += 1;
+                    proptest::prop_assert!(asked <= 64, "unbounded queries");
+                    let Some((kind, a, b, ttl, n, x)) = it.next() else {
+                        loc.handle_answer(now, &q, Answer::Failed);
+                        continue;
+                    };
+                    let pick = |i: u16| names[usize::from(i) % names.len()].to_owned();
+                    let data = match kind {
+                        0 => RecordData::Naptr(Naptr {
+                            order: a,
+                            preference: b,
+                            flags: ["s", "S", "u", ""][usize::from(n)].into(),
+                            services: ["SIP+D2U", "SIP+D2T", "SIPS+D2T", "x"][usize::from(n)].into(),
+                            replacement: pick(a),
+                        }),
+                        1 => RecordData::Srv(Srv { priority: a, weight: b, port: a, target: pick(b) }),
+                        2 => RecordData::Addr(IpAddr::from(x.to_be_bytes())),
+                        3 => RecordData::Addr(IpAddr::from(u128::from(x).to_be_bytes())),
+                        _ => RecordData::Srv(Srv { priority: 0, weight: 0, port: 0, target: ".".into() }),
+                    };
+                    let answer = match n {
+                        0 => Answer::Failed,
+                        1 => Answer::Empty { ttl },
+                        _ => Answer::Records(vec![Record { ttl, data }; usize::from(n) * 20]),
+                    };
+                    loc.handle_answer(now, &q, answer);
+                }
+                now += Duration::from_secs(u64::from(time_step(asked)));
+            }
+        }
+    }
+
+    fn time_step(asked: usize) -> u32 {
+        (asked as u32 % 3) * 7 + 1
+    }
+
     #[test]
     fn target_table_for_the_core() {
         let mut table = TargetTable::new();
