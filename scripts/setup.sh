@@ -21,6 +21,7 @@ APT_PACKAGES=(
   postgresql   # the scale-out index in the processor tests
   chromium     # headless browser for the web UI test
   nodejs       # runs the browser test (playwright-core from npm; this nodejs brings npm)
+  dnsmasq-base # DNS server (NAPTR/SRV/A) of the sipctl RFC 3263 tests (binary only, no service)
 )
 
 missing=()

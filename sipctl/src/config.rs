@@ -44,8 +44,12 @@
 //! spool-dir = "/var/spool/linecord"
 //! enabled = true
 //!
+//! [dns]                             # for trunks given by name (RFC 3263 NAPTR/SRV/A)
+//! servers = ["198.18.0.53:53"]      # default: the system's resolv.conf
+//! timeout-ms = 2000                 # per query attempt
+//!
 //! [routing]
-//! utc-offset = "+01:00"             # local time of route time windows
+//! time-zone = "Europe/Berlin"       # IANA zone (or +HH:MM) of route time windows
 //! no-answer-secs = 120              # ringing this long: the call goes to no-answer-target; 0 = off
 //! no-answer-target = "reject:480"   # dn:NUMBER | trunk:NAME | reject:STATUS
 //!
@@ -58,7 +62,7 @@
 //!
 //! [[trunk]]
 //! name = "pstn"
-//! address = "198.18.0.9:5060"       # or a sip: / sips: URI
+//! address = "198.18.0.9:5060"       # or a name (DNS per RFC 3263), or a sip: / sips: URI
 //! transport = "udp"                 # udp | tcp | tls (tls and sips: need sip.tls-ca)
 //!
 //! [[route]]
@@ -77,11 +81,15 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::directory::{Directory, DirectoryError, DnConfig};
-use crate::routing::{parse_utc_offset, NoAnswer, Patterns, Router, Rule, RuleTarget, TimeWindow};
+use crate::routing::{
+    fixed_zone, parse_time_zone, parse_utc_offset, NoAnswer, Patterns, Router, Rule, RuleTarget,
+    TimeWindow,
+};
 
 /// The embedded configuration: what sipctl runs with when no `--config` is given. It suits
 /// the demo topology of `scripts/netns.sh` (party B at 198.18.0.20 is DN 1001).
@@ -105,7 +113,7 @@ listen = "127.0.0.1:8080"
 spool-dir = "/var/spool/linecord"
 
 [routing]
-utc-offset = "+00:00"
+time-zone = "UTC"
 
 # Party B of scripts/netns.sh: every call to it is recorded.
 [[dn]]
@@ -213,6 +221,8 @@ pub struct RawConfig {
     pub events: RawEvents,
     /// `[routing]`.
     pub routing: RawRouting,
+    /// `[dns]`.
+    pub dns: RawDns,
     /// `[[dn]]`.
     pub dn: Vec<RawDn>,
     /// `[[route]]`.
@@ -310,12 +320,24 @@ pub struct RawEvents {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawRouting {
-    /// `utc-offset`.
+    /// `time-zone`: an IANA name or a fixed offset.
+    pub time_zone: Option<String>,
+    /// `utc-offset`: the older fixed-offset form of `time-zone`.
     pub utc_offset: Option<String>,
     /// `no-answer-secs`: how long a call rings before it goes to `no-answer-target` (0: off).
     pub no_answer_secs: Option<u32>,
     /// `no-answer-target`: `dn:NUMBER`, `trunk:NAME` or `reject:STATUS`.
     pub no_answer_target: Option<String>,
+}
+
+/// `[dns]` as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawDns {
+    /// `servers`: `IP` or `IP:PORT` of recursive name servers.
+    pub servers: Option<Vec<String>>,
+    /// `timeout-ms`.
+    pub timeout_ms: Option<u64>,
 }
 
 /// One `[[dn]]` as written.
@@ -552,6 +574,18 @@ pub struct EventsConfig {
     pub spool_dir: Option<PathBuf>,
 }
 
+/// `[dns]`, resolved: how trunk names are looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Name servers to ask; empty: the system's (`/etc/resolv.conf`).
+    pub servers: Vec<SocketAddr>,
+    /// Time to wait for one answer before the next attempt or server (1–30 000 ms).
+    pub timeout: Duration,
+}
+
+/// Default `dns.timeout-ms`.
+pub const DEFAULT_DNS_TIMEOUT_MS: u64 = 2000;
+
 /// A trunk: a SIP peer calls can be routed to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trunk {
@@ -578,6 +612,8 @@ pub struct Config {
     pub trunks: Vec<Trunk>,
     /// The routing rules (`[[route]]`) and `[routing]`.
     pub router: Router,
+    /// `[dns]`.
+    pub dns: DnsConfig,
 }
 
 impl Config {
@@ -838,6 +874,7 @@ impl RawConfig {
         let directory = self.resolve_directory(sip.max_expires)?;
         let trunks = self.resolve_trunks(sip.tls_ca.is_some())?;
         let router = self.resolve_router(&directory, &trunks)?;
+        let dns = self.resolve_dns()?;
         Ok(Config {
             sip,
             recorder,
@@ -846,6 +883,41 @@ impl RawConfig {
             directory,
             trunks,
             router,
+            dns,
+        })
+    }
+
+    fn resolve_dns(&self) -> Result<DnsConfig, ConfigError> {
+        let mut servers = Vec::new();
+        for (i, s) in self.dns.servers.iter().flatten().enumerate() {
+            let t = s.trim();
+            let addr = t
+                .parse::<SocketAddr>()
+                .or_else(|_| {
+                    t.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    invalid(
+                        format!("dns.servers[{i}]"),
+                        s,
+                        "expected IP or IP:PORT (IPv6 as [ADDR]:PORT)",
+                    )
+                })?;
+            if addr.port() == 0 {
+                return Err(invalid(format!("dns.servers[{i}]"), s, "port 0"));
+            }
+            servers.push(addr);
+        }
+        let ms = self.dns.timeout_ms.unwrap_or(DEFAULT_DNS_TIMEOUT_MS);
+        if !(1..=30_000).contains(&ms) {
+            return Err(invalid("dns.timeout-ms", ms, "must be 1-30000"));
+        }
+        Ok(DnsConfig {
+            servers,
+            timeout: Duration::from_millis(ms),
         })
     }
 
@@ -1105,9 +1177,21 @@ impl RawConfig {
         directory: &Directory,
         trunks: &[Trunk],
     ) -> Result<Router, ConfigError> {
-        let utc_offset_min = match &self.routing.utc_offset {
-            None => 0,
-            Some(s) => parse_utc_offset(s).map_err(|e| invalid("routing.utc-offset", s, e))?,
+        let zone = match (&self.routing.time_zone, &self.routing.utc_offset) {
+            (Some(_), Some(s)) => {
+                return Err(invalid(
+                    "routing.utc-offset",
+                    s,
+                    "give either time-zone or utc-offset",
+                ))
+            }
+            (Some(s), None) => {
+                parse_time_zone(s).map_err(|e| invalid("routing.time-zone", s, e))?
+            }
+            (None, Some(s)) => parse_utc_offset(s)
+                .and_then(fixed_zone)
+                .map_err(|e| invalid("routing.utc-offset", s, e))?,
+            (None, None) => jiff::tz::TimeZone::UTC,
         };
         let mut rules: Vec<Rule> = Vec::new();
         for (i, r) in self.route.iter().enumerate() {
@@ -1175,7 +1259,7 @@ impl RawConfig {
         let no_answer = self.resolve_no_answer(directory, trunks)?;
         Ok(Router {
             rules,
-            utc_offset_min,
+            zone,
             no_answer,
         })
     }
@@ -1404,7 +1488,7 @@ mod tests {
             c.trunk("pstn").map(|t| t.uri.as_str()),
             Some("sip:198.18.0.9:5060;transport=tcp")
         );
-        assert_eq!(c.router.utc_offset_min, 60);
+        assert_eq!(c.router.zone, fixed_zone(60).expect("offset"));
         let names: Vec<&str> = c.router.rules.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["blocked", "out", "sales", "route-4"]);
         assert_eq!(c.router.rules[0].target, RuleTarget::Reject { status: 603 });
@@ -1460,6 +1544,49 @@ mod tests {
     }
 
     #[test]
+    fn dns_servers_and_trunk_names() {
+        let c = Config::from_toml(
+            "[dns]\nservers = [\"198.18.0.53\", \"198.18.0.54:5353\", \"[2001:db8::53]\"]\n\
+             timeout-ms = 500\n[[trunk]]\nname = \"carrier\"\naddress = \"trunk.example.test\"",
+        )
+        .expect("resolves");
+        assert_eq!(
+            c.dns.servers,
+            [
+                "198.18.0.53:53".parse::<SocketAddr>().expect("addr"),
+                "198.18.0.54:5353".parse().expect("addr"),
+                "[2001:db8::53]:53".parse().expect("addr"),
+            ]
+        );
+        assert_eq!(c.dns.timeout, Duration::from_millis(500));
+        assert_eq!(
+            c.trunk("carrier").map(|t| t.uri.as_str()),
+            Some("sip:trunk.example.test")
+        );
+        let d = Config::embedded().expect("embedded").dns;
+        assert!(d.servers.is_empty());
+        assert_eq!(d.timeout, Duration::from_millis(DEFAULT_DNS_TIMEOUT_MS));
+    }
+
+    #[test]
+    fn routing_time_zone_forms() {
+        let zone = |text: &str| Config::from_toml(text).expect("resolves").router.zone;
+        assert_eq!(
+            zone("[routing]\ntime-zone = \"Europe/Berlin\"").iana_name(),
+            Some("Europe/Berlin")
+        );
+        assert_eq!(
+            zone("[routing]\ntime-zone = \"-05:30\""),
+            fixed_zone(-330).expect("offset")
+        );
+        assert_eq!(
+            zone("[routing]\nutc-offset = \"+02:00\""),
+            fixed_zone(120).expect("offset")
+        );
+        assert_eq!(zone(""), jiff::tz::TimeZone::UTC);
+    }
+
+    #[test]
     fn events_can_be_disabled() {
         let c = Config::from_toml("[events]\nenabled = false").expect("valid");
         assert_eq!(c.events.spool_dir, None);
@@ -1503,6 +1630,11 @@ mod tests {
             ("[api]\ntoken = \"\"", "api.token"),
             ("[events]\nspool-dir = \"\"", "events.spool-dir"),
             ("[routing]\nutc-offset = \"CET\"", "routing.utc-offset"),
+            ("[dns]\nservers = [\"ns.example\"]", "dns.servers[0]"),
+            ("[dns]\nservers = [\"198.18.0.53:0\"]", "dns.servers[0]"),
+            ("[dns]\ntimeout-ms = 0", "dns.timeout-ms"),
+            ("[routing]\ntime-zone = \"Mars/Olympus\"", "routing.time-zone"),
+            ("[routing]\ntime-zone = \"UTC\"\nutc-offset = \"+01:00\"", "routing.utc-offset"),
             ("[[dn]]\nnumber = \"10 01\"", "dn[0].number"),
             ("[[dn]]\nnumber = \"1\"\n[[dn]]\nnumber = \"1\"", "dn[1].number"),
             ("[[dn]]\nnumber = \"1\"\ncontact = \"x y\"", "dn[0].contact"),

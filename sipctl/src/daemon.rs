@@ -7,6 +7,11 @@
 //! TLS only adds the handshake before it (RFC 3261 §26.2; rustls through tokio-rustls, the
 //! configurations from [`crate::tls`]). Connections are kept per peer (address and
 //! transport) and reused for every message to it, in both directions (RFC 3261 §18).
+//!
+//! Trunks given by name are located (RFC 3263) by a
+//! background task ([`crate::dns::keep_located`]) that refreshes them as their records
+//! expire; its results go to the core ([`B2bua::handle_located`]), whose
+//! [`TargetTable`](crate::sip::locate::TargetTable) routes calls by them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +28,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use crate::api::{self, ApiMsg};
 use crate::b2bua::{B2bua, CoreConfig, Now, Ticket};
 use crate::config::{Config, Transport as ConfigTransport};
+use crate::dns;
+use crate::sip::locate::{Destination, Host, Located};
 use crate::sip::{
     bad_request_response, Frame, FramingError, ParseError, Peer, StreamFramer, TimerConfig,
     Transport, MAX_MESSAGE_SIZE,
@@ -91,6 +98,26 @@ fn first_host_ipv4() -> Option<String> {
         .into_iter()
         .find(|i| i.ip().is_ipv4() && !i.is_loopback())
         .map(|i| i.ip().to_string())
+}
+
+/// The destinations of the trunks whose host is a name (those need DNS), each once.
+pub fn named_trunk_destinations(cfg: &Config) -> Vec<Destination> {
+    let mut out: Vec<Destination> = Vec::new();
+    for t in &cfg.trunks {
+        let dest = crate::sip::Uri::parse(&t.uri)
+            .ok()
+            .and_then(|u| Destination::from_uri(&u).ok());
+        match dest {
+            Some(d) if matches!(d.host, Host::Name(_)) => {
+                if !out.contains(&d) {
+                    out.push(d);
+                }
+            }
+            Some(_) => {}
+            None => tracing::warn!(trunk = %t.name, uri = %t.uri, "trunk URI cannot be located"),
+        }
+    }
+    out
 }
 
 /// Runs sipctl until SIGINT/SIGTERM.
@@ -213,6 +240,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         None => None,
     };
 
+    // Trunks by name: located at start and refreshed at TTL expiry in the background; a
+    // failed refresh keeps the last good targets (logged by the DNS shell).
+    let named = named_trunk_destinations(&cfg);
+    let (dns_tx, mut dns_rx) = mpsc::channel::<(Destination, Located)>(64);
+    if !named.is_empty() {
+        let resolver = dns::Resolver::new(&cfg.dns).context("DNS for trunks given by name")?;
+        tracing::info!(trunks = named.len(), servers = ?cfg.dns.servers, "locating trunks by DNS");
+        tokio::spawn(dns::keep_located(resolver, named, dns_tx));
+    } else {
+        drop(dns_tx);
+    }
+
     let (api_tx, mut api_rx) = mpsc::channel::<ApiMsg>(256);
     let api_listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
@@ -284,6 +323,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                     Err(e) => { let _ = reply.send(Err(e)); }
                 },
             },
+            Some((dest, l)) = dns_rx.recv() => core.handle_located(dest, l),
             _ = sleep => core.handle_timeout(now()),
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
@@ -609,7 +649,43 @@ mod tests {
     //! about the socket: what is written before the close, and when it closes).
 
     use super::*;
+    use crate::sip::locate::{LocateError, Target, Transport as LocTransport};
     use std::io::{Read, Write};
+
+    #[test]
+    fn named_trunks_are_located_and_applied() {
+        let cfg = Config::from_toml(
+            "[[trunk]]\nname = \"a\"\naddress = \"198.18.0.9:5060\"\n\
+             [[trunk]]\nname = \"b\"\naddress = \"Carrier.Test\"\n\
+             [[trunk]]\nname = \"c\"\naddress = \"sip:carrier.test\"\n\
+             [[trunk]]\nname = \"d\"\naddress = \"carrier.test\"\ntransport = \"tcp\"",
+        )
+        .expect("config");
+        let named = named_trunk_destinations(&cfg);
+        // The numeric trunk needs no DNS; b and c are the same destination.
+        assert_eq!(named.len(), 2, "{named:?}");
+        assert_eq!(named[0].host, Host::Name("carrier.test".into()));
+        assert_eq!(named[1].transport, Some(LocTransport::Tcp));
+        let mut table = crate::sip::locate::TargetTable::new();
+        let t = Target {
+            addr: "198.18.0.30:5060".parse().expect("addr"),
+            transport: LocTransport::Udp,
+        };
+        let located = Located::Targets {
+            targets: vec![t],
+            expires: None,
+        };
+        table.apply(named[0].clone(), located);
+        assert!(table.resolve("sip:+4930@carrier.test").is_some());
+        table.apply(named[0].clone(), Located::Pending);
+        assert!(
+            table.get(&named[0]).is_some(),
+            "pending keeps what is known"
+        );
+        let failed = Located::Failed(LocateError::NoTargets("carrier.test".into()));
+        table.apply(named[0].clone(), failed);
+        assert!(table.resolve("sip:+4930@carrier.test").is_none());
+    }
 
     /// Runs `connection` for one accepted socket; returns the client end and the core's
     /// receiving channel.

@@ -9,6 +9,7 @@ pub mod b2bua;
 pub mod config;
 pub mod daemon;
 pub mod directory;
+pub mod dns;
 pub mod media;
 pub mod routing;
 pub mod sip;

@@ -11,6 +11,12 @@
 //! `record-percent`) or when a DN taking part has `record = true` (agent-side recording: the
 //! DN the call terminates at, or the DN that places it); `record-critical` comes from that DN.
 //! Sans-IO: the time and the sampling value are inputs.
+//!
+//! Time windows are in the local time of one [`TimeZone`]: an IANA zone such as
+//! `Europe/Berlin` (so business hours follow daylight saving time) or a fixed UTC offset.
+
+use jiff::tz::{Offset, TimeZone};
+use jiff::Timestamp;
 
 use crate::directory::{Directory, Lookup};
 
@@ -273,7 +279,7 @@ fn parse_hhmm(s: &str) -> Result<u16, PatternError> {
     Ok(h * 60 + m)
 }
 
-/// Days of the week and a time span within the day, in local time (a fixed UTC offset).
+/// Days of the week and a time span within the day, in the wall-clock time of a zone.
 /// A span whose end is not after its start runs across midnight (`22:00-06:00`) and
 /// belongs to the day it starts on: `fri` + `22:00-06:00` covers Friday 22:00 to Saturday
 /// 06:00. The start is included, the end is not.
@@ -321,15 +327,22 @@ impl TimeWindow {
         })
     }
 
-    /// Whether the Unix time `unix_s` falls in the window, with local time `utc_offset_min`
-    /// minutes ahead of UTC.
-    pub fn contains(&self, unix_s: u64, utc_offset_min: i32) -> bool {
-        let local = unix_s as i64 + i64::from(utc_offset_min) * 60;
-        let day = local.div_euclid(86_400);
-        // 1970-01-01 was a Thursday (3 with Monday = 0).
-        let weekday = (day + 3).rem_euclid(7) as u8;
+    /// Whether the Unix time `unix_s` falls in the window, read as wall-clock time in `zone`.
+    /// On the day a zone changes its offset the window still opens and closes at the
+    /// written wall-clock times (09:00 stays 09:00 across DST); a wall-clock time the change
+    /// skips never happens, one it repeats matches twice.
+    pub fn contains(&self, unix_s: u64, zone: &TimeZone) -> bool {
+        // Beyond jiff's range (year 9999) nothing is in any window.
+        let Ok(ts) = i64::try_from(unix_s)
+            .map_err(drop)
+            .and_then(|s| Timestamp::from_second(s).map_err(drop))
+        else {
+            return false;
+        };
+        let local = zone.to_datetime(ts);
+        let weekday = local.weekday().to_monday_zero_offset() as u8;
         let yesterday = (weekday + 6) % 7;
-        let minute = (local.rem_euclid(86_400) / 60) as u16;
+        let minute = local.hour() as u16 * 60 + local.minute() as u16;
         if self.start_min < self.end_min {
             self.days.contains(weekday) && self.start_min <= minute && minute < self.end_min
         } else {
@@ -337,6 +350,27 @@ impl TimeWindow {
                 || (self.days.contains(yesterday) && minute < self.end_min)
         }
     }
+}
+
+/// Parses the zone of the time windows: an IANA time zone name (`Europe/Berlin`, looked up
+/// in the tz database built into sipctl) or a fixed UTC offset (see [`parse_utc_offset`]).
+pub fn parse_time_zone(s: &str) -> Result<TimeZone, PatternError> {
+    let t = s.trim();
+    if t.starts_with(['+', '-']) || t.eq_ignore_ascii_case("z") || t.eq_ignore_ascii_case("utc") {
+        return fixed_zone(parse_utc_offset(t)?);
+    }
+    TimeZone::get(t).map_err(|_| {
+        PatternError(format!(
+            "{s:?} is not an IANA time zone like Europe/Berlin nor an offset like +01:00"
+        ))
+    })
+}
+
+/// The zone `minutes` ahead of UTC all year.
+pub fn fixed_zone(minutes: i32) -> Result<TimeZone, PatternError> {
+    Offset::from_seconds(minutes * 60)
+        .map(TimeZone::fixed)
+        .map_err(|_| PatternError(format!("{minutes} minutes is not a UTC offset")))
 }
 
 /// Parses a UTC offset: `Z`, `UTC`, `+HH:MM`, `-HH:MM` (up to ±14:00). Returns minutes.
@@ -425,7 +459,7 @@ impl Rule {
     }
 
     /// Whether every condition holds for `facts`.
-    pub fn matches(&self, facts: &CallFacts<'_>, utc_offset_min: i32) -> bool {
+    pub fn matches(&self, facts: &CallFacts<'_>, zone: &TimeZone) -> bool {
         let opt = |p: &Option<Patterns>, v: &str| p.as_ref().is_none_or(|p| p.matches(v));
         opt(&self.caller, facts.caller)
             && opt(&self.callee, facts.callee)
@@ -438,7 +472,7 @@ impl Rule {
             })
             && self
                 .window
-                .is_none_or(|w| w.contains(facts.unix_time, utc_offset_min))
+                .is_none_or(|w| w.contains(facts.unix_time, zone))
     }
 }
 
@@ -558,16 +592,27 @@ fn reject(status: u16) -> Target {
     }
 }
 
-/// The routing strategy: ordered rules and the UTC offset of their time windows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The routing strategy: ordered rules and the time zone of their time windows.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Router {
     /// Rules, first match wins.
     pub rules: Vec<Rule>,
-    /// Local time of the time windows, minutes ahead of UTC.
-    pub utc_offset_min: i32,
+    /// The zone whose wall-clock time the rules' windows are written in.
+    pub zone: TimeZone,
     /// Where a call goes that rings unanswered too long; `None`: it rings until the caller
     /// gives up.
     pub no_answer: Option<NoAnswer>,
+}
+
+impl Default for Router {
+    /// No rules, windows in UTC, no no-answer timer.
+    fn default() -> Router {
+        Router {
+            rules: Vec::new(),
+            zone: TimeZone::UTC,
+            no_answer: None,
+        }
+    }
 }
 
 /// The no-answer timer of calls routed to a party (`routing.no-answer-*`).
@@ -582,9 +627,7 @@ pub struct NoAnswer {
 impl Router {
     /// The rule that applies to `facts`, if any.
     pub fn matching_rule(&self, facts: &CallFacts<'_>) -> Option<&Rule> {
-        self.rules
-            .iter()
-            .find(|r| r.matches(facts, self.utc_offset_min))
+        self.rules.iter().find(|r| r.matches(facts, &self.zone))
     }
 
     /// Routes a new call (see the module documentation), with GIR's agent-side recording: a
@@ -807,23 +850,117 @@ mod tests {
         assert!(TimeWindow::parse(None::<&[&str]>, Some("08:60-09:00")).is_err());
     }
 
+    /// The zone `min` minutes ahead of UTC.
+    fn z(min: i32) -> TimeZone {
+        fixed_zone(min).expect("offset")
+    }
+
+    /// Unix seconds of an RFC 3339 time in UTC.
+    fn utc(s: &str) -> u64 {
+        let ts: Timestamp = s.parse().expect("timestamp");
+        u64::try_from(ts.as_second()).expect("after 1970")
+    }
+
+    #[test]
+    fn time_zones_parse() {
+        assert_eq!(parse_time_zone("+01:00"), Ok(z(60)));
+        assert_eq!(parse_time_zone("UTC"), Ok(z(0)));
+        let berlin = parse_time_zone(" Europe/Berlin ").expect("bundled tzdb");
+        assert_eq!(berlin.iana_name(), Some("Europe/Berlin"));
+        assert!(parse_time_zone("Europe/Nowhere").is_err());
+        assert!(parse_time_zone("CET+1").is_err());
+        assert!(parse_time_zone("+15:00").is_err());
+    }
+
+    #[test]
+    fn business_hours_follow_dst_in_berlin() {
+        // EU rules: 2026-03-29 01:00 UTC clocks go 02:00 CET -> 03:00 CEST,
+        // 2026-10-25 01:00 UTC they go 03:00 CEST -> 02:00 CET.
+        let berlin = parse_time_zone("Europe/Berlin").expect("bundled tzdb");
+        let w = TimeWindow::parse(Some(&["mon-fri"]), Some("09:00-17:00")).expect("valid");
+        let cases = [
+            // Friday before the spring change: CET, 09:00 local = 08:00 UTC.
+            ("2026-03-27T07:59:59Z", false),
+            ("2026-03-27T08:00:00Z", true),
+            ("2026-03-27T15:59:59Z", true),
+            ("2026-03-27T16:00:00Z", false),
+            // Sunday of the change: not a weekday.
+            ("2026-03-29T08:00:00Z", false),
+            // Monday after: CEST, 09:00 local = 07:00 UTC (a fixed +01:00 would say 08:00).
+            ("2026-03-30T06:59:59Z", false),
+            ("2026-03-30T07:00:00Z", true),
+            ("2026-03-30T14:59:59Z", true),
+            ("2026-03-30T15:00:00Z", false),
+            // Friday before the autumn change: CEST.
+            ("2026-10-23T06:59:59Z", false),
+            ("2026-10-23T07:00:00Z", true),
+            ("2026-10-23T15:00:00Z", false),
+            ("2026-10-25T08:00:00Z", false),
+            // Monday after: CET again.
+            ("2026-10-26T07:00:00Z", false),
+            ("2026-10-26T07:59:59Z", false),
+            ("2026-10-26T08:00:00Z", true),
+            ("2026-10-26T15:59:59Z", true),
+            ("2026-10-26T16:00:00Z", false),
+        ];
+        for (t, inside) in cases {
+            assert_eq!(w.contains(utc(t), &berlin), inside, "{t}");
+        }
+        // The fixed offset of the old configuration drifts by an hour in summer.
+        assert!(!w.contains(utc("2026-03-30T07:00:00Z"), &z(60)));
+    }
+
+    #[test]
+    fn dst_skipped_and_repeated_hours() {
+        let berlin = parse_time_zone("Europe/Berlin").expect("bundled tzdb");
+        let w = TimeWindow::parse(None::<&[&str]>, Some("02:00-03:00")).expect("valid");
+        // 2026-03-29: 02:00-03:00 local does not exist; the instants around it are outside.
+        assert!(
+            !w.contains(utc("2026-03-29T00:59:59Z"), &berlin),
+            "01:59:59 CET"
+        );
+        assert!(
+            !w.contains(utc("2026-03-29T01:00:00Z"), &berlin),
+            "03:00:00 CEST"
+        );
+        assert!(
+            w.contains(utc("2026-03-28T01:30:00Z"), &berlin),
+            "the day before: 02:30"
+        );
+        // 2026-10-25: 02:00-03:00 local happens twice, both times inside.
+        assert!(
+            w.contains(utc("2026-10-25T00:30:00Z"), &berlin),
+            "02:30 CEST"
+        );
+        assert!(
+            w.contains(utc("2026-10-25T01:30:00Z"), &berlin),
+            "02:30 CET"
+        );
+        assert!(
+            !w.contains(utc("2026-10-25T02:00:00Z"), &berlin),
+            "03:00 CET"
+        );
+        // Beyond jiff's range: never inside, no panic.
+        assert!(!w.contains(u64::MAX, &berlin));
+    }
+
     #[test]
     fn time_windows_within_a_day() {
         let w = TimeWindow::parse(Some(&["mon-fri"]), Some("08:00-18:00")).expect("valid");
-        assert!(w.contains(WED_0912, 0));
-        assert!(!w.contains(WED_0912 + 9 * HOUR, 0), "18:12");
+        assert!(w.contains(WED_0912, &z(0)));
+        assert!(!w.contains(WED_0912 + 9 * HOUR, &z(0)), "18:12");
         // +10:00: 19:12 local, outside; -02:00: 07:12, outside; +08:00 17:12 inside.
-        assert!(!w.contains(WED_0912, 600));
-        assert!(!w.contains(WED_0912, -120));
-        assert!(w.contains(WED_0912, 480));
+        assert!(!w.contains(WED_0912, &z(600)));
+        assert!(!w.contains(WED_0912, &z(-120)));
+        assert!(w.contains(WED_0912, &z(480)));
         // Saturday 09:12.
-        assert!(!w.contains(WED_0912 + 3 * 24 * HOUR, 0));
+        assert!(!w.contains(WED_0912 + 3 * 24 * HOUR, &z(0)));
         // Start included, end excluded.
         let start = WED_0912 - 9 * HOUR - 12 * 60 - 3 + 8 * HOUR; // 08:00:00
-        assert!(w.contains(start, 0));
-        assert!(!w.contains(start - 1, 0));
-        assert!(!w.contains(start + 10 * HOUR, 0));
-        assert!(w.contains(start + 10 * HOUR - 1, 0));
+        assert!(w.contains(start, &z(0)));
+        assert!(!w.contains(start - 1, &z(0)));
+        assert!(!w.contains(start + 10 * HOUR, &z(0)));
+        assert!(w.contains(start + 10 * HOUR - 1, &z(0)));
     }
 
     #[test]
@@ -832,20 +969,20 @@ mod tests {
         let w = TimeWindow::parse(Some(&["fri"]), Some("22:00-06:00")).expect("valid");
         let wed_midnight_utc = WED_0912 - (9 * HOUR + 12 * 60 + 3);
         let fri = wed_midnight_utc + 2 * 24 * HOUR - HOUR; // Friday 00:00 at UTC+1
-        assert!(!w.contains(fri + 21 * HOUR + 59 * 60, 60), "fri 21:59");
-        assert!(w.contains(fri + 22 * HOUR, 60), "fri 22:00");
-        assert!(w.contains(fri + 24 * HOUR, 60), "sat 00:00");
-        assert!(w.contains(fri + 29 * HOUR + 59 * 60, 60), "sat 05:59");
-        assert!(!w.contains(fri + 30 * HOUR, 60), "sat 06:00");
+        assert!(!w.contains(fri + 21 * HOUR + 59 * 60, &z(60)), "fri 21:59");
+        assert!(w.contains(fri + 22 * HOUR, &z(60)), "fri 22:00");
+        assert!(w.contains(fri + 24 * HOUR, &z(60)), "sat 00:00");
+        assert!(w.contains(fri + 29 * HOUR + 59 * 60, &z(60)), "sat 05:59");
+        assert!(!w.contains(fri + 30 * HOUR, &z(60)), "sat 06:00");
         assert!(
-            !w.contains(fri + 5 * HOUR, 60),
+            !w.contains(fri + 5 * HOUR, &z(60)),
             "fri 05:00 belongs to thursday"
         );
-        assert!(!w.contains(fri + 46 * HOUR, 60), "sat 22:00");
+        assert!(!w.contains(fri + 46 * HOUR, &z(60)), "sat 22:00");
         // Without days: every night.
         let w = TimeWindow::parse(None::<&[&str]>, Some("22:00-06:00")).expect("valid");
-        assert!(w.contains(fri + 5 * HOUR, 60));
-        assert!(!w.contains(fri + 12 * HOUR, 60));
+        assert!(w.contains(fri + 5 * HOUR, &z(60)));
+        assert!(!w.contains(fri + 12 * HOUR, &z(60)));
     }
 
     #[test]
@@ -906,7 +1043,7 @@ mod tests {
         let status = |rule: &Rule, f: &CallFacts<'_>| {
             let r = Router {
                 rules: vec![rule.clone()],
-                utc_offset_min: 0,
+                zone: TimeZone::UTC,
                 no_answer: None,
             };
             match r.decide(f, &dir).target {
@@ -977,7 +1114,7 @@ mod tests {
         b.target = RuleTarget::Reject { status: 403 };
         let r = Router {
             rules: vec![a.clone(), b.clone()],
-            utc_offset_min: 0,
+            zone: TimeZone::UTC,
             no_answer: None,
         };
         let d = r.decide(&facts("1001"), &directory());
@@ -993,7 +1130,7 @@ mod tests {
         assert_eq!(d.record_by, Some(RecordBy::Rule));
         let r = Router {
             rules: vec![b, a],
-            utc_offset_min: 0,
+            zone: TimeZone::UTC,
             no_answer: None,
         };
         let d = r.decide(&facts("1001"), &directory());
@@ -1008,7 +1145,7 @@ mod tests {
         r.target = RuleTarget::Dn("1002".into());
         let router = Router {
             rules: vec![r],
-            utc_offset_min: 0,
+            zone: TimeZone::UTC,
             no_answer: None,
         };
         let d = router.decide(&facts("5555"), &directory());
@@ -1027,7 +1164,7 @@ mod tests {
             r.record_share = percent * 100;
             let router = Router {
                 rules: vec![r],
-                utc_offset_min: 0,
+                zone: TimeZone::UTC,
                 no_answer: None,
             };
             (0..SAMPLE_SCALE)

@@ -238,6 +238,10 @@ pub(super) struct Call {
     pub(super) b_rseq: Option<u32>,
     /// The call went to the no-answer target already.
     pub(super) no_answer_redirected: bool,
+    /// The callee's remaining located targets (RFC 3263 §4.3 failover).
+    pub(super) b_failover: Option<Failover>,
+    /// The SDP offered to the callee (before the leg's `o=` stamp), for a retry elsewhere.
+    pub(super) b_offer: Vec<u8>,
     pub(super) ctx: CallContext,
     pub(super) media_call: MediaCall,
     pub(super) a: Leg,

@@ -140,6 +140,9 @@ impl B2bua {
         };
         match purpose {
             TxPurpose::BInvite => {
+                if self.try_next_b_target(now, id) {
+                    return;
+                }
                 let status = if why == "timeout" { 408 } else { 503 };
                 self.fail_call(
                     now,

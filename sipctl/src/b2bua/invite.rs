@@ -163,6 +163,8 @@ impl B2bua {
             a_session: UasTimer::None,
             b_rseq: None,
             no_answer_redirected: false,
+            b_failover: None,
+            b_offer: Vec::new(),
             ctx: CallContext {
                 global_call_id: global.clone(),
                 switch: self.config.switch.clone(),
@@ -230,7 +232,7 @@ impl B2bua {
             Target::Dn { contact, .. } => contact.clone(),
             Target::Trunk { uri, .. } => uri.clone(),
         };
-        let Some((uri, dest)) = resolve(&target_uri) else {
+        let Some((uri, failover, dest)) = self.locate(&target_uri) else {
             return self.fail_call(now, id, 502, &format!("cannot reach {target_uri}"));
         };
         let Some(from) = req.from_addr() else {
@@ -249,6 +251,7 @@ impl B2bua {
         };
         call.ctx.b_leg_call_id = Some(b.key.call_id.clone());
         call.b = Some(b);
+        call.b_failover = Some(failover);
         if decision.record {
             let body = call.media_call.offer(&call.sdp_a, true, true);
             call.at_recorder = true;
@@ -275,6 +278,7 @@ impl B2bua {
             return;
         };
         let Some(b) = call.b.as_mut() else { return };
+        call.b_offer.clone_from(&sdp);
         let sdp = b.stamp(&sdp);
         let mf = a_req.max_forwards().unwrap_or(70).saturating_sub(1);
         req.headers.set("Max-Forwards", mf);
@@ -491,6 +495,9 @@ impl B2bua {
 
     /// A final failure from the callee goes back to the caller as it is.
     fn on_b_refusal(&mut self, now: Now, id: u64, resp: Response) {
+        if fails_over(Some(resp.status)) && self.try_next_b_target(now, id) {
+            return;
+        }
         self.disarm(id, CallTimer::NoAnswer);
         let Some(c) = self.calls.get_mut(&id) else {
             return;
@@ -571,7 +578,7 @@ impl B2bua {
             Some(Target::Reject { status, .. }) => return self.fail_call(now, id, status, &why),
             None => return self.fail_call(now, id, 480, &why),
         };
-        let Some((target_uri, dest)) = resolve(&uri) else {
+        let Some((target_uri, failover, dest)) = self.locate(&uri) else {
             return self.fail_call(now, id, 502, &format!("{why}; cannot reach {uri}"));
         };
         // What the old callee was offered (the recorder's SDP when recorded).
@@ -611,6 +618,7 @@ impl B2bua {
             return;
         };
         c.ctx.b_leg_call_id = Some(b.key.call_id.clone());
+        c.b_failover = Some(failover);
         if let Some(dn) = &dn {
             c.dn = Some(dn.clone());
             c.callee = Some(dn.clone());
@@ -665,6 +673,57 @@ impl B2bua {
             }
         }
         self.drop_abandoned(tx);
+    }
+
+    /// Where a request to `uri` goes: the parsed URI, its targets in failover order (RFC 3263:
+    /// a numeric host directly, a name from the located table) and the first of them.
+    pub(super) fn locate(&self, uri: &str) -> Option<(Uri, Failover, Peer)> {
+        let (uri, mut failover) = self.targets.resolve(uri)?;
+        let peer = failover.next_target()?.peer();
+        Some((uri, failover, peer))
+    }
+
+    /// RFC 3263 §4.3: the callee's INVITE failed at its target before any response of it
+    /// (timeout, transport error) or with 503: the same offer goes to the next located target
+    /// on a fresh leg. False when no target is left (the failure then stands).
+    pub(super) fn try_next_b_target(&mut self, now: Now, id: u64) -> bool {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return false;
+        };
+        if c.b_provisional || !matches!(c.phase, Phase::Calling) {
+            return false;
+        }
+        let Some(next) = c.b_failover.as_mut().and_then(Failover::next_target) else {
+            return false;
+        };
+        let Some(from) = c.a_invite.as_ref().and_then(|(_, r)| r.from_addr()) else {
+            return false;
+        };
+        let Some(old) = c.b.take() else {
+            return false;
+        };
+        c.b_invite = None;
+        let offer = c.b_offer.clone();
+        let Some((remote, target)) = self
+            .dialogs
+            .remove(&old.key)
+            .map(|d| (strip_tag(&d.remote_uri), d.remote_target))
+        else {
+            return false;
+        };
+        tracing::info!(call = id, target = %next.addr, "the callee's target failed: trying the next (RFC 3263)");
+        let Some(b) = self.new_uac_leg(LegOf::new(id, Side::B), &from, remote, target, next.peer())
+        else {
+            return false;
+        };
+        let Some(c) = self.calls.get_mut(&id) else {
+            self.dialogs.remove(&b.key);
+            return false;
+        };
+        c.ctx.b_leg_call_id = Some(b.key.call_id.clone());
+        c.b = Some(b);
+        self.invite_b(now, id, offer);
+        true
     }
 
     /// Forgets a given-up B leg.

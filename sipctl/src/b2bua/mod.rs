@@ -36,6 +36,7 @@ use crate::config::IpNet;
 use crate::directory::Directory;
 use crate::media::{self, MediaCall, Origin};
 use crate::routing::{sample_from_call_id, Agent, CallFacts, Decision, Router, Target};
+use crate::sip::locate::{fails_over, Destination, Failover, Located, TargetTable};
 use crate::sip::session_timer::Refresher;
 use crate::sip::{
     bad_request_response, generate_call_id, generate_tag, new_via, reason_phrase, Dialog,
@@ -259,6 +260,9 @@ pub struct B2bua {
     dialogs: DialogTable<LegOf>,
     /// The calls' own timers (no-answer, session timers).
     timers: TimerTable,
+    /// The located targets of destinations given by name (RFC 3263), kept by the daemon's
+    /// DNS task through [`B2bua::handle_located`].
+    targets: TargetTable,
     /// B legs given up while their INVITE is pending (no-answer): CANCEL on their first
     /// provisional response, ACK and BYE on a late 2xx.
     abandoned: HashMap<TxId, Leg>,
@@ -304,6 +308,7 @@ impl B2bua {
             dialogs: DialogTable::new(),
             timers: TimerTable::default(),
             abandoned: HashMap::new(),
+            targets: TargetTable::new(),
             invites: HashMap::new(),
             client_txs: HashMap::new(),
             acks: HashMap::new(),
@@ -317,6 +322,12 @@ impl B2bua {
             }),
             rng,
         }
+    }
+
+    /// New targets of a destination the daemon keeps located (RFC 3263): calls routed there
+    /// from now on use them, in their failover order.
+    pub fn handle_located(&mut self, dest: Destination, located: Located) {
+        self.targets.apply(dest, located);
     }
 
     /// Sets the port put in Via and Contact of messages sent over TLS (sipctl's TLS
@@ -753,14 +764,6 @@ fn strip_tag(n: &NameAddr) -> NameAddr {
     let mut n = n.clone();
     n.params.retain(|p| !p.name.eq_ignore_ascii_case("tag"));
     n
-}
-
-/// The URI to put in the request line and where to send it, for a contact or trunk URI
-/// whose host is an IP address (sipctl does not resolve names: DNS/NAPTR is a proxy's job).
-pub fn resolve(uri: &str) -> Option<(Uri, Peer)> {
-    let parsed = Uri::parse(uri.trim().trim_start_matches('<').trim_end_matches('>')).ok()?;
-    let peer = Peer::for_uri(&parsed)?;
-    Some((parsed, peer))
 }
 
 #[cfg(test)]

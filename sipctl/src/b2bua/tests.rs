@@ -1136,3 +1136,63 @@ fn an_offerless_reinvite_in_a_recorded_call_gets_the_recorders_sdp() {
     assert_eq!(r.status, 200);
     assert!(String::from_utf8_lossy(&r.body).contains("m=audio 30002"));
 }
+
+#[test]
+fn a_trunk_by_name_fails_over_to_its_next_located_target() {
+    use crate::sip::locate::{Destination, Located, Target, Transport as T};
+    let toml = "[[trunk]]\nname = \"carrier\"\naddress = \"carrier.test\"\n\
+                [[route]]\ncallee = \"1001\"\ntarget = \"trunk:carrier\"\n";
+    let mut h = Harness::new(toml);
+    let cfg = Config::from_toml(&format!(
+        "[sip]\nlisten = [\"udp:198.18.0.1:5060\"]\n{toml}"
+    ))
+    .unwrap();
+    let dest = Destination::from_uri(&Uri::parse(&cfg.trunks[0].uri).unwrap()).unwrap();
+    // Before DNS answered, the trunk cannot be reached: 502.
+    h.sip_in(A, &invite(""));
+    let out = h.sip_out();
+    assert_eq!(response(&out[0].1).status, 502);
+    let target = |port| Target {
+        addr: format!("198.18.0.{port}:5060").parse().unwrap(),
+        transport: T::Udp,
+    };
+    h.core.handle_located(
+        dest,
+        Located::Targets {
+            targets: vec![target(31), target(32), target(33)],
+            expires: None,
+        },
+    );
+    let call = edit(
+        &edit(&invite(""), "call-a@", "call-b@"),
+        "z9hG4bK-inv1",
+        "z9hG4bK-inv2",
+    );
+    h.sip_in(A, &call);
+    let out = h.sip_out();
+    let (first, inv1) = out
+        .iter()
+        .find(|(_, m)| m.as_request().is_some())
+        .expect("INVITE");
+    assert_eq!(first, "198.18.0.31:5060");
+    // 503 from the first (RFC 3263 §4.3): the next one gets the INVITE.
+    h.sip_in("198.18.0.31:5060", &answer(inv1, 503, ""));
+    let out = h.sip_out();
+    let (second, _) = out
+        .iter()
+        .find(|(_, m)| m.as_request().is_some_and(|r| r.method == Method::Invite))
+        .expect("INVITE to the second target");
+    assert_eq!(second, "198.18.0.32:5060");
+    assert!(
+        out.iter().all(|(d, _)| d != A),
+        "the caller hears nothing of the failover"
+    );
+    // The second never answers (timer B, 32 s): the third gets it.
+    h.advance(32_500);
+    let out = h.sip_out();
+    assert!(
+        out.iter().any(|(d, m)| d == "198.18.0.33:5060"
+            && m.as_request().is_some_and(|r| r.method == Method::Invite)),
+        "{out:?}"
+    );
+}

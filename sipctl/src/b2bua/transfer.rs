@@ -42,7 +42,7 @@ impl B2bua {
                 return self.respond(now, tx, &req, status, None);
             }
         };
-        let Some((uri, dest)) = resolve(&contact) else {
+        let Some((uri, _, dest)) = self.locate(&contact) else {
             return self.respond(now, tx, &req, 502, None);
         };
         // 202: the transfer is under way; its outcome comes in NOTIFYs (RFC 3515 §2.4.4).

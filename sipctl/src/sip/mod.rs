@@ -22,6 +22,8 @@
 //! fuzz targets.
 //! * [`transaction`]: [`TransactionLayer`] runs the four RFC 3261 §17 state machines
 //!   (plus RFC 6026): retransmissions, timers A–M, matching, ACK for non-2xx, 100 Trying.
+//! * [`locate`]: [`Locator`] finds the ordered targets of a URI (RFC 3263: NAPTR, SRV,
+//!   A/AAAA) over DNS answers the daemon fetches; [`Failover`] walks them.
 //! * [`dialog`]: [`Dialog`] holds RFC 3261 §12 dialog state and builds in-dialog requests;
 //!   [`DialogTable`] owns a UA's dialogs: it maps in-dialog requests to them and answers 481/500.
 //! * [`session_timer`]: RFC 4028 session timers (headers, negotiation of one leg).
@@ -60,6 +62,7 @@
 
 pub mod dialog;
 pub mod framing;
+pub mod locate;
 pub mod message;
 pub mod session_timer;
 pub mod transaction;
@@ -68,6 +71,7 @@ pub use dialog::{
     Dialog, DialogError, DialogId, DialogKey, DialogState, DialogTable, Role, Unrouted,
 };
 pub use framing::{Frame, FramingError, StreamFramer};
+pub use locate::{Destination, Failover, Located, Locator, Target, TargetTable};
 pub use message::{
     bad_request_response, generate_branch, generate_call_id, generate_tag, header_name_eq, parse,
     reason_phrase, split_list, stateless_tag, CSeq, Header, HeaderAccess, Headers, Message, Method,

@@ -100,24 +100,6 @@ impl Transport {
             Transport::Tls => format!("<sip:{user}@{host}:{port};transport=tls>"),
         }
     }
-
-    /// The transport a URI asks for: TLS for a `sips:` URI (RFC 3261 §19.1: "SIPS ... over
-    /// TLS") or `transport=tls`, TCP for `transport=tcp`, else UDP. A `sips:` URI with
-    /// `transport=udp` or `transport=tcp` is `None`: SIPS over anything but TLS is not
-    /// offered (RFC 5630 §3.1.2 forbids UDP; TCP without TLS would not be SIPS).
-    pub fn for_uri(uri: &Uri) -> Option<Transport> {
-        let param = uri
-            .param("transport")
-            .and_then(|p| p.value.as_deref())
-            .map(str::to_ascii_lowercase);
-        let sips = uri.scheme.eq_ignore_ascii_case("sips");
-        match param.as_deref() {
-            Some("tls") => Some(Transport::Tls),
-            _ if sips => param.is_none().then_some(Transport::Tls),
-            Some("tcp") => Some(Transport::Tcp),
-            _ => Some(Transport::Udp),
-        }
-    }
 }
 
 /// A remote address plus the transport to reach it (opaque to this layer).
@@ -154,17 +136,12 @@ impl Peer {
         }
     }
 
-    /// Where to send a request for `uri` when its host is an IP address (no DNS here): the
-    /// transport from [`Transport::for_uri`], the port of the URI or the transport's default.
+    /// Where to send a request for `uri` when its host is an IP address (no DNS here):
+    /// RFC 3263 §4 for a numeric host, see
+    /// [`Destination::numeric_target`](super::locate::Destination::numeric_target).
     pub fn for_uri(uri: &Uri) -> Option<Peer> {
-        let host = uri.host.trim_start_matches('[').trim_end_matches(']');
-        let ip: std::net::IpAddr = host.parse().ok()?;
-        let transport = Transport::for_uri(uri)?;
-        let port = uri.port.unwrap_or(transport.default_port());
-        Some(Peer {
-            addr: SocketAddr::new(ip, port),
-            transport,
-        })
+        let dest = super::locate::Destination::from_uri(uri).ok()?;
+        dest.numeric_target().map(|t| t.peer())
     }
 }
 
@@ -1230,9 +1207,12 @@ mod tests {
             peer("sips:[2001:db8::1]:5071;transport=tls"),
             Some(Peer::tls(at("[2001:db8::1]:5071")))
         );
-        // SIPS over UDP or plain TCP is not SIPS (RFC 5630 §3.1.2).
+        // SIPS over UDP is not SIPS (RFC 5630 §3.1.2); over TCP it is TLS (RFC 3263 §4.1).
         assert_eq!(peer("sips:198.18.0.20;transport=udp"), None);
-        assert_eq!(peer("sips:198.18.0.20;transport=tcp"), None);
+        assert_eq!(
+            peer("sips:198.18.0.20;transport=tcp"),
+            Some(Peer::tls(at("198.18.0.20:5061")))
+        );
         // No DNS here.
         assert_eq!(peer("sip:pbx.example.com;transport=tls"), None);
         assert!(Transport::Tls.is_reliable() && Transport::Tcp.is_reliable());
