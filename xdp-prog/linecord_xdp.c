@@ -4,7 +4,10 @@
  * NG control port, other UDP) goes on to the kernel with XDP_PASS.
  *
  * Parses Ethernet, up to two 802.1Q/802.1ad tags, IPv4 (no fragments) and IPv6 (no extension
- * headers: media never uses them), UDP. The recorder keeps `media_ports` current as it
+ * headers: media never uses them), UDP, exactly as the worker's parser (media::frame::parse)
+ * does: a frame that parser would refuse is passed to the kernel, never redirected to be
+ * dropped (recorder/tests/xdp_parser.rs runs both on the same frames). With a media address
+ * of one family configured, the other family is passed. The recorder keeps `media_ports` current as it
  * allocates and frees ports, and puts one socket per RX queue in `xsks`. If a queue has no
  * socket, bpf_redirect_map falls back to XDP_PASS, so the kernel path still works. */
 #include <linux/bpf.h>
@@ -30,22 +33,22 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, LINECORD_PORTS);
 	__type(key, __u32);
-	__type(value, __u8);
-} media_ports SEC(".maps");
+	__type(value, linecord_port_value);
+} LINECORD_MAP_PORTS SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
 	__uint(max_entries, LINECORD_MAX_QUEUES);
 	__type(key, __u32);
 	__type(value, __u32);
-} xsks SEC(".maps");
+} LINECORD_MAP_XSKS SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, LC_COUNTERS);
 	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
+	__type(value, linecord_counter_value);
+} LINECORD_MAP_COUNTERS SEC(".maps");
 
 struct vlan_hdr {
 	__be16 tci;
@@ -54,7 +57,7 @@ struct vlan_hdr {
 
 static __always_inline int count(__u32 which, int action)
 {
-	__u64 *c = bpf_map_lookup_elem(&counters, &which);
+	linecord_counter_value *c = bpf_map_lookup_elem(&LINECORD_MAP_COUNTERS, &which);
 	if (c)
 		*c += 1;
 	return action;
@@ -87,8 +90,10 @@ int linecord_xdp(struct xdp_md *ctx)
 
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = l3;
-		if ((void *)(ip + 1) > end || ip->ihl < 5)
+		if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
 			return count(LC_PARSE_ERRORS, XDP_PASS);
+		if (!local_ip4 && (local_ip6_hi | local_ip6_lo))
+			return count(LC_PASSED, XDP_PASS);
 		if (ip->protocol != IPPROTO_UDP)
 			return count(LC_PASSED, XDP_PASS);
 		/* Fragments (MF set or an offset) are left to the kernel to reassemble. */
@@ -103,6 +108,8 @@ int linecord_xdp(struct xdp_md *ctx)
 			return count(LC_PARSE_ERRORS, XDP_PASS);
 		if (ip6->nexthdr != IPPROTO_UDP)
 			return count(LC_PASSED, XDP_PASS);
+		if (local_ip4 && !(local_ip6_hi | local_ip6_lo))
+			return count(LC_PASSED, XDP_PASS);
 		if (local_ip6_hi | local_ip6_lo) {
 			__u64 hi, lo;
 			__builtin_memcpy(&hi, &ip6->daddr, 8);
@@ -116,13 +123,18 @@ int linecord_xdp(struct xdp_md *ctx)
 	}
 	if ((void *)(udp + 1) > end)
 		return count(LC_PARSE_ERRORS, XDP_PASS);
+	/* RFC 768: the length covers header and data; one that is shorter than the header or
+	 * runs past the frame is refused by the worker's parser, so it is not steered. */
+	__u16 udp_len = bpf_ntohs(udp->len);
+	if (udp_len < sizeof(*udp) || (void *)udp + udp_len > end)
+		return count(LC_PARSE_ERRORS, XDP_PASS);
 
 	__u32 port = bpf_ntohs(udp->dest);
-	__u8 *active = bpf_map_lookup_elem(&media_ports, &port);
+	linecord_port_value *active = bpf_map_lookup_elem(&LINECORD_MAP_PORTS, &port);
 	if (!active || !*active)
 		return count(LC_PASSED, XDP_PASS);
 	count(LC_REDIRECTED, 0);
-	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+	return bpf_redirect_map(&LINECORD_MAP_XSKS, ctx->rx_queue_index, XDP_PASS);
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

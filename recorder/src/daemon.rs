@@ -12,9 +12,8 @@ use anyhow::Context;
 use std::sync::Mutex;
 
 use crate::backend::neigh;
-use crate::backend::udp::{
-    spawn_worker, PortWatcher, UdpPortPool, WorkerCmd, WorkerHandle, WorkerSpec,
-};
+use crate::backend::udp::{spawn_worker, PortWatcher, UdpPortPool};
+use crate::backend::worker::{WorkerCmd, WorkerHandle, WorkerSpec};
 use crate::backend::xdp::{self, XdpQueueSpec};
 use crate::backend::xdp_prog::{RawFdRef, XdpProgram};
 use crate::config::{Backend, Config, BLOCK_CAPACITY};

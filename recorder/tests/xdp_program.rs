@@ -265,3 +265,92 @@ fn af_xdp_sockets_on_every_queue_receive_media_and_transmit_rewritten_frames() {
     }
     eprintln!("AF_XDP frames per queue: {per_queue:?}");
 }
+
+/// `recorder xdp-sink` (the shared worker core around its drop-everything I/O) counts every
+/// steered media frame once, on whichever queue RSS put it, and none of the other UDP.
+#[test]
+fn xdp_sink_counts_every_steered_frame_and_nothing_else() {
+    const SENDERS: u16 = 16;
+    const PER_SENDER: usize = 25;
+    let topo = Topology::up(2);
+    let rec_ns = topo.ns("rec");
+    let dir = temp_dir("xdp-sink");
+    let stats = dir.join("sink.json");
+    let mut sink = Command::new("ip")
+        .args(["netns", "exec", &rec_ns])
+        .arg(recorder_bin())
+        .args([
+            "xdp-sink",
+            "--interface-name",
+            "rec0",
+            "--address",
+            "198.18.0.1",
+            "--port-min",
+            "30000",
+            "--port-max",
+            "30001",
+            "--queues",
+            "2",
+            "--seconds",
+            "4",
+            "--stats-file",
+            &stats.display().to_string(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start recorder xdp-sink");
+    // The stats file appears once every queue's socket is in the program's map.
+    let start = std::time::Instant::now();
+    while !stats.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "xdp-sink did not start"
+        );
+        if let Ok(Some(status)) = sink.try_wait() {
+            panic!("xdp-sink exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|_| udp_in_netns(&topo.ns("a"), "198.18.0.10:0"))
+        .collect();
+    for s in &senders {
+        for i in 0..PER_SENDER {
+            s.send_to(&[i as u8; 172], "198.18.0.1:30000").unwrap();
+            // Not a steered port: the kernel gets it, the sink does not count it.
+            s.send_to(&[i as u8; 60], "198.18.0.1:40000").unwrap();
+        }
+    }
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(s) = sink.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Some(status) = status else {
+        let _ = sink.kill();
+        let _ = sink.wait();
+        panic!("xdp-sink did not stop after --seconds");
+    };
+    let mut out = String::new();
+    sink.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(status.success(), "xdp-sink failed: {status}: {out}");
+    let totals: serde_json::Value = serde_json::from_str(out.trim()).expect("totals JSON");
+    let want = u64::from(SENDERS) * PER_SENDER as u64;
+    assert_eq!(totals["received"], want, "{totals}");
+    let per_queue: Vec<u64> = totals["per_queue"]
+        .as_array()
+        .expect("per_queue")
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(per_queue.len(), 2, "{totals}");
+    assert_eq!(per_queue.iter().sum::<u64>(), want, "{totals}");
+}

@@ -2,261 +2,60 @@
 //! worker threads around the sans-IO [`MediaCore`].
 //!
 //! The control thread binds the sockets when it allocates a pair ([`UdpPortPool`]) and gives
-//! them, with the endpoint configuration, to the worker that owns the call. A worker waits in
-//! epoll (mio), drains each readable socket with `recvmmsg` in batches, asks the core where
-//! each datagram goes and sends the batch from the other party's socket with `sendmmsg`,
-//! straight from the receive buffers. Work per wake-up is bounded ([`MAX_BATCHES_PER_SOCKET`])
-//! so one flooded port cannot starve the others.
+//! them, with the endpoint configuration, to the worker that owns the call. The loop is the
+//! shared one ([`super::worker`]); this backend's [`UdpIo`] drains each readable socket with
+//! `recvmmsg` in batches, asks the core where each datagram goes and sends the batch from the
+//! other party's socket with `sendmmsg`, straight from the receive buffers. Work per wake-up
+//! is bounded ([`MAX_BATCHES_PER_SOCKET`]) so one flooded port cannot starve the others.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Interest, Registry, Token};
 
-use linecord_recfile::{StopReason, StreamId};
-
-use crate::media::record::{BufferPool, RecordingShared, RecordingTable};
-use crate::media::{Action, CoreCounters, CoreEvent, EndpointConfig, MediaCore};
+use super::worker::{self, Io, IoStep, WorkerHandle, WorkerSpec};
+use crate::media::{Action, MediaCore};
 use crate::ports::{PortError, PortPool, PortRange};
-use crate::recording::writer::WriterMsg;
 use linecord_mmsg::{RecvBatch, SendBatch, BATCH};
 
 /// Batches read from one socket before moving to the next ready socket (fairness bound:
 /// 8 × 32 datagrams ≈ 5 ms of a 50 kpps port).
 pub const MAX_BATCHES_PER_SOCKET: usize = 8;
-/// Poll timeout when idle: bounds how late a shutdown or a counter publication is.
-const IDLE_POLL: Duration = Duration::from_millis(100);
-const WAKER: Token = Token(usize::MAX);
 
-/// A command from the control thread to a worker.
-pub enum WorkerCmd {
-    /// Add or change an endpoint; a new port comes with its bound socket.
-    Upsert(EndpointConfig, Option<UdpSocket>),
-    /// Remove the endpoint and close its socket.
-    Remove(u16),
-    /// Start a recording (its time base in monotonic ns).
-    StartRecording(Arc<RecordingShared>, u64),
-    /// Pause (`true`) or resume the recording with this key.
-    PauseRecording(u64, bool),
-    /// Write a control-plane event into the recording with this key.
-    RecordingEvent(u64, Box<linecord_recfile::Event>),
-    /// Stop the recording with this key: flush its last block and tell the writer.
-    StopRecording(u64, StopReason, Vec<(StreamId, i64, u32)>),
-    /// Another worker learned the peer address of this port (multi-queue backends).
-    Latched(u16, SocketAddr),
-    /// A new snapshot of the interface's neighbour table (`xdp` backend).
-    Neighbours(super::neigh::Neighbours),
-}
-
-impl WorkerCmd {
-    /// Carries out the commands every backend handles the same way on its media core
-    /// (recording control, shared latching); returns the others for the backend.
-    pub(crate) fn apply_common(self, core: &mut MediaCore, now: u64) -> Option<WorkerCmd> {
-        match self {
-            WorkerCmd::StartRecording(shared, start_ns) => {
-                core.start_recording(shared, start_ns, now)
-            }
-            WorkerCmd::PauseRecording(key, paused) => core.pause_recording(key, paused, now),
-            WorkerCmd::RecordingEvent(key, event) => core.record_event(key, *event, now),
-            WorkerCmd::StopRecording(key, reason, net) => {
-                core.stop_recording(key, reason, &net, now)
-            }
-            WorkerCmd::Latched(port, addr) => core.set_latched(port, addr),
-            other => return Some(other),
-        }
-        None
-    }
-}
-
-/// How often a worker seals recording blocks that passed the flush interval.
-const RECORD_TICK_NS: u64 = 20_000_000;
-
-/// Counters a worker publishes after each wake-up (relaxed atomics, one writer).
-#[derive(Debug, Default)]
-pub struct WorkerCounters {
-    /// Datagrams received.
-    pub received: AtomicU64,
-    /// Datagrams forwarded.
-    pub forwarded: AtomicU64,
-    /// Dropped: unknown port.
-    pub unknown_port: AtomicU64,
-    /// Dropped: malformed or oversized.
-    pub malformed: AtomicU64,
-    /// Dropped: strict-source mismatch.
-    pub source_mismatch: AtomicU64,
-    /// Dropped: no destination.
-    pub no_destination: AtomicU64,
-    /// Datagrams the kernel refused to send (socket buffer full, unreachable).
-    pub send_failed: AtomicU64,
-    /// `xdp` backend: packets sent through the kernel because the next hop was unresolved.
-    pub kernel_path: AtomicU64,
-}
-
-impl WorkerCounters {
-    /// Publishes a worker's counters (one writer per worker).
-    pub(crate) fn publish(&self, c: &CoreCounters, send_failed: u64) {
-        self.received.store(c.received, Relaxed);
-        self.forwarded.store(c.forwarded, Relaxed);
-        self.unknown_port.store(c.unknown_port, Relaxed);
-        self.malformed.store(c.malformed, Relaxed);
-        self.source_mismatch.store(c.source_mismatch, Relaxed);
-        self.no_destination.store(c.no_destination, Relaxed);
-        self.send_failed.store(send_failed, Relaxed);
-    }
-
-    /// Reads the counters back as a [`CoreCounters`].
-    pub fn snapshot(&self) -> CoreCounters {
-        CoreCounters {
-            received: self.received.load(Relaxed),
-            forwarded: self.forwarded.load(Relaxed),
-            unknown_port: self.unknown_port.load(Relaxed),
-            malformed: self.malformed.load(Relaxed),
-            source_mismatch: self.source_mismatch.load(Relaxed),
-            no_destination: self.no_destination.load(Relaxed),
-        }
-    }
-}
-
-/// The control thread's handle on one worker.
-pub struct WorkerHandle {
-    /// Commands to the worker.
-    pub commands: Sender<WorkerCmd>,
-    /// Wakes the worker after commands were queued.
-    pub waker: Arc<Waker>,
-    /// Its published counters.
-    pub counters: Arc<WorkerCounters>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl WorkerHandle {
-    /// A handle on a started worker thread.
-    pub(crate) fn new(
-        commands: Sender<WorkerCmd>,
-        waker: Arc<Waker>,
-        counters: Arc<WorkerCounters>,
-        thread: JoinHandle<()>,
-    ) -> Self {
-        WorkerHandle {
-            commands,
-            waker,
-            counters,
-            thread: Some(thread),
-        }
-    }
-
-    /// Sends a command and wakes the worker. Never blocks.
-    pub fn send(&self, cmd: WorkerCmd) {
-        if self.commands.send(cmd).is_err() {
-            tracing::error!("packet worker is gone; command dropped");
-        }
-        let _ = self.waker.wake();
-    }
-
-    /// Waits for the worker thread to end (after the stop flag was set).
-    pub fn join(&mut self) {
-        let _ = self.waker.wake();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// What a worker needs to start.
-pub struct WorkerSpec {
-    /// Worker number (thread name, logs).
-    pub index: usize,
-    /// Core to pin to, if any.
-    pub core: Option<core_affinity::CoreId>,
-    /// Local port range.
-    pub port_min: u16,
-    /// Local port range.
-    pub port_max: u16,
-    /// Monotonic epoch shared with the control thread.
-    pub epoch: Instant,
-    /// Set to stop.
-    pub stop: Arc<AtomicBool>,
-    /// Where latch events go.
-    pub events: Sender<CoreEvent>,
-    /// Recording buffers.
-    pub pool: Arc<BufferPool>,
-    /// Blocks older than this are sealed (ns).
-    pub flush_ns: u64,
-    /// Where sealed blocks go.
-    pub writer: Sender<WriterMsg>,
-}
-
-/// Starts a worker thread.
+/// Starts a `udp` worker thread.
 pub fn spawn_worker(spec: WorkerSpec) -> io::Result<WorkerHandle> {
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let counters = Arc::new(WorkerCounters::default());
-    let c = Arc::clone(&counters);
-    let thread = std::thread::Builder::new()
-        .name(format!("media-{}", spec.index))
-        .spawn(move || {
-            if let Some(core) = spec.core {
-                if !core_affinity::set_for_current(core) {
-                    tracing::warn!(worker = spec.index, core = core.id, "could not pin worker");
-                }
-            }
-            let mut w = Worker::new(poll, rx, c, &spec);
-            if let Err(e) = w.run(&spec) {
-                tracing::error!(worker = spec.index, error = %e, "packet worker failed");
-            }
-            // Commands queued before the stop (e.g. the shutdown's recording stops).
-            while let Ok(cmd) = w.commands.try_recv() {
-                w.apply(cmd, &spec);
-            }
-            w.flush_recordings(&spec);
-        })?;
-    Ok(WorkerHandle {
-        commands: tx,
-        waker,
-        counters,
-        thread: Some(thread),
-    })
+    let (min, max) = (spec.port_min, spec.port_max);
+    let name = format!("media-{}", spec.index);
+    // Built on the worker thread: the batches hold raw pointers into themselves.
+    Ok(worker::spawn(spec, name, move |_| Ok((UdpIo::new(min, max), ())))?.0)
 }
 
-struct Worker {
-    poll: Poll,
-    commands: Receiver<WorkerCmd>,
-    counters: Arc<WorkerCounters>,
-    core: MediaCore,
+/// The `udp` backend's I/O: one non-blocking kernel socket per media port, watched by the
+/// worker's epoll (token = port), drained with `recvmmsg`, answered with `sendmmsg`.
+pub struct UdpIo {
     port_min: u16,
     sockets: Vec<Option<mio::net::UdpSocket>>,
     /// Ports with datagrams possibly still queued (edge-triggered epoll).
     ready: Vec<u16>,
+    /// The ports to service this step (swapped with `ready`, no allocation per step).
+    serving: Vec<u16>,
     is_ready: Vec<bool>,
     rx: RecvBatch,
     tx: SendBatch,
     send_failed: u64,
 }
 
-impl Worker {
-    fn new(
-        poll: Poll,
-        commands: Receiver<WorkerCmd>,
-        counters: Arc<WorkerCounters>,
-        spec: &WorkerSpec,
-    ) -> Self {
-        let len = usize::from(spec.port_max - spec.port_min) + 1;
-        Worker {
-            poll,
-            commands,
-            counters,
-            core: MediaCore::new(spec.port_min, spec.port_max)
-                .with_recordings(RecordingTable::new(Arc::clone(&spec.pool), spec.flush_ns)),
-            port_min: spec.port_min,
+impl UdpIo {
+    /// No sockets yet, for ports `port_min..=port_max`.
+    pub fn new(port_min: u16, port_max: u16) -> Self {
+        let len = usize::from(port_max.saturating_sub(port_min)) + 1;
+        UdpIo {
+            port_min,
             sockets: (0..len).map(|_| None).collect(),
             ready: Vec::with_capacity(1024),
+            serving: Vec::with_capacity(1024),
             is_ready: vec![false; len],
             rx: RecvBatch::new(),
             tx: SendBatch::new(),
@@ -269,44 +68,6 @@ impl Worker {
         (i < self.sockets.len()).then_some(i)
     }
 
-    fn apply(&mut self, cmd: WorkerCmd, spec: &WorkerSpec) {
-        let now = spec.epoch.elapsed().as_nanos() as u64;
-        let Some(cmd) = cmd.apply_common(&mut self.core, now) else {
-            return;
-        };
-        match cmd {
-            WorkerCmd::Upsert(config, socket) => {
-                let port = config.port;
-                if let (Some(sock), Some(i)) = (socket, self.index(port)) {
-                    let mut sock = mio::net::UdpSocket::from_std(sock);
-                    match self.poll.registry().register(
-                        &mut sock,
-                        Token(usize::from(port)),
-                        Interest::READABLE,
-                    ) {
-                        Ok(()) => {
-                            self.sockets[i] = Some(sock);
-                            // Packets may have arrived before registration.
-                            self.mark_ready(port);
-                        }
-                        Err(e) => tracing::error!(port, error = %e, "cannot watch media socket"),
-                    }
-                }
-                self.core.upsert(config);
-            }
-            WorkerCmd::Remove(port) => {
-                self.core.remove(port);
-                if let Some(i) = self.index(port) {
-                    if let Some(mut s) = self.sockets[i].take() {
-                        let _ = self.poll.registry().deregister(&mut s);
-                    }
-                }
-            }
-            // Neighbours are for the xdp backend; the rest is handled by `apply_common`.
-            _ => {}
-        }
-    }
-
     fn mark_ready(&mut self, port: u16) {
         if let Some(i) = self.index(port) {
             if !self.is_ready[i] {
@@ -316,84 +77,26 @@ impl Worker {
         }
     }
 
-    fn run(&mut self, spec: &WorkerSpec) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
-        let mut last_record_tick = 0u64;
-        while !spec.stop.load(Relaxed) {
-            let timeout = if self.ready.is_empty() {
-                IDLE_POLL
-            } else {
-                Duration::ZERO
-            };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            while let Ok(cmd) = self.commands.try_recv() {
-                self.apply(cmd, spec);
-            }
-            for ev in events.iter() {
-                if ev.token() != WAKER {
-                    self.mark_ready(ev.token().0 as u16);
-                }
-            }
-            let ready = std::mem::take(&mut self.ready);
-            let mut still = Vec::new();
-            for port in ready {
-                if let Some(i) = self.index(port) {
-                    self.is_ready[i] = false;
-                }
-                if !self.service(port, spec.epoch) {
-                    still.push(port);
-                }
-            }
-            for port in still {
-                self.mark_ready(port);
-            }
-            while let Some(ev) = self.core.poll_event() {
-                if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-                    spec.events.try_send(ev)
-                {
-                    break;
-                }
-            }
-            let now = spec.epoch.elapsed().as_nanos() as u64;
-            if now.saturating_sub(last_record_tick) >= RECORD_TICK_NS {
-                last_record_tick = now;
-                self.core.handle_timeout(now);
-            }
-            self.flush_recordings(spec);
-            self.counters
-                .publish(&self.core.counters(), self.send_failed);
-        }
-        Ok(())
-    }
-
-    /// Hands sealed blocks and finished recordings to the writer (never blocks: the channel
-    /// is unbounded and its size is bounded by the buffer pool).
-    fn flush_recordings(&mut self, spec: &WorkerSpec) {
-        while let Some(out) = self.core.poll_record_output() {
-            if spec.writer.send(WriterMsg::Output(out)).is_err() {
-                tracing::error!("recording writer is gone; block dropped");
-            }
-        }
-    }
-
-    /// Reads and forwards up to [`MAX_BATCHES_PER_SOCKET`] batches from `port`. Returns true
-    /// when the socket is drained.
-    fn service(&mut self, port: u16, epoch: Instant) -> bool {
+    /// Reads and forwards up to [`MAX_BATCHES_PER_SOCKET`] batches from `port`. Returns
+    /// (datagrams read, whether the socket is drained).
+    fn service(
+        &mut self,
+        core: &mut MediaCore,
+        port: u16,
+        now: &mut dyn FnMut() -> u64,
+    ) -> (u64, bool) {
         let Some(fd) = self
             .index(port)
             .and_then(|i| self.sockets[i].as_ref())
             .map(|s| s.as_raw_fd())
         else {
-            return true;
+            return (0, true);
         };
+        let mut received = 0u64;
         for _ in 0..MAX_BATCHES_PER_SOCKET {
             let n = match self.rx.recv(fd) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (received, true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP errors surface here (ECONNREFUSED from an earlier send): not fatal.
@@ -401,17 +104,18 @@ impl Worker {
                     continue;
                 }
             };
-            let now = epoch.elapsed().as_nanos() as u64;
+            received += n as u64;
+            let t = now();
             let mut out_port = None;
             for i in 0..n {
                 let r = self.rx.get(i);
                 let Some(source) = r.source else { continue };
                 if r.truncated {
-                    self.core.count_oversized(port);
+                    core.count_oversized(port);
                     continue;
                 }
                 if let Action::Forward { from_port, to } =
-                    self.core.handle_packet(r.data, port, source, now)
+                    core.handle_packet(r.data, port, source, t)
                 {
                     if out_port.is_some_and(|p| p != from_port) {
                         self.flush(out_port);
@@ -422,10 +126,10 @@ impl Worker {
             }
             self.flush(out_port);
             if n < BATCH {
-                return true;
+                return (received, true);
             }
         }
-        false
+        (received, false)
     }
 
     fn flush(&mut self, from_port: Option<u16>) {
@@ -443,6 +147,62 @@ impl Worker {
                 self.send_failed += self.tx.len() as u64;
                 self.tx = SendBatch::new();
             }
+        }
+    }
+}
+
+impl Io for UdpIo {
+    fn attach(&mut self, port: u16, socket: Option<UdpSocket>, registry: &Registry) {
+        let (Some(sock), Some(i)) = (socket, self.index(port)) else {
+            return;
+        };
+        let mut sock = mio::net::UdpSocket::from_std(sock);
+        match registry.register(&mut sock, Token(usize::from(port)), Interest::READABLE) {
+            Ok(()) => {
+                self.sockets[i] = Some(sock);
+                // Packets may have arrived before registration.
+                self.mark_ready(port);
+            }
+            Err(e) => tracing::error!(port, error = %e, "cannot watch media socket"),
+        }
+    }
+
+    fn detach(&mut self, port: u16, registry: &Registry) {
+        if let Some(i) = self.index(port) {
+            if let Some(mut s) = self.sockets[i].take() {
+                let _ = registry.deregister(&mut s);
+            }
+        }
+    }
+
+    fn readable(&mut self, token: Token) {
+        if let Ok(port) = u16::try_from(token.0) {
+            self.mark_ready(port);
+        }
+    }
+
+    fn step(&mut self, core: &mut MediaCore, now: &mut dyn FnMut() -> u64) -> IoStep {
+        std::mem::swap(&mut self.ready, &mut self.serving);
+        let mut serving = std::mem::take(&mut self.serving);
+        let mut received = 0;
+        for &port in &serving {
+            if let Some(i) = self.index(port) {
+                self.is_ready[i] = false;
+            }
+            let (n, drained) = self.service(core, port, now);
+            received += n;
+            if !drained {
+                self.mark_ready(port);
+            }
+        }
+        serving.clear();
+        self.serving = serving;
+        let send_failed = std::mem::take(&mut self.send_failed);
+        IoStep {
+            received,
+            send_failed,
+            kernel_path: 0,
+            busy: !self.ready.is_empty(),
         }
     }
 }

@@ -3,19 +3,47 @@
 //! The same XDP program and AF_XDP sockets as the `xdp` backend, with workers that give
 //! every frame straight back: what this measures is the most packets per second the
 //! interface can hand to user space on this machine, the physical limit the relay's
-//! forwarding is compared with (docs/benchmarks.md).
+//! forwarding is compared with (docs/benchmarks.md). The workers are the shared worker core
+//! ([`super::worker`]) around a [`SinkIo`], with no endpoints: the core counts the frames.
 
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+
+use super::worker::{self, Io, IoStep, WorkerHandle, WorkerSpec};
 use super::xdp_prog::{RawFdRef, XdpProgram};
 use super::xsk::{Verdict, XskQueue, DEFAULT_FRAMES};
+use crate::media::record::BufferPool;
+use crate::media::MediaCore;
+
+/// The sink's I/O: every received frame is given straight back.
+pub struct SinkIo {
+    xsk: XskQueue,
+}
+
+impl Io for SinkIo {
+    fn attach(&mut self, _port: u16, _socket: Option<std::net::UdpSocket>, _r: &Registry) {}
+
+    fn detach(&mut self, _port: u16, _registry: &Registry) {}
+
+    fn step(&mut self, _core: &mut MediaCore, _now: &mut dyn FnMut() -> u64) -> IoStep {
+        let received = self.xsk.step(|_| Verdict::Drop).received as u64;
+        IoStep {
+            received,
+            // Spin while frames come: the ceiling is measured without sleeping in epoll.
+            busy: received > 0,
+            ..IoStep::default()
+        }
+    }
+}
 
 /// What to steer and for how long.
 #[derive(Debug, Clone)]
@@ -71,61 +99,52 @@ pub fn run(opts: &SinkOptions) -> anyhow::Result<SinkTotals> {
     for port in opts.port_min..=opts.port_max {
         prog.set_media_port(port, true)?;
     }
-    let counters: Arc<Vec<AtomicU64>> =
-        Arc::new((0..opts.queues).map(|_| AtomicU64::new(0)).collect());
     let all_zero_copy = Arc::new(AtomicBool::new(true));
-    let mut threads = Vec::new();
+    let epoch = Instant::now();
+    // No endpoints, so no recordings and no latch events: channels nobody reads.
+    let (events, _) = crossbeam_channel::unbounded();
+    let (writer, _) = crossbeam_channel::unbounded();
+    let pool = Arc::new(BufferPool::new(0, 1));
+    let mut workers: Vec<WorkerHandle> = Vec::new();
     for queue in 0..opts.queues {
-        let (fd_tx, fd_rx) = crossbeam_channel::bounded::<Result<i32, String>>(1);
-        let (stop, counters, zc) = (
-            Arc::clone(&stop),
-            Arc::clone(&counters),
-            Arc::clone(&all_zero_copy),
-        );
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("sink-q{queue}"))
-                .spawn(move || {
-                    // The socket is not Send: it is opened and used on this thread only.
-                    let mut xsk = match XskQueue::open(ifindex, queue, DEFAULT_FRAMES) {
-                        Ok(x) => x,
-                        Err(e) => {
-                            let _ = fd_tx.send(Err(e.to_string()));
-                            return;
-                        }
-                    };
-                    if !xsk.zero_copy().unwrap_or(false) {
-                        zc.store(false, Relaxed);
-                    }
-                    let _ = fd_tx.send(Ok(std::os::fd::AsRawFd::as_raw_fd(&xsk)));
-                    let fd = std::os::fd::AsRawFd::as_raw_fd(&xsk);
-                    while !stop.load(Relaxed) {
-                        let got = xsk.step(|_| Verdict::Drop).received;
-                        if got == 0 {
-                            let mut pfd = libc::pollfd {
-                                fd,
-                                events: libc::POLLIN,
-                                revents: 0,
-                            };
-                            // SAFETY: one pollfd we own.
-                            unsafe { libc::poll(&mut pfd, 1, 50) };
-                        } else {
-                            counters[queue as usize].fetch_add(got as u64, Relaxed);
-                        }
-                    }
-                })?,
-        );
-        let fd = fd_rx
-            .recv()
-            .context("sink thread ended")?
-            .map_err(|e| anyhow::anyhow!("AF_XDP socket on queue {queue}: {e}"))?;
+        let spec = WorkerSpec {
+            index: queue as usize,
+            core: None,
+            port_min: opts.port_min,
+            port_max: opts.port_max,
+            epoch,
+            stop: Arc::clone(&stop),
+            events: events.clone(),
+            pool: Arc::clone(&pool),
+            flush_ns: u64::MAX,
+            writer: writer.clone(),
+        };
+        let zc = Arc::clone(&all_zero_copy);
+        let (handle, fd) = worker::spawn(spec, format!("sink-q{queue}"), move |registry| {
+            // The socket is not Send: it is opened and used on the worker thread only.
+            let xsk = XskQueue::open(ifindex, queue, DEFAULT_FRAMES).map_err(|e| e.to_string())?;
+            if !xsk.zero_copy().unwrap_or(false) {
+                zc.store(false, Relaxed);
+            }
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&xsk);
+            registry
+                .register(&mut SourceFd(&fd), Token(0), Interest::READABLE)
+                .map_err(|e| format!("cannot watch the AF_XDP socket: {e}"))?;
+            Ok((SinkIo { xsk }, fd))
+        })
+        .map_err(|e| anyhow::anyhow!("AF_XDP socket on queue {queue}: {e}"))?;
         prog.set_socket(queue, &RawFdRef(fd))?;
+        workers.push(handle);
     }
     let mode = format!("{:?}", prog.mode()).to_lowercase();
     let start = Instant::now();
+    let counters: Vec<_> = workers.iter().map(|w| Arc::clone(&w.counters)).collect();
     let totals = |elapsed: Duration| SinkTotals {
-        per_queue: counters.iter().map(|c| c.load(Relaxed)).collect(),
-        received: counters.iter().map(|c| c.load(Relaxed)).sum(),
+        per_queue: counters
+            .iter()
+            .map(|c| c.io_received.load(Relaxed))
+            .collect(),
+        received: counters.iter().map(|c| c.io_received.load(Relaxed)).sum(),
         elapsed_ms: elapsed.as_millis() as u64,
         xdp_mode: mode.clone(),
         zero_copy: all_zero_copy.load(Relaxed),
@@ -141,8 +160,8 @@ pub fn run(opts: &SinkOptions) -> anyhow::Result<SinkTotals> {
         }
     }
     stop.store(true, Relaxed);
-    for t in threads {
-        let _ = t.join();
+    for w in &mut workers {
+        w.join();
     }
     let t = totals(start.elapsed());
     if let Some(path) = &opts.stats_file {

@@ -23,7 +23,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use linecord_ng::bencode::Value;
-use linecord_ng::echo::{self, quote_str};
+use linecord_ng::echo;
 use linecord_ng::request::{Command, Request};
 use linecord_ng::{message, reply};
 
@@ -290,11 +290,12 @@ impl<P: PortPool> NgController<P> {
         let body = match message::parse_with(datagram, message::REQUEST_LIMITS) {
             Ok((_, value)) => match Request::from_value(value) {
                 Ok(req) => self.handle_request(&req, now, counters),
-                Err(e) => Err(NgError(format!("invalid request: {e}"))),
+                Err(e) => Err(NgError::InvalidRequest(e)),
             },
-            Err(e) => Err(NgError(format!("invalid message: {e}"))),
+            Err(e) => Err(NgError::InvalidMessage(e)),
         };
-        let body = body.unwrap_or_else(|e| self.refuse(source, now, &e.0));
+        // The edge: a typed refusal becomes the reply's `error-reason`.
+        let body = body.unwrap_or_else(|e| self.refuse(source, now, &e.to_string()));
         let mut out = message::frame(cookie, &body);
         if out.len() > message::MAX_REPLY {
             let reason = format!(
@@ -338,10 +339,7 @@ impl<P: PortPool> NgController<P> {
                 let is_answer = req.command == Command::Answer;
                 let call_id = required(&req.call_id, "call-id")?;
                 let from_tag = required(&req.from_tag, "from-tag")?;
-                let sdp = req
-                    .sdp
-                    .as_deref()
-                    .ok_or_else(|| NgError("missing key 'sdp'".into()))?;
+                let sdp = req.sdp.as_deref().ok_or(NgError::MissingKey("sdp"))?;
                 let (owner_tag, other_tag) = if is_answer {
                     (required(&req.to_tag, "to-tag")?, Some(from_tag))
                 } else {
@@ -368,7 +366,7 @@ impl<P: PortPool> NgController<P> {
                 let limit = match req.limit {
                     None => DEFAULT_LIST_LIMIT,
                     Some(l) if l > 0 => usize::try_from(l).unwrap_or(usize::MAX),
-                    Some(l) => return Err(NgError(format!("invalid 'limit' {l}"))),
+                    Some(l) => return Err(NgError::InvalidLimit(l)),
                 };
                 // As many as fit in one reply datagram.
                 let mut room = message::MAX_REPLY - message::MAX_COOKIE - 64;
@@ -405,14 +403,11 @@ impl<P: PortPool> NgController<P> {
                     .table
                     .stop_recording(call_id, linecord_recfile::StopReason::Stopped)?
                 {
-                    return Err(NgError("call is not being recorded".into()));
+                    return Err(NgError::NotRecording);
                 }
                 Ok(reply::ok())
             }
-            other => Err(NgError(format!(
-                "unsupported command '{}'",
-                quote_str(other.as_str())
-            ))),
+            other => Err(NgError::UnsupportedCommand(other.as_str().to_owned())),
         }
     }
 
@@ -482,10 +477,10 @@ impl<P: PortPool> NgController<P> {
     }
 }
 
-fn required<'a>(v: &'a Option<String>, key: &str) -> Result<&'a str, NgError> {
+fn required<'a>(v: &'a Option<String>, key: &'static str) -> Result<&'a str, NgError> {
     v.as_deref()
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| NgError(format!("missing key '{key}'")))
+        .ok_or(NgError::MissingKey(key))
 }
 
 /// Refuses keys and flags the recorder does not implement.
@@ -495,49 +490,40 @@ fn check_keys(req: &Request) -> Result<(), NgError> {
         .iter()
         .find(|k| !KNOWN_KEYS.contains(&k.as_str()) && !IGNORED_KEYS.contains(&k.as_str()))
     {
-        return Err(NgError(format!("unsupported key '{}'", quote_str(k))));
+        return Err(NgError::UnsupportedKey(k.clone()));
     }
     if let Some(f) = req
         .flags
         .iter()
         .find(|f| !KNOWN_FLAGS.contains(&f.as_str()))
     {
-        return Err(NgError(format!("unsupported flag '{}'", quote_str(f))));
+        return Err(NgError::UnsupportedFlag(f.clone()));
     }
     if let Some(r) = req
         .replace
         .iter()
         .find(|r| !matches!(r.as_str(), "origin" | "session-connection"))
     {
-        return Err(NgError(format!(
-            "unsupported 'replace' value '{}'",
-            quote_str(r)
-        )));
+        return Err(NgError::UnsupportedReplace(r.clone()));
     }
     if let Some(ice) = req.ice.as_deref().filter(|i| *i != "remove") {
-        return Err(NgError(format!(
-            "unsupported 'ICE' value '{}' (only 'remove': the relay does not do ICE)",
-            quote_str(ice)
-        )));
+        return Err(NgError::UnsupportedIce(ice.to_owned()));
     }
     if let [a, b] = req.direction.as_slice() {
         if a != b {
-            return Err(NgError(format!(
-                "unsupported 'direction' '{}' -> '{}': the recorder has one media interface",
-                quote_str(a),
-                quote_str(b)
-            )));
+            return Err(NgError::UnsupportedDirection(a.clone(), b.clone()));
         }
     } else if req.direction.len() > 2 {
-        return Err(NgError("invalid 'direction': more than two entries".into()));
+        return Err(NgError::TooManyDirections);
     }
     Ok(())
 }
 
-fn parse_ip(key: &str, s: &str) -> Result<IpAddr, NgError> {
-    s.trim()
-        .parse()
-        .map_err(|_| NgError(format!("invalid address '{}' in '{key}'", quote_str(s))))
+fn parse_ip(key: &'static str, s: &str) -> Result<IpAddr, NgError> {
+    s.trim().parse().map_err(|_| NgError::InvalidAddress {
+        key,
+        value: s.to_owned(),
+    })
 }
 
 fn negotiation<'a>(

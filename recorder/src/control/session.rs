@@ -22,7 +22,7 @@ use linecord_sdp::{MediaInfo, MediaPorts, RewritePlan, Sdp};
 
 use crate::media::record::{RecordTap, RecordingShared};
 use crate::media::{Component, EndpointConfig, Latching, StatsSnapshot, StreamStats};
-use crate::ports::PortPool;
+use crate::ports::{PortError, PortPool};
 
 /// The time, as the caller's clocks read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -139,15 +139,100 @@ pub enum FlowChange {
     },
 }
 
-/// A request failed: the text is the NG `error-reason`.
+/// Why an NG request failed. The control core returns these; the NG edge
+/// ([`super::ng::NgController`]) turns one into the reply's `error-reason` (its `Display`
+/// text, echoed input quoted and bounded) and never the other way round.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct NgError(pub String);
-
-impl NgError {
-    fn new(s: impl Into<String>) -> Self {
-        NgError(s.into())
-    }
+pub enum NgError {
+    /// The datagram is not a bencoded NG message.
+    #[error("invalid message: {0}")]
+    InvalidMessage(#[from] linecord_ng::message::MessageError),
+    /// The message is not a valid request dictionary.
+    #[error("invalid request: {0}")]
+    InvalidRequest(#[from] linecord_ng::request::RequestError),
+    /// A required key is absent or empty.
+    #[error("missing key '{0}'")]
+    MissingKey(&'static str),
+    /// A key the recorder does not implement.
+    #[error("unsupported key '{}'", quote_str(.0))]
+    UnsupportedKey(String),
+    /// A flag the recorder does not implement.
+    #[error("unsupported flag '{}'", quote_str(.0))]
+    UnsupportedFlag(String),
+    /// A `replace` value other than `origin` and `session-connection`.
+    #[error("unsupported 'replace' value '{}'", quote_str(.0))]
+    UnsupportedReplace(String),
+    /// An `ICE` value other than `remove`.
+    #[error("unsupported 'ICE' value '{}' (only 'remove': the relay does not do ICE)", quote_str(.0))]
+    UnsupportedIce(String),
+    /// A `direction` pair naming two interfaces.
+    #[error("unsupported 'direction' '{}' -> '{}': the recorder has one media interface", quote_str(.0), quote_str(.1))]
+    UnsupportedDirection(String, String),
+    /// More than two `direction` entries.
+    #[error("invalid 'direction': more than two entries")]
+    TooManyDirections,
+    /// An address key whose value is not an IP address.
+    #[error("invalid address '{}' in '{key}'", quote_str(value))]
+    InvalidAddress {
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// A `list` limit that is not positive.
+    #[error("invalid 'limit' {0}")]
+    InvalidLimit(i64),
+    /// A command the recorder does not implement.
+    #[error("unsupported command '{}'", quote_str(.0))]
+    UnsupportedCommand(String),
+    /// `stop recording` on a call that is not being recorded (also pause).
+    #[error("call is not being recorded")]
+    NotRecording,
+    /// No call with this Call-ID (the text rtpengine sends, which proxies match on).
+    #[error("Unknown call-id")]
+    UnknownCallId,
+    /// More `m=` lines than `max-media-per-call`.
+    #[error("too many media lines: {lines} > max-media-per-call {max}")]
+    TooManyMedia {
+        /// `m=` lines in the SDP.
+        lines: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An SDP larger than `max-sdp-size`.
+    #[error("SDP too large: {size} bytes > max-sdp-size {max}")]
+    SdpTooLarge {
+        /// Its size in bytes.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The SDP does not parse.
+    #[error("bad SDP: {0}")]
+    BadSdp(linecord_sdp::SdpError),
+    /// A media line over something other than UDP.
+    #[error(
+        "unsupported media transport '{}' in m={} line {line}",
+        quote_str(proto),
+        quote_str(kind)
+    )]
+    UnsupportedTransport {
+        /// The `m=` line's protocol.
+        proto: String,
+        /// Its media kind.
+        kind: String,
+        /// Its number, from 1.
+        line: usize,
+    },
+    /// No port pair could be allocated.
+    #[error("{0}")]
+    Ports(#[from] PortError),
+    /// The rewritten SDP could not be produced.
+    #[error("cannot rewrite SDP: {0}")]
+    Rewrite(linecord_sdp::SdpError),
+    /// A tag that is not one of the call's two parties.
+    #[error("tag '{}' is not a party of this call", quote_str(.0))]
+    UnknownTag(String),
 }
 
 /// The signalling options of one offer or answer, already validated.
@@ -365,18 +450,20 @@ impl<P: PortPool> SessionTable<P> {
         let max_media = self.settings.max_media_per_call;
         let lines = count_media_lines(sdp);
         let refusal = if lines > max_media {
-            format!("too many media lines: {lines} > max-media-per-call {max_media}")
+            NgError::TooManyMedia {
+                lines,
+                max: max_media,
+            }
         } else if sdp.len() > self.settings.max_sdp_size {
-            format!(
-                "SDP too large: {} bytes > max-sdp-size {}",
-                sdp.len(),
-                self.settings.max_sdp_size
-            )
+            NgError::SdpTooLarge {
+                size: sdp.len(),
+                max: self.settings.max_sdp_size,
+            }
         } else {
             return Ok(());
         };
         self.totals.limit_rejections += 1;
-        Err(NgError::new(refusal))
+        Err(refusal)
     }
 
     /// Handles an `offer` or `answer`: returns the rewritten SDP for the other party. An SDP
@@ -384,30 +471,28 @@ impl<P: PortPool> SessionTable<P> {
     /// refused before any port is taken.
     pub fn negotiate(&mut self, n: &Negotiation<'_>, now: Now) -> Result<Vec<u8>, NgError> {
         self.check_limits(n.sdp)?;
-        let sdp = Sdp::parse(n.sdp).map_err(|e| NgError::new(format!("bad SDP: {e}")))?;
+        let sdp = Sdp::parse(n.sdp).map_err(NgError::BadSdp)?;
         let medias = sdp.medias();
         if medias.len() > self.settings.max_media_per_call {
             // Not reached: the parser finds no m= line the count above missed. Kept so the
             // limit holds whatever the parser accepts.
             self.totals.limit_rejections += 1;
-            return Err(NgError::new(format!(
-                "too many media lines: {} > max-media-per-call {}",
-                medias.len(),
-                self.settings.max_media_per_call
-            )));
+            return Err(NgError::TooManyMedia {
+                lines: medias.len(),
+                max: self.settings.max_media_per_call,
+            });
         }
         if let Some(m) = medias.iter().find(|m| m.port != 0 && !m.is_udp) {
-            return Err(NgError::new(format!(
-                "unsupported media transport '{}' in m={} line {}",
-                quote_str(&m.proto),
-                quote_str(&m.kind),
-                m.index + 1
-            )));
+            return Err(NgError::UnsupportedTransport {
+                proto: m.proto.clone(),
+                kind: m.kind.clone(),
+                line: m.index + 1,
+            });
         }
         let created = !self.calls.contains_key(n.call_id);
         if created {
             if n.is_answer {
-                return Err(NgError::new("Unknown call-id"));
+                return Err(NgError::UnknownCallId);
             }
             let worker = self.next_worker % self.settings.workers.max(1);
             self.next_worker = self.next_worker.wrapping_add(1);
@@ -444,7 +529,7 @@ impl<P: PortPool> SessionTable<P> {
         let call = self
             .calls
             .get_mut(n.call_id)
-            .ok_or_else(|| NgError::new("Unknown call-id"))?;
+            .ok_or(NgError::UnknownCallId)?;
         let (owner, other) = resolve_sides(call, n)?;
         let known_medias = call.parties[owner].medias.len();
 
@@ -465,7 +550,7 @@ impl<P: PortPool> SessionTable<P> {
                         for party in &mut call.parties {
                             party.medias.retain(|m| !fresh.contains(&m.rtp_port));
                         }
-                        return Err(NgError::new(e.to_string()));
+                        return Err(NgError::Ports(e));
                     }
                 }
             }
@@ -531,9 +616,7 @@ impl<P: PortPool> SessionTable<P> {
             replace_origin: n.replace_origin,
             remove_ice: true,
         };
-        let out = sdp
-            .rewrite(&plan)
-            .map_err(|e| NgError::new(format!("cannot rewrite SDP: {e}")))?;
+        let out = sdp.rewrite(&plan).map_err(NgError::Rewrite)?;
         if let Some(r) = &call.recording {
             // A re-INVITE during a recording: the file learns about new and changed streams.
             let key = r.shared.key;
@@ -591,10 +674,7 @@ impl<P: PortPool> SessionTable<P> {
     ) -> Result<(), NgError> {
         let key = self.next_recording;
         let settings_adv = self.settings.advertised;
-        let call = self
-            .calls
-            .get_mut(call_id)
-            .ok_or_else(|| NgError::new("Unknown call-id"))?;
+        let call = self.calls.get_mut(call_id).ok_or(NgError::UnknownCallId)?;
         if let Some(md) = metadata {
             call.metadata = Some(md.to_owned());
         }
@@ -640,15 +720,9 @@ impl<P: PortPool> SessionTable<P> {
 
     /// Handles `pause recording`.
     pub fn pause_recording(&mut self, call_id: &str) -> Result<(), NgError> {
-        let call = self
-            .calls
-            .get_mut(call_id)
-            .ok_or_else(|| NgError::new("Unknown call-id"))?;
+        let call = self.calls.get_mut(call_id).ok_or(NgError::UnknownCallId)?;
         let worker = call.worker;
-        let r = call
-            .recording
-            .as_mut()
-            .ok_or_else(|| NgError::new("call is not being recorded"))?;
+        let r = call.recording.as_mut().ok_or(NgError::NotRecording)?;
         if !r.paused {
             r.paused = true;
             let key = r.shared.key;
@@ -664,10 +738,7 @@ impl<P: PortPool> SessionTable<P> {
     /// Handles `stop recording` (and the end of a recorded call): the file is finished.
     /// Returns false when the call was not being recorded.
     pub fn stop_recording(&mut self, call_id: &str, reason: StopReason) -> Result<bool, NgError> {
-        let call = self
-            .calls
-            .get_mut(call_id)
-            .ok_or_else(|| NgError::new("Unknown call-id"))?;
+        let call = self.calls.get_mut(call_id).ok_or(NgError::UnknownCallId)?;
         let Some(r) = call.recording.take() else {
             return Ok(false);
         };
@@ -782,10 +853,7 @@ impl<P: PortPool> SessionTable<P> {
     /// The `query` reply body for a call, in rtpengine's shape: `created`, `last signal`,
     /// `tags` → tag → `medias` → `streams` (endpoint, local port, stats), and `totals`.
     pub fn query(&self, call_id: &str, now: Now) -> Result<Value, NgError> {
-        let call = self
-            .calls
-            .get(call_id)
-            .ok_or_else(|| NgError::new("Unknown call-id"))?;
+        let call = self.calls.get(call_id).ok_or(NgError::UnknownCallId)?;
         let unix_of = |mono: u64| -> u64 {
             if mono == 0 {
                 0
@@ -989,20 +1057,12 @@ fn resolve_sides(call: &mut Call, n: &Negotiation<'_>) -> Result<(usize, usize),
         call.parties[1].tag = Some(n.owner_tag.to_owned());
         1
     } else {
-        return Err(NgError::new(format!(
-            "tag '{}' is not a party of this call",
-            quote_str(n.owner_tag)
-        )));
+        return Err(NgError::UnknownTag(n.owner_tag.to_owned()));
     };
     let other = 1 - owner;
     match (n.other_tag, tag_of(call, other)) {
         (Some(t), None) => call.parties[other].tag = Some(t.to_owned()),
-        (Some(t), Some(known)) if t != known => {
-            return Err(NgError::new(format!(
-                "tag '{}' is not a party of this call",
-                quote_str(t)
-            )))
-        }
+        (Some(t), Some(known)) if t != known => return Err(NgError::UnknownTag(t.to_owned())),
         _ => {}
     }
     Ok((owner, other))
@@ -1192,14 +1252,17 @@ mod tests {
         let e = t
             .negotiate(&neg("c1", "A", None, false, three.as_bytes()), at(1))
             .unwrap_err();
-        assert_eq!(e.0, "too many media lines: 3 > max-media-per-call 2");
+        assert_eq!(
+            e.to_string(),
+            "too many media lines: 3 > max-media-per-call 2"
+        );
         let mut big = sdp("192.0.2.1", 4000);
         big.extend(b"a=x-pad\r\n".repeat(200));
         let e = t
             .negotiate(&neg("c1", "A", None, false, &big), at(1))
             .unwrap_err();
         assert_eq!(
-            e.0,
+            e.to_string(),
             format!("SDP too large: {} bytes > max-sdp-size 1024", big.len())
         );
         assert_eq!((t.free_pairs(), t.len()), (free, 0));
@@ -1316,7 +1379,7 @@ mod tests {
                 at(3),
             )
             .unwrap_err();
-        assert!(e.0.contains("'C'"));
+        assert!(e.to_string().contains("'C'"));
     }
 
     #[test]
@@ -1361,16 +1424,16 @@ mod tests {
                 at(1),
             )
             .unwrap_err();
-        assert_eq!(e.0, "Unknown call-id");
+        assert_eq!(e.to_string(), "Unknown call-id");
         let e = t
             .negotiate(&neg("c2", "A", None, false, b"garbage"), at(1))
             .unwrap_err();
-        assert!(e.0.starts_with("bad SDP"));
+        assert!(e.to_string().starts_with("bad SDP"));
         let tcp = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 TCP/RTP/AVP 0\r\n";
         let e = t
             .negotiate(&neg("c3", "A", None, false, tcp), at(1))
             .unwrap_err();
-        assert!(e.0.contains("TCP/RTP/AVP"), "{}", e.0);
+        assert!(e.to_string().contains("TCP/RTP/AVP"), "{}", e.to_string());
         assert!(t.is_empty());
         assert_eq!(t.free_pairs(), free);
     }
@@ -1391,7 +1454,7 @@ mod tests {
         let e = t
             .negotiate(&neg("c2", "A", None, false, &sdp("192.0.2.1", 4000)), at(1))
             .unwrap_err();
-        assert!(e.0.contains("ports"));
+        assert!(e.to_string().contains("ports"));
         assert_eq!(t.free_pairs(), 1);
         assert_eq!(t.len(), 1);
         assert_eq!(t.totals().port_exhaustion, 1);
@@ -1582,5 +1645,34 @@ mod tests {
         );
         assert!(t.pause_recording("c1").is_err());
         assert_eq!(t.totals().recordings, 1);
+    }
+
+    #[test]
+    fn errors_are_typed_and_their_text_is_the_error_reason() {
+        let mut t = table();
+        let e = t
+            .negotiate(
+                &neg("nope", "B", Some("A"), true, &sdp("192.0.2.1", 4000)),
+                at(1),
+            )
+            .unwrap_err();
+        assert_eq!(e, NgError::UnknownCallId);
+        let e = t
+            .negotiate(&neg("c2", "A", None, false, b"garbage"), at(1))
+            .unwrap_err();
+        assert!(matches!(e, NgError::BadSdp(_)), "{e:?}");
+        assert_eq!(t.pause_recording("nope"), Err(NgError::UnknownCallId));
+        // Echoed input is quoted: a control character never reaches the reply raw.
+        let text = NgError::UnsupportedFlag("a\nb".into()).to_string();
+        assert!(text.starts_with("unsupported flag '"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+        assert_eq!(
+            NgError::InvalidAddress {
+                key: "media address",
+                value: "x".into()
+            }
+            .to_string(),
+            "invalid address 'x' in 'media address'"
+        );
     }
 }
