@@ -273,3 +273,67 @@ fn an_agents_outbound_call_is_recorded() {
         .expect("recording_started");
     assert_eq!(started["recording"]["initiator"], "dn", "{started}");
 }
+
+const TRUNK_BY_SRV: &str = r#"
+[dns]
+servers = ["127.0.0.1:5353"]
+
+[[trunk]]
+name = "carrier"
+address = "carrier.test"
+transport = "udp"
+
+[[route]]
+name = "to-the-carrier"
+callee = "1001"
+target = "trunk:carrier"
+record = true
+"#;
+
+#[test]
+fn a_call_reaches_a_trunk_found_by_srv() {
+    let mut lab = Lab::up(TRUNK_BY_SRV, true);
+    // dnsmasq in sipctl's namespace: _sip._udp.carrier.test → the callee's host.
+    let log = lab.dir.join("dnsmasq.log");
+    let dnsmasq = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns("rec"), "dnsmasq"])
+        .args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-daemon",
+            "--port=5353",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--log-queries",
+            "--srv-host=_sip._udp.carrier.test,b.carrier.test,5060,0,10",
+            "--host-record=b.carrier.test,198.18.0.20",
+        ])
+        .arg(format!("--log-facility={}", log.display()))
+        .arg(format!(
+            "--pid-file={}",
+            lab.dir.join("dnsmasq.pid").display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dnsmasq (apt package dnsmasq-base, installed by scripts/setup.sh)");
+    lab.others.push(dnsmasq);
+    std::thread::sleep(Duration::from_millis(300));
+    // sipctl locates the trunk at start: start it now that DNS is up.
+    lab.restart_sipctl();
+    let b = lab.callee("callee.xml", &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let a = lab.caller("caller.xml", "1001", &[]);
+    assert_sipp_ok(a, "caller", &lab);
+    assert_sipp_ok(b, "callee at the SRV target", &lab);
+    let job = lab.wait_recordings(1).remove(0);
+    let (left, right) = lab.export(job["file"].as_str().unwrap());
+    assert_tone(&left, TONE_A, TONE_B, 2.0, "caller channel");
+    assert_tone(&right, TONE_B, TONE_A, 2.0, "callee channel");
+    let queries = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        queries.contains("_sip._udp.carrier.test"),
+        "sipctl asked for the SRV records: {queries}"
+    );
+}

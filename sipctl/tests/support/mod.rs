@@ -69,6 +69,8 @@ pub struct Lab {
     pub dir: PathBuf,
     pub recorder: Option<Child>,
     pub sipctl: Option<Child>,
+    /// Other processes of the lab (a DNS server...), killed with it.
+    pub others: Vec<Child>,
     pub ng_port: u16,
     pub api_port: u16,
     pub config: PathBuf,
@@ -152,6 +154,7 @@ spool-dir = "{spool}"
             dir,
             recorder: None,
             sipctl: None,
+            others: Vec::new(),
             ng_port,
             api_port,
             config,
@@ -231,6 +234,15 @@ spool-dir = "{spool}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Stops sipctl and starts it again (e.g. once a server it needs at start is up).
+    pub fn restart_sipctl(&mut self) {
+        if let Some(mut c) = self.sipctl.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.start_sipctl();
     }
 
     pub fn sipctl_log(&self) -> String {
@@ -510,9 +522,11 @@ spool-dir = "{spool}"
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        let others = std::mem::take(&mut self.others);
         for c in [self.sipctl.take(), self.recorder.take()]
             .into_iter()
             .flatten()
+            .chain(others)
         {
             let mut c = c;
             let _ = c.kill();
