@@ -190,7 +190,12 @@ pub(super) enum Op {
         target: String,
         /// The target's DN, when it is one.
         dn: Option<String>,
+        /// Attended transfer (RFC 3891 Replaces): the call whose far leg `leg` is; it ends
+        /// when the transfer is done.
+        replaces: Option<u64>,
     },
+    /// This call's far party is being moved into call `into` (attended transfer).
+    Joining { into: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +241,9 @@ pub(super) struct Call {
     pub(super) a_session: UasTimer,
     /// The highest RSeq of the callee's reliable provisional responses (RFC 3262).
     pub(super) b_rseq: Option<u32>,
+    /// This side's leg was moved into another call (attended transfer): its dialog is not
+    /// this call's to remove.
+    pub(super) moved: Option<Side>,
     /// The call went to the no-answer target already.
     pub(super) no_answer_redirected: bool,
     /// The callee's remaining located targets (RFC 3263 §4.3 failover).

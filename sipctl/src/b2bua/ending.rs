@@ -58,8 +58,15 @@ impl B2bua {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        if let Some(Op::Transfer { leg, .. }) = c.op.take() {
-            self.dialogs.remove(&leg.key);
+        match c.op.take() {
+            Some(Op::Transfer { leg, .. }) => self.drop_transfer_leg(id, &leg),
+            // The consultation call of an attended transfer ended before the join: the far
+            // leg stays this call's (and goes with it), the transfer fails.
+            Some(Op::Joining { into }) => {
+                c.moved = None;
+                self.transfer_failed(now, into, 487, "the consultation call ended");
+            }
+            _ => {}
         }
         if hangup && was_confirmed {
             // BYE the leg that did not hang up. A BYE from A: BYE B; from B: BYE A. Both
@@ -100,12 +107,14 @@ impl B2bua {
     /// Drops the call and its dialogs (a transfer target's too).
     pub(super) fn forget(&mut self, id: u64) {
         if let Some(c) = self.calls.remove(&id) {
-            self.dialogs.remove(&c.a.key);
-            if let Some(b) = &c.b {
+            if c.moved != Some(Side::A) {
+                self.dialogs.remove(&c.a.key);
+            }
+            if let Some(b) = c.b.as_ref().filter(|_| c.moved != Some(Side::B)) {
                 self.dialogs.remove(&b.key);
             }
             if let Some(Op::Transfer { leg, .. }) = &c.op {
-                self.dialogs.remove(&leg.key);
+                self.drop_transfer_leg(id, leg);
             }
             self.invites.retain(|_, v| *v != id);
             // Client transactions keep running (BYE, CANCEL); their responses find no call.

@@ -163,6 +163,7 @@ impl B2bua {
             a_session: UasTimer::None,
             b_rseq: None,
             no_answer_redirected: false,
+            moved: None,
             b_failover: None,
             b_offer: Vec::new(),
             ctx: CallContext {

@@ -22,6 +22,9 @@ impl B2bua {
         else {
             return self.respond(now, tx, &req, 400, None);
         };
+        if let Some(replaces) = replaces_of(&refer_to.uri) {
+            return self.attended_transfer(now, id, side, tx, &req, replaces);
+        }
         let target_user = refer_to.uri.user.clone().unwrap_or_default();
         let ruri = refer_to.uri.to_string();
         let headers: Vec<(&str, &str)> = Vec::new();
@@ -79,6 +82,7 @@ impl B2bua {
             leg: Box::new(leg),
             target: target_user,
             dn,
+            replaces: None,
         });
         self.notify_transferor(now, id, side, "SIP/2.0 100 Trying", false);
         let Some(c) = self.calls.get_mut(&id) else {
@@ -213,6 +217,7 @@ impl B2bua {
             leg,
             target,
             dn,
+            replaces,
         }) = c.op.take()
         else {
             return;
@@ -259,7 +264,12 @@ impl B2bua {
         let mut ev = c.ctx.event(EventKind::Transferred, event_id, now.unix_ms);
         ev.transfer_target = Some(party);
         ev.reason = Some(format!(
-            "blind transfer by the {} to {target}",
+            "{} transfer by the {} to {target}",
+            if replaces.is_some() {
+                "attended"
+            } else {
+                "blind"
+            },
             party_name(from)
         ));
         ev.recording = None;
@@ -267,18 +277,178 @@ impl B2bua {
             ev.parties.agent_dn = Some(d);
         }
         self.events.push_back(ev);
+        if let Some(other) = replaces {
+            self.end_replaced(now, other, &new_key);
+        }
     }
 
     pub(super) fn transfer_failed(&mut self, now: Now, id: u64, status: u16, why: &str) {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        let Some(Op::Transfer { from, leg, .. }) = c.op.take() else {
+        let Some(Op::Transfer {
+            from,
+            leg,
+            replaces,
+            ..
+        }) = c.op.take()
+        else {
             return;
         };
-        self.dialogs.remove(&leg.key);
+        self.drop_transfer_leg(id, &leg);
+        if let Some(c2) = replaces.and_then(|o| self.calls.get_mut(&o)) {
+            c2.op = None;
+        }
         tracing::info!(call = id, why, "transfer failed; the call goes on");
         let frag = format!("SIP/2.0 {status} {}", reason_phrase(status));
         self.notify_transferor(now, id, from, &frag, true);
     }
+
+    /// Attended transfer (RFC 5589 §7, RFC 3891): the REFER's Refer-To names, in `Replaces`,
+    /// a dialog of another call through sipctl (the transferor's consultation call). That
+    /// call's far party takes the transferor's place here: it is re-INVITEd in its own dialog
+    /// (through the recorder when this call is recorded: the recording goes on), the
+    /// transferor gets NOTIFYs and a BYE on both calls, and the consultation call ends.
+    fn attended_transfer(
+        &mut self,
+        now: Now,
+        id: u64,
+        side: Side,
+        tx: TxId,
+        req: &Request,
+        (call_id, to_tag, from_tag): (String, String, String),
+    ) {
+        // The transferor's side of the consultation call: sipctl's tag is its To tag.
+        let key = DialogKey {
+            call_id,
+            local_tag: to_tag,
+        };
+        let owner = self
+            .dialogs
+            .get(&key)
+            .filter(|d| d.id.remote_tag == from_tag)
+            .and_then(|_| self.dialogs.owner(&key))
+            .filter(|o| o.call != id && !o.pending);
+        let joinable = owner.and_then(|o| {
+            let c2 = self.calls.get(&o.call)?;
+            let far = o.side.other();
+            (c2.phase == Phase::Confirmed && c2.op.is_none()).then_some(())?;
+            let leg = c2.leg_ref(far)?.clone();
+            let (target, dn) = match far {
+                Side::B => (c2.callee.clone().unwrap_or_default(), c2.dn.clone()),
+                Side::A => (c2.caller.clone().unwrap_or_default(), None),
+            };
+            Some((o.call, far, leg, target, dn))
+        });
+        // 202: the transfer is under way; its outcome comes in NOTIFYs (RFC 3515 §2.4.4).
+        self.respond(now, tx, req, 202, None);
+        let Some((other, far, leg, target, dn)) = joinable else {
+            // RFC 3891 §3: no such dialog (or not one that can be joined now).
+            self.notify_transferor(
+                now,
+                id,
+                side,
+                "SIP/2.0 481 Call/Transaction Does Not Exist",
+                true,
+            );
+            return;
+        };
+        if let Some(c2) = self.calls.get_mut(&other) {
+            c2.op = Some(Op::Joining { into: id });
+            c2.moved = Some(far);
+        }
+        let stays = side.other();
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        c.op = Some(Op::Transfer {
+            from: side,
+            leg: Box::new(leg),
+            target,
+            dn,
+            replaces: Some(other),
+        });
+        self.notify_transferor(now, id, side, "SIP/2.0 100 Trying", false);
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let stayer_sdp = match stays {
+            Side::A => c.sdp_a.clone(),
+            Side::B => c.sdp_b.clone(),
+        };
+        // The far party's dialog is confirmed: the "INVITE" to it is a re-INVITE.
+        if c.at_recorder && matches!(c.media, Media::Recorded { .. }) {
+            let body = c.media_call.offer(&stayer_sdp, stays == Side::A, false);
+            self.ng_request(now, id, NgPurpose::TransferOffer, &body);
+        } else {
+            self.invite_transfer_target(now, id, stayer_sdp);
+        }
+    }
+
+    /// Ends the consultation call whose far leg (`moved`) went into another call: BYE to the
+    /// transferor's leg of it, the recorder's session of it deleted, its closing events.
+    fn end_replaced(&mut self, now: Now, other: u64, moved: &DialogKey) {
+        let Some(c2) = self.calls.get_mut(&other) else {
+            return;
+        };
+        c2.op = None;
+        let moved_side = if c2.a.key == *moved { Side::A } else { Side::B };
+        c2.moved = Some(moved_side);
+        if let Some((bye, peer)) = self.side_request(other, moved_side.other(), Method::Bye) {
+            self.send_request(now, other, TxPurpose::Bye, bye, peer);
+        }
+        self.end_call(now, other, "replaced by an attended transfer", None, false);
+    }
+
+    /// Forgets a transfer's target leg, unless its dialog belongs to another call (the far
+    /// leg of an attended transfer's consultation call).
+    pub(super) fn drop_transfer_leg(&mut self, id: u64, leg: &Leg) {
+        if self.dialogs.owner(&leg.key).is_some_and(|o| o.call == id) {
+            self.dialogs.remove(&leg.key);
+        }
+    }
+}
+
+/// The dialog a Refer-To URI's `Replaces` header names (RFC 3891 §6.1: `call-id;to-tag=…;
+/// from-tag=…`, %-escaped in the URI, RFC 3261 §19.1.1): (Call-ID, to-tag, from-tag).
+fn replaces_of(uri: &Uri) -> Option<(String, String, String)> {
+    let headers = uri.headers.as_deref()?;
+    let value = headers.split('&').find_map(|h| {
+        let (name, value) = h.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("Replaces")
+            .then_some(value)
+    })?;
+    let value = percent_decode(value)?;
+    let mut parts = value.split(';');
+    let call_id = parts.next()?.trim().to_owned();
+    let (mut to_tag, mut from_tag) = (None, None);
+    for p in parts {
+        if let Some((n, v)) = p.split_once('=') {
+            match n.trim().to_ascii_lowercase().as_str() {
+                "to-tag" => to_tag = Some(v.trim().to_owned()),
+                "from-tag" => from_tag = Some(v.trim().to_owned()),
+                _ => {}
+            }
+        }
+    }
+    (!call_id.is_empty()).then_some((call_id, to_tag?, from_tag?))
+}
+
+/// RFC 3986 %-decoding; `None` for a bad escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
