@@ -70,11 +70,18 @@ NG_PORT=22231
 A_IP=198.18.0.10 B_IP=198.18.0.20 REC_IP=198.18.0.1
 
 RELAY_PID=""
+# Stops the relay and waits until it is gone (its sockets closed), so the next target can
+# bind the same NG port: 30 s for a clean exit (a recorder finishes its open recordings),
+# then SIGKILL and the wait for the kernel to reap it (a process in an fsync dies after it).
 stop_relay() {
   if [ -n "$RELAY_PID" ]; then
     kill "$RELAY_PID" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$RELAY_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$RELAY_PID" 2>/dev/null || true
+    for _ in $(seq 1 300); do kill -0 "$RELAY_PID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$RELAY_PID" 2>/dev/null; then
+      echo "the relay did not stop in 30 s: killing it" >&2
+      kill -9 "$RELAY_PID" 2>/dev/null || true
+    fi
+    wait "$RELAY_PID" 2>/dev/null || true
     RELAY_PID=""
   fi
 }

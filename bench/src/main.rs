@@ -190,6 +190,7 @@ impl Common {
 /// ~6 min left`.
 struct Progress {
     label: String,
+    kind: TargetKind,
     steps: Vec<(&'static str, f64)>,
     eta: Eta,
     then: Vec<(String, f64)>,
@@ -211,6 +212,7 @@ impl Progress {
         };
         Progress {
             label,
+            kind,
             steps: rounds::steps(kind, &timing),
             eta: Eta::new(c.history.as_deref().map(history).unwrap_or_default()),
             then: c.then.iter().map(|n| (n.clone(), nominal(n))).collect(),
@@ -224,7 +226,7 @@ impl Progress {
         eprintln!(
             "{}, step {detail}, {}",
             self.label,
-            rounds::show_left(self.eta.left_s(own, &self.then))
+            rounds::show_left(self.eta.left_s(self.kind, own, &self.then))
         );
     }
 
@@ -249,6 +251,7 @@ fn history(dir: &Path) -> Vec<Measured> {
                     round,
                     Measured {
                         name: t.name,
+                        kind: t.kind,
                         elapsed_s: e,
                         nominal_s: n,
                     },
@@ -667,8 +670,11 @@ fn measure_target(c: &Common, relay: Option<&RelayTarget>) -> anyhow::Result<Tar
         report.trials.push(trial);
         report.zero_loss_pps = search.result();
         drop(parties);
-        if let (Some(set), Some(ng)) = (&set, ng.as_mut()) {
+        if let (Some(set), Some(r), Some(ng)) = (&set, relay, ng.as_mut()) {
             calls::teardown(ng, set).context("deleting calls")?;
+            // Wait for these recordings to be finished too (not reported): the relay's
+            // finishing work must not spill into the next target's measurement.
+            count_recorded(r, set, &prefix, SystemTime::now())?;
         }
         eprintln!(
             "[{}] zero-loss throughput: {}",
@@ -695,7 +701,8 @@ fn count_recorded(
     if !r.record {
         return Ok((None, None));
     }
-    let wait = Duration::from_secs(20);
+    // Finishing is fsync-bound: 500 recordings took 12 s on this machine under load.
+    let wait = Duration::from_secs(60);
     let Some(spec) = &r.recorded else {
         return Ok((None, None));
     };

@@ -305,8 +305,9 @@ impl RoundsReport {
         );
         s.push_str(
             "Each cell: median (min–max) over the rounds; — not measured. Realistic load: \
-             every stream at 50 packets/s. `≥`: the generator's ceiling, not the target's, \
-             in some round.\n\n",
+             every stream at 50 packets/s. The throughput of `generator` and `af_xdp-drop` \
+             is their ceiling (the most that arrived). `≥`: the generator's ceiling, not \
+             the target's, in some round.\n\n",
         );
         let _ = write!(s, "| figure |");
         for t in &sum.targets {

@@ -426,6 +426,8 @@ pub fn kind_of(name: &str) -> TargetKind {
 pub struct Measured {
     /// Target name.
     pub name: String,
+    /// What it is.
+    pub kind: TargetKind,
     /// Seconds the bench binary spent on it.
     pub elapsed_s: f64,
     /// Its nominal seconds.
@@ -434,7 +436,8 @@ pub struct Measured {
 
 /// Estimates the time a run has left from the targets measured so far: a target measured
 /// in an earlier round is expected to take what it took last; one not measured yet takes
-/// its nominal time scaled by how far the measured ones were off theirs.
+/// its nominal time scaled by how far the measured ones of its kind were off theirs (kinds
+/// apart: the generator's search usually ends at its first trial, a relay's runs on).
 #[derive(Debug, Clone, Default)]
 pub struct Eta {
     history: Vec<Measured>,
@@ -446,10 +449,12 @@ impl Eta {
         Eta { history }
     }
 
-    /// Measured seconds over nominal seconds, 1 before anything was measured.
-    pub fn scale(&self) -> f64 {
-        let e: f64 = self.history.iter().map(|m| m.elapsed_s).sum();
-        let n: f64 = self.history.iter().map(|m| m.nominal_s).sum();
+    /// Measured seconds over nominal seconds of the targets of `kind`, 1 before one was
+    /// measured.
+    pub fn scale(&self, kind: TargetKind) -> f64 {
+        let of_kind = || self.history.iter().filter(|m| m.kind == kind);
+        let e: f64 = of_kind().map(|m| m.elapsed_s).sum();
+        let n: f64 = of_kind().map(|m| m.nominal_s).sum();
         if n > 0.0 && e > 0.0 {
             e / n
         } else {
@@ -462,14 +467,14 @@ impl Eta {
     pub fn target_s(&self, name: &str, nominal_s: f64) -> f64 {
         let last = self.history.iter().rev().find(|m| m.name == name);
         last.map(|m| m.elapsed_s)
-            .unwrap_or_else(|| nominal_s * self.scale())
+            .unwrap_or_else(|| nominal_s * self.scale(kind_of(name)))
             + SCRIPT_OVERHEAD_S
     }
 
-    /// Seconds left: what remains of the current target (`own_nominal_left_s`, scaled)
-    /// and every later target (`then`: names and nominal seconds, in order).
-    pub fn left_s(&self, own_nominal_left_s: f64, then: &[(String, f64)]) -> f64 {
-        own_nominal_left_s * self.scale()
+    /// Seconds left: what remains of the current target (of `kind`, `own_nominal_left_s`,
+    /// scaled) and every later target (`then`: names and nominal seconds, in order).
+    pub fn left_s(&self, kind: TargetKind, own_nominal_left_s: f64, then: &[(String, f64)]) -> f64 {
+        own_nominal_left_s * self.scale(kind)
             + then
                 .iter()
                 .map(|(name, nominal)| self.target_s(name, *nominal))
@@ -677,34 +682,41 @@ mod tests {
     #[test]
     fn eta_from_measured_targets() {
         let none = Eta::default();
-        assert_eq!(none.scale(), 1.0);
+        assert_eq!(none.scale(TargetKind::Relay), 1.0);
         assert_eq!(
-            none.left_s(10.0, &[("a".into(), 20.0)]),
+            none.left_s(TargetKind::Relay, 10.0, &[("a".into(), 20.0)]),
             10.0 + 20.0 + SCRIPT_OVERHEAD_S
         );
-        // The generator took twice its nominal time: everything not measured yet is
-        // expected to take twice its own; a target measured before takes what it took.
+        // The relay measured took twice its nominal time: relays not measured yet are
+        // expected to take twice their own; a target measured before takes what it took.
+        // The generator's quick search says nothing about the relays' time.
         let eta = Eta::new(vec![
             Measured {
                 name: "generator".into(),
-                elapsed_s: 40.0,
+                kind: TargetKind::Direct,
+                elapsed_s: 5.0,
                 nominal_s: 20.0,
             },
             Measured {
                 name: "linecord-udp".into(),
+                kind: TargetKind::Relay,
                 elapsed_s: 30.0,
                 nominal_s: 15.0,
             },
         ]);
-        assert_eq!(eta.scale(), 2.0);
+        assert_eq!(eta.scale(TargetKind::Relay), 2.0);
+        assert_eq!(eta.scale(TargetKind::Direct), 0.25);
+        assert_eq!(eta.scale(TargetKind::Sink), 1.0);
         assert_eq!(eta.target_s("linecord-udp", 99.0), 30.0 + SCRIPT_OVERHEAD_S);
         assert_eq!(eta.target_s("rtpengine", 10.0), 20.0 + SCRIPT_OVERHEAD_S);
+        assert_eq!(eta.target_s("af_xdp-drop", 5.0), 5.0 + SCRIPT_OVERHEAD_S);
         let left = eta.left_s(
+            TargetKind::Relay,
             5.0,
             &[("rtpengine".into(), 10.0), ("generator".into(), 20.0)],
         );
-        assert_eq!(left, 10.0 + 20.0 + 40.0 + 2.0 * SCRIPT_OVERHEAD_S);
-        assert_eq!(show_left(left), "~74 s left");
+        assert_eq!(left, 10.0 + 20.0 + 5.0 + 2.0 * SCRIPT_OVERHEAD_S);
+        assert_eq!(show_left(left), "~39 s left");
         assert_eq!(show_left(600.0), "~10 min left");
         assert_eq!(show_left(-3.0), "~0 s left");
     }
