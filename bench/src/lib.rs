@@ -2,11 +2,16 @@
 //! protocol: linecord's `recorder` (either backend) and rtpengine itself, measured with the
 //! same load in the same run (docs/benchmarks.md).
 //!
-//! The pure parts ([`measure`], [`packet`], [`report`]) are unit-tested; [`traffic`] is the
+//! A run measures every target once per round, in interleaved rounds ([`rounds`]: medians,
+//! ranges and ratios within rounds); the per-packet budget comes from criterion's estimates
+//! ([`budget`]).
+//!
+//! The pure parts ([`measure`], [`packet`], [`report`], [`rounds`]) are unit-tested; [`traffic`] is the
 //! generator (one thread per party, each in its party's network namespace, batched
 //! `sendmmsg`/`recvmmsg`), [`calls`] sets calls up over NG, [`procfs`] reads the relay's CPU
 //! and memory.
 
+pub mod budget;
 pub mod calls;
 pub mod measure;
 pub mod netns;
@@ -14,4 +19,5 @@ pub mod packet;
 pub mod procfs;
 pub mod recorded;
 pub mod report;
+pub mod rounds;
 pub mod traffic;

@@ -1,18 +1,22 @@
 //! `bench`: measures NG media relays (docs/benchmarks.md). `scripts/bench.sh` runs the
-//! standard comparison; each subcommand measures one target and writes its JSON.
+//! standard comparison in interleaved rounds; each subcommand measures one target and
+//! writes its JSON, `bench report` combines the rounds.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use bench::calls::{self, CallPlan, CallSet, NgLink};
 use bench::measure::{self, RateSearch};
 use bench::procfs;
 use bench::recorded::{self, Recorded};
-use bench::report::{RunReport, StandardLoad, TargetKind, TargetReport, Trial, PPS_PER_CALL};
+use bench::report::{
+    Finish, Round, RoundsReport, StandardLoad, TargetKind, TargetReport, Trial, PPS_PER_CALL,
+};
+use bench::rounds::{self, Eta, Measured, Timing};
 use bench::traffic::{self, PartyThread, StreamOut, TrialTotals};
 use clap::{Args, Parser, Subcommand};
 
@@ -72,11 +76,18 @@ enum Command {
         #[arg(long)]
         sink_stats: PathBuf,
     },
-    /// Combines the JSON files of a results folder into `run.json`, `summary.md` and
-    /// `plot.svg`.
+    /// Combines the rounds of a results folder (`DIR/round-N/*.json`, or the JSON files of
+    /// `DIR` itself as one round) into `run.json`, `summary.md` and `plot.svg`.
     Report {
         /// The results folder.
         dir: PathBuf,
+        /// Criterion's output folder, for the per-packet budget (`target/criterion`);
+        /// without it, or without estimates there, the budget is "not measured".
+        #[arg(long)]
+        criterion: Option<PathBuf>,
+        /// The command that made the run, for the report.
+        #[arg(long, default_value = "")]
+        command: String,
         /// Machine description for the report.
         #[arg(long, default_value = "")]
         machine: String,
@@ -148,6 +159,139 @@ struct Common {
     /// Skip the zero-loss search (realistic load only).
     #[arg(long)]
     no_search: bool,
+    /// The round this measurement is part of, `R/N`, for the progress lines.
+    #[arg(long)]
+    round: Option<String>,
+    /// The targets the run measures after this one, in order (all later rounds included),
+    /// for the time-left estimate.
+    #[arg(long, value_delimiter = ',')]
+    then: Vec<String>,
+    /// The run's results folder: targets measured earlier (`round-N/*.json`) give the
+    /// time-left estimate its measured step times.
+    #[arg(long)]
+    history: Option<PathBuf>,
+}
+
+impl Common {
+    fn timing(&self) -> Timing {
+        Timing {
+            calls: self.calls,
+            standard_s: self.standard_seconds,
+            trial_s: self.trial_seconds,
+            drain_s: self.drain_ms as f64 / 1e3,
+            settle_s: self.settle_ms as f64 / 1e3,
+            max_trials: self.max_trials,
+            search: !self.no_search,
+        }
+    }
+}
+
+/// Progress lines with the time left: `round 2/3, target linecord-udp, step search 3/8,
+/// ~6 min left`.
+struct Progress {
+    label: String,
+    kind: TargetKind,
+    steps: Vec<(&'static str, f64)>,
+    eta: Eta,
+    then: Vec<(String, f64)>,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(c: &Common, kind: TargetKind) -> Progress {
+        let timing = c.timing();
+        let nominal = |name: &str| -> f64 {
+            rounds::steps(rounds::kind_of(name), &timing)
+                .iter()
+                .map(|s| s.1)
+                .sum()
+        };
+        let label = match &c.round {
+            Some(r) => format!("round {r}, target {}", c.name),
+            None => format!("target {}", c.name),
+        };
+        Progress {
+            label,
+            kind,
+            steps: rounds::steps(kind, &timing),
+            eta: Eta::new(c.history.as_deref().map(history).unwrap_or_default()),
+            then: c.then.iter().map(|n| (n.clone(), nominal(n))).collect(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Prints the line for step `i` of [`rounds::steps`].
+    fn at(&self, i: usize, detail: &str) {
+        let own: f64 = self.steps.iter().skip(i).map(|s| s.1).sum();
+        eprintln!(
+            "{}, step {detail}, {}",
+            self.label,
+            rounds::show_left(self.eta.left_s(self.kind, own, &self.then))
+        );
+    }
+
+    fn nominal_s(&self) -> f64 {
+        self.steps.iter().map(|s| s.1).sum()
+    }
+}
+
+/// Targets measured earlier in this run, oldest round first.
+fn history(dir: &Path) -> Vec<Measured> {
+    let mut out: Vec<(u32, Measured)> = Vec::new();
+    for (round, path) in round_dirs(dir).unwrap_or_default() {
+        for file in target_files(&path).unwrap_or_default() {
+            let Ok(bytes) = std::fs::read(&file) else {
+                continue;
+            };
+            let Ok(t) = serde_json::from_slice::<TargetReport>(&bytes) else {
+                continue;
+            };
+            if let (Some(e), Some(n)) = (t.elapsed_s, t.nominal_s) {
+                out.push((
+                    round,
+                    Measured {
+                        name: t.name,
+                        kind: t.kind,
+                        elapsed_s: e,
+                        nominal_s: n,
+                    },
+                ));
+            }
+        }
+    }
+    out.sort_by_key(|(r, _)| *r);
+    out.into_iter().map(|(_, m)| m).collect()
+}
+
+/// The `round-N` folders of a results folder, by round number.
+fn round_dirs(dir: &Path) -> std::io::Result<Vec<(u32, PathBuf)>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let Some(n) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("round-"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if e.file_type()?.is_dir() {
+            v.push((n, e.path()));
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// The target JSON files of a folder (everything `*.json` but `run.json`), sorted.
+fn target_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json") && !p.ends_with("run.json"))
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 fn main() -> ExitCode {
@@ -184,10 +328,12 @@ fn main() -> ExitCode {
             .and_then(|r| write_json(&common.out, &r)),
         Command::Report {
             dir,
+            criterion,
+            command,
             machine,
             date,
             network,
-        } => report(&dir, date, machine, network),
+        } => report(&dir, criterion.as_deref(), command, date, machine, network),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -401,13 +547,15 @@ fn measure_target(c: &Common, relay: Option<&RelayTarget>) -> anyhow::Result<Tar
     };
     let run_id = format!("bench{}", std::process::id());
     let drain = Duration::from_millis(c.drain_ms);
+    let kind = if relay.is_some() {
+        TargetKind::Relay
+    } else {
+        TargetKind::Direct
+    };
+    let progress = Progress::new(c, kind);
     let mut report = TargetReport {
         name: c.name.clone(),
-        kind: if relay.is_some() {
-            TargetKind::Relay
-        } else {
-            TargetKind::Direct
-        },
+        kind,
         description: c.description.clone(),
         calls: c.calls,
         record: relay.is_some_and(|r| r.record),
@@ -417,10 +565,13 @@ fn measure_target(c: &Common, relay: Option<&RelayTarget>) -> anyhow::Result<Tar
         zero_loss_pps: None,
         max_received_pps: 0.0,
         generator_bound: false,
+        elapsed_s: None,
+        nominal_s: Some(progress.nominal_s()),
     };
 
     // Phase 1: the realistic load on fresh calls.
     let rss_idle = pid.and_then(|p| procfs::rss_kib(p).ok());
+    progress.at(0, "set-up");
     eprintln!("[{}] setting up {} calls", c.name, c.calls);
     let prefix = format!("{run_id}-std");
     let (parties, set) = connect(c, relay.zip(ng.as_mut()), &prefix)?;
@@ -432,15 +583,30 @@ fn measure_target(c: &Common, relay: Option<&RelayTarget>) -> anyhow::Result<Tar
         drain,
     };
     // A first second lets every stream latch and every recording open.
+    progress.at(1, "warm-up");
     let (_, warm) = runner.run("warm-up", standard_rate, 1.0)?;
+    progress.at(2, "realistic load");
     let (std_trial, std_totals) =
         runner.run("realistic load", standard_rate, c.standard_seconds)?;
     let rss_loaded = pid.and_then(|p| procfs::rss_kib(p).ok());
     drop(parties);
     let mut recorded: Option<Recorded> = None;
+    let mut finish: Option<Finish> = None;
     if let (Some(set), Some(r), Some(ng)) = (&set, relay, ng.as_mut()) {
+        progress.at(3, "teardown");
+        // Every call ends at once: the finish rate is timed from the first delete.
+        let deleted_at = SystemTime::now();
         calls::teardown(ng, set).context("deleting calls")?;
-        recorded = count_recorded(r, set, &prefix)?;
+        (recorded, finish) = count_recorded(r, set, &prefix, deleted_at)?;
+        if let Some(f) = finish {
+            eprintln!(
+                "[{}] {} recordings finished in {:.2} s: {:.0}/s",
+                c.name,
+                f.recordings,
+                f.seconds,
+                f.per_second().unwrap_or(0.0)
+            );
+        }
     }
     report.standard = Some(StandardLoad {
         trial: std_trial,
@@ -452,11 +618,13 @@ fn measure_target(c: &Common, relay: Option<&RelayTarget>) -> anyhow::Result<Tar
         recorded,
         sent_total: warm.sent + std_totals.sent,
         received_total: warm.received + std_totals.received,
+        finish,
     });
 
     // Phase 2: the zero-loss search on fresh calls.
     if !c.no_search {
         let prefix = format!("{run_id}-search");
+        progress.at(4, "search set-up");
         eprintln!(
             "[{}] zero-loss search up to {:.0} kpps",
             c.name,
@@ -477,7 +645,10 @@ fn measure_target(c: &Common, relay: Option<&RelayTarget>) -> anyhow::Result<Tar
             c.resolution,
             c.max_trials,
         );
+        let mut n = 0;
         while let Some(rate) = search.next_rate() {
+            progress.at(5 + n, &format!("search {}/{}", n + 1, c.max_trials));
+            n += 1;
             std::thread::sleep(Duration::from_millis(c.settle_ms));
             let (trial, _) = runner.run("search", rate, c.trial_seconds)?;
             // A trial counts at the rate it achieved: when the generator could not offer
@@ -492,14 +663,18 @@ fn measure_target(c: &Common, relay: Option<&RelayTarget>) -> anyhow::Result<Tar
             report.trials.push(trial);
         }
         // The generator flat out: what arrives when offered more than anything can take.
+        progress.at(5 + c.max_trials as usize, "flat out");
         std::thread::sleep(Duration::from_millis(c.settle_ms));
         let (trial, _) = runner.run("flat out", f64::INFINITY, c.trial_seconds)?;
         report.max_received_pps = report.max_received_pps.max(trial.received_pps);
         report.trials.push(trial);
         report.zero_loss_pps = search.result();
         drop(parties);
-        if let (Some(set), Some(ng)) = (&set, ng.as_mut()) {
+        if let (Some(set), Some(r), Some(ng)) = (&set, relay, ng.as_mut()) {
             calls::teardown(ng, set).context("deleting calls")?;
+            // Wait for these recordings to be finished too (not reported): the relay's
+            // finishing work must not spill into the next target's measurement.
+            count_recorded(r, set, &prefix, SystemTime::now())?;
         }
         eprintln!(
             "[{}] zero-loss throughput: {}",
@@ -510,32 +685,53 @@ fn measure_target(c: &Common, relay: Option<&RelayTarget>) -> anyhow::Result<Tar
                 .unwrap_or_else(|| "below the realistic load".into())
         );
     }
+    report.elapsed_s = Some(progress.started.elapsed().as_secs_f64());
     Ok(report)
 }
 
+/// Counts what the relay recorded of `set`; with linecord's spool also how fast the
+/// recordings were finished after the calls were deleted at `deleted_at` (rtpengine's pcap
+/// files are written as packets come, so they have no finishing to time).
 fn count_recorded(
     r: &RelayTarget,
     set: &CallSet,
     prefix: &str,
-) -> anyhow::Result<Option<Recorded>> {
+    deleted_at: SystemTime,
+) -> anyhow::Result<(Option<Recorded>, Option<Finish>)> {
     if !r.record {
-        return Ok(None);
+        return Ok((None, None));
     }
-    let wait = Duration::from_secs(20);
+    // Finishing is fsync-bound: 500 recordings took 12 s on this machine under load.
+    let wait = Duration::from_secs(60);
     let Some(spec) = &r.recorded else {
-        return Ok(None);
+        return Ok((None, None));
     };
-    let counted = match spec.split_once(':') {
+    match spec.split_once(':') {
         Some(("spool", dir)) => {
             let ids: HashSet<String> = set.call_ids.iter().cloned().collect();
-            recorded::from_spool(Path::new(dir), &ids, wait)?
+            let (counted, last) = recorded::from_spool_timed(Path::new(dir), &ids, wait)?;
+            // Timed only when every call's job arrived: a partial count over the wait
+            // would be a made-up rate.
+            let finish = last
+                .filter(|_| counted.recordings >= ids.len() as u64)
+                .and_then(|last| last.duration_since(deleted_at).ok())
+                .map(|d| Finish {
+                    recordings: counted.recordings,
+                    seconds: d.as_secs_f64(),
+                });
+            Ok((Some(counted), finish))
         }
-        Some(("pcap", dir)) => {
-            recorded::from_pcaps(Path::new(dir), prefix, set.call_ids.len() as u64, wait)?
-        }
+        Some(("pcap", dir)) => Ok((
+            Some(recorded::from_pcaps(
+                Path::new(dir),
+                prefix,
+                set.call_ids.len() as u64,
+                wait,
+            )?),
+            None,
+        )),
         _ => anyhow::bail!("--recorded must be spool:DIR or pcap:DIR, not {spec:?}"),
-    };
-    Ok(Some(counted))
+    }
 }
 
 fn read_sink(path: &Path) -> anyhow::Result<u64> {
@@ -558,6 +754,7 @@ fn measure_sink(
         .map(|i| SocketAddr::new(sink_ip, port_min.saturating_add((i * 2) as u16)))
         .collect();
     let parties = start_parties(&c.cpus, a_socks, b_socks, &dests, &dests)?;
+    let progress = Progress::new(c, TargetKind::Sink);
     let mut report = TargetReport {
         name: c.name.clone(),
         kind: TargetKind::Sink,
@@ -570,8 +767,11 @@ fn measure_sink(
         zero_loss_pps: None,
         max_received_pps: 0.0,
         generator_bound: false,
+        elapsed_s: None,
+        nominal_s: Some(progress.nominal_s()),
     };
     for n in 1..=2u32 {
+        progress.at(n as usize - 1, &format!("flat out {n}/2"));
         let before = read_sink(stats)?;
         let t = traffic::run_trial(
             &parties.threads,
@@ -604,6 +804,7 @@ fn measure_sink(
             machine_cpu_ns_per_packet: None,
         });
     }
+    report.elapsed_s = Some(progress.started.elapsed().as_secs_f64());
     Ok(report)
 }
 
@@ -617,26 +818,15 @@ fn write_json(path: &Path, r: &TargetReport) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report(dir: &Path, date: String, machine: String, network: String) -> anyhow::Result<()> {
+fn read_round(dir: &Path) -> anyhow::Result<Vec<TargetReport>> {
     let mut targets = Vec::new();
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("{}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json") && !p.ends_with("run.json"))
-        .collect();
-    names.sort();
-    for p in names {
+    for p in target_files(dir).with_context(|| format!("{}", dir.display()))? {
         let text = std::fs::read(&p)?;
         match serde_json::from_slice::<TargetReport>(&text) {
             Ok(t) => targets.push(t),
             Err(e) => eprintln!("bench report: skipping {}: {e}", p.display()),
         }
     }
-    anyhow::ensure!(
-        !targets.is_empty(),
-        "no target results in {}",
-        dir.display()
-    );
     // The standard order: ceilings first, then the relays.
     let rank = |n: &str| {
         [
@@ -651,14 +841,46 @@ fn report(dir: &Path, date: String, machine: String, network: String) -> anyhow:
         .unwrap_or(9)
     };
     targets.sort_by_key(|t| rank(&t.name));
-    let run = RunReport {
-        date,
-        machine,
-        network,
-        targets,
+    Ok(targets)
+}
+
+fn report(
+    dir: &Path,
+    criterion: Option<&Path>,
+    command: String,
+    date: String,
+    machine: String,
+    network: String,
+) -> anyhow::Result<()> {
+    let dirs = round_dirs(dir).with_context(|| format!("{}", dir.display()))?;
+    let mut rounds = Vec::new();
+    if dirs.is_empty() {
+        // A folder of one measurement per target: one round.
+        rounds.push(Round {
+            round: 1,
+            targets: read_round(dir)?,
+        });
+    } else {
+        for (n, d) in dirs {
+            rounds.push(Round {
+                round: n,
+                targets: read_round(&d)?,
+            });
+        }
+    }
+    rounds.retain(|r| !r.targets.is_empty());
+    anyhow::ensure!(!rounds.is_empty(), "no target results in {}", dir.display());
+    let budget = match criterion {
+        Some(c) => bench::budget::read(c).context("reading the per-packet budget")?,
+        None => Vec::new(),
     };
+    let run = RoundsReport::new(date, machine, network, command, rounds, budget);
     std::fs::write(dir.join("run.json"), serde_json::to_vec_pretty(&run)?)?;
-    let md = run.markdown();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let md = run.markdown(now);
     std::fs::write(dir.join("summary.md"), &md)?;
     std::fs::write(dir.join("plot.svg"), run.svg())?;
     println!("{md}");

@@ -4,8 +4,9 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// What a relay recorded for a set of calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -26,21 +27,43 @@ pub fn from_spool(
     call_ids: &HashSet<String>,
     wait: Duration,
 ) -> io::Result<Recorded> {
+    from_spool_timed(spool, call_ids, wait).map(|(r, _)| r)
+}
+
+/// [`from_spool`], also giving when the last of those jobs entered `spool/new`: its
+/// status-change time (the producer renames the job in, which sets it), so the time does
+/// not depend on how often the spool is looked at.
+pub fn from_spool_timed(
+    spool: &Path,
+    call_ids: &HashSet<String>,
+    wait: Duration,
+) -> io::Result<(Recorded, Option<SystemTime>)> {
     let deadline = Instant::now() + wait;
     loop {
         let r = scan_spool(spool, call_ids)?;
-        if r.recordings >= call_ids.len() as u64 || Instant::now() >= deadline {
+        if r.0.recordings >= call_ids.len() as u64 || Instant::now() >= deadline {
             return Ok(r);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-fn scan_spool(spool: &Path, call_ids: &HashSet<String>) -> io::Result<Recorded> {
+/// The status-change time of a file's metadata.
+fn changed(m: &fs::Metadata) -> Option<SystemTime> {
+    let secs = u64::try_from(m.ctime()).ok()?;
+    let nanos = u32::try_from(m.ctime_nsec()).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+fn scan_spool(
+    spool: &Path,
+    call_ids: &HashSet<String>,
+) -> io::Result<(Recorded, Option<SystemTime>)> {
     let mut r = Recorded::default();
+    let mut last: Option<SystemTime> = None;
     let dir = match fs::read_dir(spool.join("new")) {
         Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(r),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((r, None)),
         Err(e) => return Err(e),
     };
     for entry in dir {
@@ -58,8 +81,11 @@ fn scan_spool(spool: &Path, call_ids: &HashSet<String>) -> io::Result<Recorded> 
             r.incomplete += 1;
         }
         r.packets += rtp_packets(&job);
+        if let Some(t) = fs::metadata(&path).ok().as_ref().and_then(changed) {
+            last = Some(last.map_or(t, |l| l.max(t)));
+        }
     }
-    Ok(r)
+    Ok((r, last))
 }
 
 fn rtp_packets(job: &serde_json::Value) -> u64 {
@@ -192,7 +218,11 @@ mod tests {
         fs::write(dir.join("new/3.json"), job("other", true)).unwrap();
         fs::write(dir.join("new/4.json"), "not json").unwrap();
         let ids: HashSet<String> = ["x-1".to_string(), "x-2".to_string()].into();
-        let r = from_spool(&dir, &ids, Duration::ZERO).unwrap();
+        let before = SystemTime::now() - Duration::from_secs(5);
+        let (r, last) = from_spool_timed(&dir, &ids, Duration::ZERO).unwrap();
+        let last = last.expect("a job time");
+        assert!(last >= before && last <= SystemTime::now(), "{last:?}");
+        assert_eq!(from_spool(&dir, &ids, Duration::ZERO).unwrap(), r);
         assert_eq!(
             r,
             Recorded {
