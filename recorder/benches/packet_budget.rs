@@ -338,8 +338,9 @@ impl Worker {
         let mut core = MediaCore::new(PORT_MIN, port_max);
         let mut pool = None;
         if recorded {
-            // The default budget per worker is far above what 10 000 calls hold.
-            let p = Arc::new(BufferPool::new(1 << 30, BLOCK_CAPACITY));
+            // The default `recording_memory` (256 MiB): 21 845 buffers, more than 10 000
+            // calls hold at once.
+            let p = Arc::new(BufferPool::new(256 << 20, BLOCK_CAPACITY));
             core = core.with_recordings(RecordingTable::new(Arc::clone(&p), FLUSH_NS));
             pool = Some(p);
         }

@@ -140,8 +140,9 @@ const INLINE_STREAMS: usize = 4;
 
 /// Delta state of one block (encoder and decoder share it).
 ///
-/// Streams `0..INLINE_STREAMS` are kept inline, so appending a packet of a usual call
-/// touches no memory outside the builder; tracked ids above them are in `more` (index
+/// Streams `0..INLINE_STREAMS` are kept in a fixed array (a call's usual streams: one
+/// small allocation per builder, prefetchable through [`BlockBuilder::hot_memory`]);
+/// tracked ids above them are in `more` (index
 /// `id - INLINE_STREAMS`), grown to the highest id the block uses (at most
 /// [`TRACKED_STREAMS`] in all) and keeping its capacity across [`BlockBuilder::clear`], so
 /// a builder allocates only the first time one of its blocks uses a higher id. Clearing
@@ -257,7 +258,7 @@ fn get_rtp_fields(c: &mut Cursor<'_>, base: &RtpFields) -> Result<RtpFields, Blo
 #[derive(Debug, Clone)]
 pub struct BlockBuilder {
     buf: Vec<u8>,
-    state: DeltaState,
+    state: Box<DeltaState>,
     records: u32,
     first_us: Option<u64>,
     last_us: Option<u64>,
@@ -274,7 +275,7 @@ impl BlockBuilder {
     pub fn with_capacity(bytes: usize) -> Self {
         BlockBuilder {
             buf: Vec::with_capacity(bytes),
-            state: DeltaState::default(),
+            state: Box::default(),
             records: 0,
             first_us: None,
             last_us: None,
@@ -338,6 +339,19 @@ impl BlockBuilder {
         encode_event(&e.event, &mut self.buf);
         self.state.last_time = e.at_us;
         self.note_time(e.at_us);
+    }
+
+    /// What an append touches first, as `(address, bytes)`: the delta state and the end of
+    /// the records. For callers that prefetch the builders of a batch of packets before
+    /// appending to them; nothing else should use the addresses.
+    pub fn hot_memory(&self) -> [(*const u8, usize); 2] {
+        [
+            (
+                (&*self.state as *const DeltaState).cast(),
+                std::mem::size_of::<DeltaState>(),
+            ),
+            (self.buf.as_ptr_range().end, 192),
+        ]
     }
 
     /// Encoded bytes so far.

@@ -324,10 +324,13 @@ impl RecordingTable {
         };
         super::core::prefetch_line(Arc::as_ptr(&a.shared).cast());
         if let Some(b) = a.block.as_ref() {
-            let tail = b.raw().as_ptr_range().end;
-            super::core::prefetch_line(tail);
-            super::core::prefetch_line(tail.wrapping_add(64));
-            super::core::prefetch_line(tail.wrapping_add(128));
+            for (p, len) in b.hot_memory() {
+                let mut off = 0;
+                while off < len {
+                    super::core::prefetch_line(p.wrapping_add(off));
+                    off += 64;
+                }
+            }
         }
         super::core::prefetch_line(a.streams.as_ptr().cast());
     }
