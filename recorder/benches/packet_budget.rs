@@ -23,6 +23,9 @@
 //! The frames of each batch are written by a generator outside the timed part (criterion
 //! `iter_batched_ref`), as the NIC writes them into UMEM, so a stage's time is the worker's.
 //! Simulated time advances 20 ms per round over all streams (50 packets/s per stream).
+//! Each batch is parsed first and the streams' state prefetched (`MediaCore::prefetch`);
+//! `LINECORD_NO_PREFETCH=1` leaves that out, to compare. Times are CPU time of the bench
+//! thread ([`ThreadTime`]), so preemption on a shared machine is not counted.
 //!
 //! Before the timed stages the bench prints memory per recorded call at 10 000 calls
 //! (counting allocator: endpoint table, recording table, block buffers), UMEM apart.
@@ -538,8 +541,8 @@ fn mib(b: usize) -> f64 {
 /// Memory per recorded call at `calls` calls (2 streams each) after `secs` simulated
 /// seconds: the endpoint table alone (the same calls unrecorded), then with recording (the
 /// recording table and the block buffers, each recording holding one from its start); the
-/// traffic generator's own memory is left out. Returns bytes per recorded call.
-fn memory_report(calls: u32, secs: u64) -> f64 {
+/// traffic generator's own memory is left out.
+fn memory_report(calls: u32, secs: u64) {
     let live = || LIVE.load(Ordering::Relaxed);
     let before = live();
     let plain = Worker::new(calls * 2, false);
@@ -579,15 +582,11 @@ fn memory_report(calls: u32, secs: u64) -> f64 {
         mib(DEFAULT_FRAMES as usize * 2048),
     );
     drop(frames);
-    steady as f64 / f64::from(calls)
 }
 
 fn budget(c: &mut Criterion<ThreadTime>) {
     self_check();
-    let per_call = memory_report(10_000, 3);
-    if std::env::var_os("LINECORD_MEMORY_CHECK").is_some() {
-        assert!(per_call <= 16.0 * 1024.0, "{per_call} B per recorded call");
-    }
+    memory_report(10_000, 3);
     let mut group = c.benchmark_group("packet_budget");
     group.throughput(Throughput::Elements(BATCH as u64));
     for (streams, suffix) in [(10_000u32, ""), (1_000, "_1k")] {
