@@ -134,36 +134,54 @@ impl StreamState {
     }
 }
 
+/// Stream ids whose delta state is kept inline in [`DeltaState`] (a call's RTP and RTCP of
+/// each party); tracked ids above them live in a vector grown on first use.
+const INLINE_STREAMS: usize = 4;
+
 /// Delta state of one block (encoder and decoder share it).
-#[derive(Debug, Clone)]
+///
+/// Streams `0..INLINE_STREAMS` are kept in a fixed array (a call's usual streams: one
+/// small allocation per builder, prefetchable through [`BlockBuilder::hot_memory`]);
+/// tracked ids above them are in `more` (index
+/// `id - INLINE_STREAMS`), grown to the highest id the block uses (at most
+/// [`TRACKED_STREAMS`] in all) and keeping its capacity across [`BlockBuilder::clear`], so
+/// a builder allocates only the first time one of its blocks uses a higher id. Clearing
+/// resets a few hundred bytes, not the whole tracked range.
+#[derive(Debug, Clone, Default)]
 struct DeltaState {
-    streams: [StreamState; TRACKED_STREAMS],
+    inline: [StreamState; INLINE_STREAMS],
+    more: Vec<StreamState>,
     untracked: StreamState,
     last_time: u64,
 }
 
-impl Default for DeltaState {
-    fn default() -> Self {
-        DeltaState {
-            streams: [StreamState::default(); TRACKED_STREAMS],
-            untracked: StreamState::default(),
-            last_time: 0,
-        }
-    }
-}
-
 impl DeltaState {
+    /// Back to the start of a block (capacity kept).
+    fn reset(&mut self) {
+        self.inline = Default::default();
+        self.more.clear();
+        self.untracked = StreamState::default();
+        self.last_time = 0;
+    }
+
     /// The state of stream `id`; a stream not seen yet in the block (and every untracked
     /// one) starts from the time of the block's previous record.
+    #[inline]
     fn stream(&mut self, id: StreamId) -> &mut StreamState {
         let last_time = self.last_time;
-        let s = match self.streams.get_mut(usize::from(id)) {
-            Some(s) => s,
-            None => {
-                // Untracked ids: no prediction, deltas from the previous record.
-                self.untracked = StreamState::default();
-                &mut self.untracked
+        let i = usize::from(id);
+        let s = if i < INLINE_STREAMS {
+            &mut self.inline[i]
+        } else if i < TRACKED_STREAMS {
+            let j = i - INLINE_STREAMS;
+            if j >= self.more.len() {
+                self.more.resize(j + 1, StreamState::default());
             }
+            &mut self.more[j]
+        } else {
+            // Untracked ids: no prediction, deltas from the previous record.
+            self.untracked = StreamState::default();
+            &mut self.untracked
         };
         if !s.seen {
             s.last_arrival = last_time;
@@ -323,6 +341,19 @@ impl BlockBuilder {
         self.note_time(e.at_us);
     }
 
+    /// What an append touches first, as `(address, bytes)`: the delta state and the end of
+    /// the records. For callers that prefetch the builders of a batch of packets before
+    /// appending to them; nothing else should use the addresses.
+    pub fn hot_memory(&self) -> [(*const u8, usize); 2] {
+        [
+            (
+                (&*self.state as *const DeltaState).cast(),
+                std::mem::size_of::<DeltaState>(),
+            ),
+            (self.buf.as_ptr_range().end, 192),
+        ]
+    }
+
     /// Encoded bytes so far.
     pub fn len(&self) -> usize {
         self.buf.len()
@@ -361,7 +392,7 @@ impl BlockBuilder {
     /// Empties the builder for reuse (capacity kept, delta state reset).
     pub fn clear(&mut self) {
         self.buf.clear();
-        *self.state = DeltaState::default();
+        self.state.reset();
         self.records = 0;
         self.first_us = None;
         self.last_us = None;
@@ -845,6 +876,68 @@ pub(crate) mod tests {
                 event: Event::Paused,
             }),
         ]);
+    }
+
+    #[test]
+    fn stream_ids_across_inline_grown_and_untracked_state() {
+        // Interleaved RTP streams on both sides of the inline/grown boundary and beyond the
+        // tracked range; the same records again after `clear` give the same bytes.
+        let ids = [0u16, 3, 4, 10, 63, 64, 300];
+        let mut recs = Vec::new();
+        for i in 0..20u16 {
+            for &id in &ids {
+                recs.push(Record::Packet(PacketRecord {
+                    stream: id,
+                    arrival_us: u64::from(i) * 20_000 + u64::from(id),
+                    rtp: Some(RtpFields {
+                        marker: false,
+                        payload_type: 8,
+                        sequence: i,
+                        timestamp: u32::from(i) * 160,
+                        ssrc: u32::from(id),
+                    }),
+                    payload: vec![id as u8; 160],
+                }));
+            }
+        }
+        round_trip(&recs);
+        let mut b = BlockBuilder::with_capacity(1 << 16);
+        let next = |id: u16| {
+            Record::Packet(PacketRecord {
+                stream: id,
+                arrival_us: 20 * 20_000 + u64::from(id),
+                rtp: Some(RtpFields {
+                    marker: false,
+                    payload_type: 8,
+                    sequence: 20,
+                    timestamp: 20 * 160,
+                    ssrc: u32::from(id),
+                }),
+                payload: vec![id as u8; 160],
+            })
+        };
+        for r in &recs {
+            push(&mut b, r);
+        }
+        let first = b.raw().to_vec();
+        let mut size = |id: u16| {
+            let before = b.len();
+            push(&mut b, &next(id));
+            b.len() - before
+        };
+        // Tracked ids (inline or grown) are predicted: tag, residual, payload (ids from 7 on
+        // add their escaped id); an untracked id carries its RTP fields and length as well.
+        let (s3, s4, s10, s63, s64) = (size(3), size(4), size(10), size(63), size(64));
+        assert_eq!(s3, 1 + 1 + 160);
+        assert_eq!(s4, s3);
+        assert_eq!(s10, s3 + 1);
+        assert_eq!(s63, s10);
+        assert!(s64 > s63 + 4, "{s64} vs {s63}");
+        b.clear();
+        for r in &recs {
+            push(&mut b, r);
+        }
+        assert_eq!(b.raw(), &first[..]);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! up to two 802.1Q/802.1ad tags, IPv4 without fragmentation or IPv6 without extension
 //! headers, UDP. Pure functions over byte slices; no allocation.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -155,6 +155,11 @@ pub struct Rewrite {
 /// header checksum and the UDP checksum (incrementally; an IPv4 UDP checksum of 0, "none",
 /// stays 0), and decrements the TTL / hop limit. The address family must not change.
 pub fn rewrite(frame: &mut [u8], f: &UdpFrame, r: &Rewrite) -> Result<(), FrameError> {
+    if let (SocketAddr::V4(os), SocketAddr::V4(od), SocketAddr::V4(ns), SocketAddr::V4(nd)) =
+        (f.source, f.destination, r.source, r.destination)
+    {
+        return rewrite_v4(frame, f, r, [os, od], [ns, nd]);
+    }
     if f.source.is_ipv4() != r.source.is_ipv4()
         || f.destination.is_ipv4() != r.destination.is_ipv4()
     {
@@ -219,6 +224,64 @@ pub fn rewrite(frame: &mut [u8], f: &UdpFrame, r: &Rewrite) -> Result<(), FrameE
     if check != 0 || r.source.is_ipv6() {
         // The pseudo-header holds the addresses; the ports are in the UDP header itself.
         let mut c = csum_update(check, &old_words[..n], &new_words[..n]);
+        if c == 0 {
+            c = 0xffff; // RFC 768: a computed 0 is sent as all ones.
+        }
+        frame[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// The two 16-bit words of an IPv4 address.
+fn v4_words(a: &SocketAddrV4) -> [u16; 2] {
+    let o = a.ip().octets();
+    [
+        u16::from_be_bytes([o[0], o[1]]),
+        u16::from_be_bytes([o[2], o[3]]),
+    ]
+}
+
+/// [`rewrite`] for IPv4 to IPv4, the media case: the same work on fixed-size word arrays,
+/// without matching address families per word.
+fn rewrite_v4(
+    frame: &mut [u8],
+    f: &UdpFrame,
+    r: &Rewrite,
+    old: [SocketAddrV4; 2],
+    new: [SocketAddrV4; 2],
+) -> Result<(), FrameError> {
+    let (l3, l4) = (f.l3, f.l4);
+    if l3 < 12 || l3 + 20 > l4 || l4 + 8 > f.payload || frame.len() < f.payload {
+        return Err(FrameError::Truncated);
+    }
+    frame[0..6].copy_from_slice(&r.dst_mac);
+    frame[6..12].copy_from_slice(&r.src_mac);
+    let (os, od) = (v4_words(&old[0]), v4_words(&old[1]));
+    let (ns, nd) = (v4_words(&new[0]), v4_words(&new[1]));
+    // TTL is the high byte of the word at offset 8 (TTL, protocol).
+    let ttl_old = u16::from_be_bytes([frame[l3 + 8], frame[l3 + 9]]);
+    frame[l3 + 8] = frame[l3 + 8].saturating_sub(1);
+    let ttl_new = u16::from_be_bytes([frame[l3 + 8], frame[l3 + 9]]);
+    frame[l3 + 12..l3 + 16].copy_from_slice(&new[0].ip().octets());
+    frame[l3 + 16..l3 + 20].copy_from_slice(&new[1].ip().octets());
+    let check = u16::from_be_bytes([frame[l3 + 10], frame[l3 + 11]]);
+    let c = csum_update(
+        check,
+        &[os[0], os[1], od[0], od[1], ttl_old],
+        &[ns[0], ns[1], nd[0], nd[1], ttl_new],
+    );
+    frame[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    frame[l4..l4 + 2].copy_from_slice(&new[0].port().to_be_bytes());
+    frame[l4 + 2..l4 + 4].copy_from_slice(&new[1].port().to_be_bytes());
+    let check = u16::from_be_bytes([frame[l4 + 6], frame[l4 + 7]]);
+    // RFC 768: an IPv4 UDP checksum of 0 means none was computed; it stays 0.
+    if check != 0 {
+        // The pseudo-header holds the addresses; the ports are in the UDP header itself.
+        let mut c = csum_update(
+            check,
+            &[os[0], os[1], od[0], od[1], old[0].port(), old[1].port()],
+            &[ns[0], ns[1], nd[0], nd[1], new[0].port(), new[1].port()],
+        );
         if c == 0 {
             c = 0xffff; // RFC 768: a computed 0 is sent as all ones.
         }

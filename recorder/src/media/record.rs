@@ -307,6 +307,34 @@ impl RecordingTable {
         }
     }
 
+    /// Prefetches the state of recording slot `slot` (see [`super::MediaCore::prefetch`]).
+    #[inline]
+    pub fn prefetch_slot(&self, slot: usize) {
+        if let Some(a) = self.active.get(slot) {
+            super::core::prefetch_object(a);
+        }
+    }
+
+    /// Prefetches what appending to recording slot `slot` reads through its state (after
+    /// [`Self::prefetch_slot`]): the shared state, the block's next bytes, the stream counts.
+    #[inline]
+    pub fn prefetch_block(&self, slot: usize) {
+        let Some(Some(a)) = self.active.get(slot) else {
+            return;
+        };
+        super::core::prefetch_line(Arc::as_ptr(&a.shared).cast());
+        if let Some(b) = a.block.as_ref() {
+            for (p, len) in b.hot_memory() {
+                let mut off = 0;
+                while off < len {
+                    super::core::prefetch_line(p.wrapping_add(off));
+                    off += 64;
+                }
+            }
+        }
+        super::core::prefetch_line(a.streams.as_ptr().cast());
+    }
+
     /// Next output for the writers.
     pub fn poll_output(&mut self) -> Option<RecordOutput> {
         self.output.pop_front()
