@@ -110,7 +110,10 @@ pub fn b2bua(data: &[u8]) {
             ng: ClientConfig::default(),
             timers: TimerConfig::default(),
             max_transactions: sipctl::sip::DEFAULT_MAX_TRANSACTIONS,
-            session_timer: Some(sipctl::sip::SessionTimerConfig { expires: 1800, min_se: 90 }),
+            session_timer: Some(sipctl::sip::SessionTimerConfig {
+                expires: 1800,
+                min_se: 90,
+            }),
             version: "fuzz".into(),
             seed: 7,
         },
