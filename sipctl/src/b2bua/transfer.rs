@@ -84,7 +84,15 @@ impl B2bua {
             dn,
             replaces: None,
         });
+        self.start_transfer(now, id, side);
+    }
+
+    /// The first steps of a transfer by `side` (its op set): NOTIFY 100 to the transferor,
+    /// then the target is sent the staying party's SDP, through the recorder (NG `offer` in
+    /// the call's NG session) when the call is recorded.
+    fn start_transfer(&mut self, now: Now, id: u64, side: Side) {
         self.notify_transferor(now, id, side, "SIP/2.0 100 Trying", false);
+        let stays = side.other();
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
@@ -357,7 +365,6 @@ impl B2bua {
             c2.op = Some(Op::Joining { into: id });
             c2.moved = Some(far);
         }
-        let stays = side.other();
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
@@ -368,21 +375,8 @@ impl B2bua {
             dn,
             replaces: Some(other),
         });
-        self.notify_transferor(now, id, side, "SIP/2.0 100 Trying", false);
-        let Some(c) = self.calls.get_mut(&id) else {
-            return;
-        };
-        let stayer_sdp = match stays {
-            Side::A => c.sdp_a.clone(),
-            Side::B => c.sdp_b.clone(),
-        };
         // The far party's dialog is confirmed: the "INVITE" to it is a re-INVITE.
-        if c.at_recorder && matches!(c.media, Media::Recorded { .. }) {
-            let body = c.media_call.offer(&stayer_sdp, stays == Side::A, false);
-            self.ng_request(now, id, NgPurpose::TransferOffer, &body);
-        } else {
-            self.invite_transfer_target(now, id, stayer_sdp);
-        }
+        self.start_transfer(now, id, side);
     }
 
     /// Ends the consultation call whose far leg (`moved`) went into another call: BYE to the
