@@ -14,7 +14,7 @@
 //! instead of running the command twice (that is the point of the cookie). Replies whose
 //! cookie is unknown (late answers to requests already finished) are ignored.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::bencode::Value;
@@ -74,6 +74,9 @@ pub struct Client {
     prefix: String,
     next: u64,
     pending: BTreeMap<RequestId, Pending>,
+    /// Every pending request by its deadline: the next timeout and the overdue requests
+    /// without a scan of all pending ones (thousands wait at high call rates).
+    deadlines: BTreeSet<(Instant, RequestId)>,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<ClientEvent>,
 }
@@ -87,6 +90,7 @@ impl Client {
             prefix: prefix.to_owned(),
             next: 1,
             pending: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -99,13 +103,15 @@ impl Client {
         let cookie = format!("{}_{}", self.prefix, id.0).into_bytes();
         let datagram = message::frame(&cookie, body);
         self.transmit.push_back(datagram.clone());
+        let deadline = now + self.config.initial_timeout;
+        self.deadlines.insert((deadline, id));
         self.pending.insert(
             id,
             Pending {
                 cookie,
                 datagram,
                 sends: 1,
-                deadline: now + self.config.initial_timeout,
+                deadline,
             },
         );
         id
@@ -122,42 +128,48 @@ impl Client {
         let Ok((cookie, body)) = message::parse(datagram) else {
             return false;
         };
-        let Some(id) = self
-            .pending
-            .iter()
-            .find(|(_, p)| p.cookie == cookie)
-            .map(|(id, _)| *id)
+        // The cookie is `PREFIX_N` for request N: the request is found from it directly.
+        let id = cookie
+            .strip_prefix(self.prefix.as_bytes())
+            .and_then(|rest| rest.strip_prefix(b"_"))
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(RequestId);
+        let Some(id) = id.filter(|id| self.pending.get(id).is_some_and(|p| p.cookie == cookie))
         else {
             return false;
         };
-        self.pending.remove(&id);
+        if let Some(p) = self.pending.remove(&id) {
+            self.deadlines.remove(&(p.deadline, id));
+        }
         self.events.push_back(ClientEvent::Reply { id, body });
         true
     }
 
     /// When [`Client::handle_timeout`] must next be called, if a request is pending.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.pending.values().map(|p| p.deadline).min()
+        self.deadlines.first().map(|(d, _)| *d)
     }
 
     /// Retransmits requests whose reply is overdue and times out those out of retries.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let mut expired = Vec::new();
-        for (id, p) in self.pending.iter_mut() {
-            if p.deadline > now {
-                continue;
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
             }
+            self.deadlines.pop_first();
+            let Some(p) = self.pending.get_mut(&id) else {
+                continue;
+            };
             if p.sends > self.config.retries {
-                expired.push(*id);
+                self.pending.remove(&id);
+                self.events.push_back(ClientEvent::TimedOut { id });
                 continue;
             }
             p.sends += 1;
             p.deadline = now + self.config.initial_timeout * (1 << (p.sends - 1).min(16));
+            self.deadlines.insert((p.deadline, id));
             self.transmit.push_back(p.datagram.clone());
-        }
-        for id in expired {
-            self.pending.remove(&id);
-            self.events.push_back(ClientEvent::TimedOut { id });
         }
     }
 
@@ -243,5 +255,40 @@ mod tests {
         assert_eq!(c.poll_event(), Some(ClientEvent::TimedOut { id }));
         // A reply after the timeout is not a reply to anything any more.
         assert!(!c.handle_datagram(&answer(&first, &reply::pong())));
+    }
+
+    #[test]
+    fn thousands_pending_are_matched_by_cookie_and_time_out_in_deadline_order() {
+        let t0 = Instant::now();
+        let cfg = ClientConfig {
+            initial_timeout: Duration::from_millis(100),
+            retries: 0,
+        };
+        let mut c = Client::new("p", cfg);
+        for i in 0..5000 {
+            c.request(t0 + Duration::from_millis(i % 50), &Value::dict());
+        }
+        let sent: Vec<Vec<u8>> = std::iter::from_fn(|| c.poll_transmit()).collect();
+        // Replies in reverse order find their requests; a foreign or repeated cookie does not.
+        for d in sent.iter().rev().step_by(2) {
+            let (cookie, _) = message::parse(d).unwrap();
+            let reply = message::frame(cookie, &reply::ok());
+            assert!(c.handle_datagram(&reply));
+            assert!(!c.handle_datagram(&reply), "a late duplicate");
+        }
+        assert!(!c.handle_datagram(&message::frame(b"q_1", &reply::ok())));
+        assert!(!c.handle_datagram(&message::frame(b"p_999999", &reply::ok())));
+        assert_eq!(c.pending(), 2500);
+        assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_millis(100)));
+        c.handle_timeout(t0 + Duration::from_millis(120));
+        let timed_out = std::iter::from_fn(|| c.poll_event())
+            .filter(|e| matches!(e, ClientEvent::TimedOut { .. }))
+            .count();
+        // Requests made at 0..=20 ms are overdue at 120 ms: 21 of each 50, half unanswered.
+        assert!(timed_out > 0 && timed_out < 2500, "{timed_out}");
+        assert_eq!(c.pending(), 2500 - timed_out);
+        assert!(c
+            .poll_timeout()
+            .is_some_and(|d| d > t0 + Duration::from_millis(120)));
     }
 }
