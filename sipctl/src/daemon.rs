@@ -100,11 +100,20 @@ fn first_host_ipv4() -> Option<String> {
         .map(|i| i.ip().to_string())
 }
 
-/// The destinations of the trunks whose host is a name (those need DNS), each once.
-pub fn named_trunk_destinations(cfg: &Config) -> Vec<Destination> {
+/// The destinations whose host is a name (those need DNS), each once: the trunks' URIs and
+/// the DNs' static contacts (a registered contact is used as it is registered).
+pub fn named_destinations(cfg: &Config) -> Vec<Destination> {
+    let trunks = cfg
+        .trunks
+        .iter()
+        .map(|t| ("trunk", &t.name, t.uri.as_str()));
+    let dns = cfg
+        .directory
+        .dns()
+        .filter_map(|d| Some(("DN", &d.number, d.contact.as_deref()?)));
     let mut out: Vec<Destination> = Vec::new();
-    for t in &cfg.trunks {
-        let dest = crate::sip::Uri::parse(&t.uri)
+    for (what, name, uri) in trunks.chain(dns) {
+        let dest = crate::sip::Uri::parse(uri)
             .ok()
             .and_then(|u| Destination::from_uri(&u).ok());
         match dest {
@@ -114,7 +123,7 @@ pub fn named_trunk_destinations(cfg: &Config) -> Vec<Destination> {
                 }
             }
             Some(_) => {}
-            None => tracing::warn!(trunk = %t.name, uri = %t.uri, "trunk URI cannot be located"),
+            None => tracing::warn!(%name, %uri, "the {what}'s URI cannot be located"),
         }
     }
     out
@@ -240,13 +249,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         None => None,
     };
 
-    // Trunks by name: located at start and refreshed at TTL expiry in the background; a
-    // failed refresh keeps the last good targets (logged by the DNS shell).
-    let named = named_trunk_destinations(&cfg);
+    // Trunks and DN contacts by name: located at start and refreshed at TTL expiry in the
+    // background; a failed refresh keeps the last good targets (logged by the DNS shell).
+    let named = named_destinations(&cfg);
     let (dns_tx, mut dns_rx) = mpsc::channel::<(Destination, Located)>(64);
     if !named.is_empty() {
-        let resolver = dns::Resolver::new(&cfg.dns).context("DNS for trunks given by name")?;
-        tracing::info!(trunks = named.len(), servers = ?cfg.dns.servers, "locating trunks by DNS");
+        let resolver =
+            dns::Resolver::new(&cfg.dns).context("DNS for trunks and contacts given by name")?;
+        tracing::info!(names = named.len(), servers = ?cfg.dns.servers, "locating trunks and DN contacts by DNS");
         tokio::spawn(dns::keep_located(resolver, named, dns_tx));
     } else {
         drop(dns_tx);
@@ -658,12 +668,16 @@ mod tests {
             "[[trunk]]\nname = \"a\"\naddress = \"198.18.0.9:5060\"\n\
              [[trunk]]\nname = \"b\"\naddress = \"Carrier.Test\"\n\
              [[trunk]]\nname = \"c\"\naddress = \"sip:carrier.test\"\n\
-             [[trunk]]\nname = \"d\"\naddress = \"carrier.test\"\ntransport = \"tcp\"",
+             [[trunk]]\nname = \"d\"\naddress = \"carrier.test\"\ntransport = \"tcp\"\n\
+             [[dn]]\nnumber = \"1001\"\ncontact = \"198.18.0.20:5060\"\n\
+             [[dn]]\nnumber = \"1002\"\ncontact = \"pbx.test:5062\"",
         )
         .expect("config");
-        let named = named_trunk_destinations(&cfg);
-        // The numeric trunk needs no DNS; b and c are the same destination.
-        assert_eq!(named.len(), 2, "{named:?}");
+        let named = named_destinations(&cfg);
+        // The numeric trunk and DN need no DNS; b and c are the same destination.
+        assert_eq!(named.len(), 3, "{named:?}");
+        assert_eq!(named[2].host, Host::Name("pbx.test".into()));
+        assert_eq!(named[2].port, Some(5062));
         assert_eq!(named[0].host, Host::Name("carrier.test".into()));
         assert_eq!(named[1].transport, Some(LocTransport::Tcp));
         let mut table = crate::sip::locate::TargetTable::new();

@@ -274,6 +274,8 @@ pub(super) struct Call {
     /// CANCEL from A arrived before B sent a provisional response.
     pub(super) cancel_pending: bool,
     pub(super) b_provisional: bool,
+    /// The `Min-SE` of the callee's 422 (RFC 4028 §7.4), once the INVITE was retried with it.
+    pub(super) b_min_se: Option<u32>,
     pub(super) rang: bool,
     /// `recording_started` was sent (so `recording_stopped` is due at the end).
     pub(super) recording_announced: bool,

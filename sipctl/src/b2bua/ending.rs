@@ -26,18 +26,18 @@ impl B2bua {
         if let Some((btx, _)) = b_invite {
             let _ = self.txl.send_cancel(now.mono, btx);
         }
-        self.end_call(now, id, why, Some(status), false);
+        self.end_call(now, id, why, Some(status), ByeTo::Neither);
     }
 
-    /// Ends a call: BYE to whichever confirmed leg did not hang up (when `bye_other`),
-    /// NG delete, `recording_stopped` and `released` events, and forgets the call.
+    /// Ends a call: BYE to the confirmed legs `bye` names, NG delete, `recording_stopped`
+    /// and `released` events, and forgets the call.
     pub(super) fn end_call(
         &mut self,
         now: Now,
         id: u64,
         why: &str,
         status: Option<u16>,
-        hangup: bool,
+        bye: ByeTo,
     ) {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
@@ -68,17 +68,10 @@ impl B2bua {
             }
             _ => {}
         }
-        if hangup && was_confirmed {
-            // BYE the leg that did not hang up. A BYE from A: BYE B; from B: BYE A. Both
-            // legs get one if we are the ones ending it (timeouts).
-            let a_hung_up = why.starts_with("caller");
-            let b_hung_up = why.starts_with("callee");
-            for (side, hung_up) in [(Side::A, a_hung_up), (Side::B, b_hung_up)] {
-                if hung_up {
-                    continue;
-                }
-                if let Some((bye, peer)) = self.side_request(id, side, Method::Bye) {
-                    self.send_request(now, id, TxPurpose::Bye, bye, peer);
+        if was_confirmed {
+            for side in [Side::A, Side::B].into_iter().filter(|s| bye.includes(*s)) {
+                if let Some((req, peer)) = self.side_request(id, side, Method::Bye) {
+                    self.send_request(now, id, TxPurpose::Bye, req, peer);
                 }
             }
         }
@@ -141,7 +134,7 @@ impl B2bua {
                 id,
                 &format!("no ACK from the caller ({why})"),
                 Some(408),
-                true,
+                ByeTo::Both,
             );
         }
         let Some((id, purpose)) = self.client_txs.remove(&tx) else {
@@ -180,10 +173,31 @@ impl B2bua {
             }
             TxPurpose::Refresh(side) => {
                 let why = format!("session refresh to the {}: {why}", party_name(side));
-                self.end_call(now, id, &why, Some(408), true);
+                self.end_call(now, id, &why, Some(408), ByeTo::Both);
             }
             TxPurpose::Abandoned => self.drop_abandoned(tx),
             TxPurpose::Passthrough | TxPurpose::Bye => {}
+        }
+    }
+}
+
+/// Which confirmed legs get a BYE when a call ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ByeTo {
+    /// None: the call ends before it was confirmed, or its legs are gone already.
+    Neither,
+    /// Both: sipctl ends the call itself (a timeout, a failed refresh).
+    Both,
+    /// The other side than this one, which hung up.
+    OtherThan(Side),
+}
+
+impl ByeTo {
+    fn includes(self, side: Side) -> bool {
+        match self {
+            ByeTo::Neither => false,
+            ByeTo::Both => true,
+            ByeTo::OtherThan(hung_up) => side != hung_up,
         }
     }
 }

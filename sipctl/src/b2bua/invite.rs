@@ -213,6 +213,7 @@ impl B2bua {
             dn,
             cancel_pending: false,
             b_provisional: false,
+            b_min_se: None,
             rang: false,
             recording_announced: false,
             early_media: false,
@@ -295,7 +296,8 @@ impl B2bua {
         req.set_body("application/sdp", sdp);
         let dest = b.peer;
         call.phase = Phase::Calling;
-        self.offer_session_timer(&mut req);
+        let floor = call.b_min_se;
+        self.offer_session_timer(&mut req, floor);
         if let Some(tx) = self.send_request(now, id, TxPurpose::BInvite, req.clone(), dest) {
             if let Some(c) = self.calls.get_mut(&id) {
                 c.b_invite = Some((tx, req));
@@ -336,7 +338,13 @@ impl B2bua {
                 c.cancel_pending = true;
             }
         }
-        self.end_call(now, id, "cancelled by the caller", Some(487), false);
+        self.end_call(
+            now,
+            id,
+            "cancelled by the caller",
+            Some(487),
+            ByeTo::Neither,
+        );
     }
 
     /// An ACK (for a 2xx: the layer absorbs the others) in one of the calls' dialogs: the
@@ -499,6 +507,9 @@ impl B2bua {
         if fails_over(Some(resp.status)) && self.try_next_b_target(now, id) {
             return;
         }
+        if resp.status == 422 && self.retry_with_min_se(now, id, &resp) {
+            return;
+        }
         self.disarm(id, CallTimer::NoAnswer);
         let Some(c) = self.calls.get_mut(&id) else {
             return;
@@ -514,7 +525,36 @@ impl B2bua {
             out.set_to_tag(&c.a.key.local_tag);
             self.send_response(now, atx, out);
         }
-        self.end_call(now, id, &reason, Some(resp.status), false);
+        self.end_call(now, id, &reason, Some(resp.status), ByeTo::Neither);
+    }
+
+    /// RFC 4028 §7.4: the callee refused sipctl's session interval as too small: try once
+    /// more with its `Min-SE` (a new INVITE in the same leg). False when that is not possible
+    /// (no timers, no usable `Min-SE`, tried already).
+    fn retry_with_min_se(&mut self, now: Now, id: u64, resp: &Response) -> bool {
+        let Some(cfg) = self.config.session_timer else {
+            return false;
+        };
+        let Some(min) = crate::sip::session_timer::min_se_of(resp) else {
+            return false;
+        };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return false;
+        };
+        // Once: a callee asking for more than an hour, or again, is refused as it answered.
+        if c.b_min_se.is_some() || c.phase != Phase::Calling || min <= cfg.expires || min > 3600 {
+            return false;
+        }
+        tracing::info!(
+            call = id,
+            min_se = min,
+            "the callee asked for a longer session interval (422): retrying"
+        );
+        c.b_min_se = Some(min);
+        c.b_invite = None;
+        let offer = c.b_offer.clone();
+        self.invite_b(now, id, offer);
+        true
     }
 
     /// Answers A's INVITE with `sdp` (B's, or the recorder's).

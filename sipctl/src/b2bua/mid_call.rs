@@ -13,7 +13,13 @@ impl B2bua {
             Method::Bye => {
                 self.respond(now, tx, &req, 200, None);
                 let who = if side == Side::A { "caller" } else { "callee" };
-                self.end_call(now, id, &format!("{who} hung up"), None, true);
+                self.end_call(
+                    now,
+                    id,
+                    &format!("{who} hung up"),
+                    None,
+                    ByeTo::OtherThan(side),
+                );
             }
             Method::Invite => {
                 if c.op.is_some() || c.phase != Phase::Confirmed {

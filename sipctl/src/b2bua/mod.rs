@@ -244,6 +244,7 @@ mod timers;
 mod transfer;
 
 use call::{Call, Leg, LegOf, Me, Media, NgPurpose, Op, Phase, Side, TxPurpose};
+use ending::ByeTo;
 use timers::{CallTimer, TimerTable};
 
 /// The SIP server's core: transactions, calls, routing and media control.

@@ -52,10 +52,15 @@ impl B2bua {
         }
     }
 
-    /// The session-timer headers of an INVITE sipctl sends as UAC (RFC 4028 §7.1).
-    pub(super) fn offer_session_timer(&self, req: &mut Request) {
+    /// The session-timer headers of an INVITE sipctl sends as UAC (RFC 4028 §7.1); `floor`
+    /// is the `Min-SE` a 422 to an earlier try asked for (§7.4).
+    pub(super) fn offer_session_timer(&self, req: &mut Request, floor: Option<u32>) {
         let mut supported = vec!["100rel"];
-        if let Some(cfg) = self.config.session_timer {
+        if let Some(mut cfg) = self.config.session_timer {
+            if let Some(floor) = floor {
+                cfg.min_se = cfg.min_se.max(floor);
+                cfg.expires = cfg.expires.max(floor);
+            }
             supported.push("timer");
             for (name, value) in uac_request_headers(cfg) {
                 req.headers.push(name, value);
@@ -86,7 +91,7 @@ impl B2bua {
                 party_name(side),
                 timer.interval
             );
-            return self.end_call(now, id, &why, Some(408), true);
+            return self.end_call(now, id, &why, Some(408), ByeTo::Both);
         }
         let method = if leg.allows_update {
             Method::Update
@@ -146,7 +151,7 @@ impl B2bua {
                 party_name(side),
                 resp.status
             );
-            self.end_call(now, id, &why, Some(resp.status), true);
+            self.end_call(now, id, &why, Some(resp.status), ByeTo::Both);
         }
         // Other failures (491 glare, 500): the timer armed at sending tries again.
     }

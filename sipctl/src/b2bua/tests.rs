@@ -1196,3 +1196,46 @@ fn a_trunk_by_name_fails_over_to_its_next_located_target() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_callee_asking_for_a_longer_session_interval_gets_one_retry() {
+    let mut h = Harness::new(RECORDED_DN);
+    h.sip_in(A, &invite(""));
+    let ng = h.ng_out();
+    h.ng_reply(
+        &ng[0].0,
+        &linecord_ng::reply::ok_with_sdp(REC_TO_B.as_bytes()),
+    );
+    let first = h.sip_out().remove(0).1;
+    assert_eq!(request(&first).headers.get("Session-Expires"), Some("1800"));
+    // RFC 4028 §7.4: 422 with a Min-SE above what sipctl asked for.
+    h.sip_in(B, &answer_with(&first, 422, "", &[("Min-SE", "2400")]));
+    let out = h.sip_out();
+    let retry = out
+        .iter()
+        .map(|(_, m)| m)
+        .find(|m| matches!(m, Message::Request(r) if r.method == Method::Invite))
+        .expect("a new INVITE to the callee");
+    let (r0, r1) = (request(&first), request(retry));
+    assert_eq!(r1.headers.get("Session-Expires"), Some("2400"));
+    assert_eq!(r1.headers.get("Min-SE"), Some("2400"));
+    assert_eq!(r1.call_id(), r0.call_id(), "the same leg");
+    assert_eq!(
+        r1.cseq().map(|c| c.seq),
+        r0.cseq().map(|c| c.seq + 1),
+        "a new transaction"
+    );
+    assert!(
+        !out.iter().any(|(to, _)| to == A),
+        "the caller sees nothing of the first try"
+    );
+    // A second 422 goes back to the caller as it is: one retry only.
+    h.sip_in(B, &answer_with(retry, 422, "", &[("Min-SE", "3000")]));
+    let out = h.sip_out();
+    let to_a: Vec<u16> = out
+        .iter()
+        .filter(|(to, _)| to == A)
+        .map(|(_, m)| response(m).status)
+        .collect();
+    assert_eq!(to_a, [422]);
+}

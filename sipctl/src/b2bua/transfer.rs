@@ -391,7 +391,13 @@ impl B2bua {
         if let Some((bye, peer)) = self.side_request(other, moved_side.other(), Method::Bye) {
             self.send_request(now, other, TxPurpose::Bye, bye, peer);
         }
-        self.end_call(now, other, "replaced by an attended transfer", None, false);
+        self.end_call(
+            now,
+            other,
+            "replaced by an attended transfer",
+            None,
+            ByeTo::Neither,
+        );
     }
 
     /// Forgets a transfer's target leg, unless its dialog belongs to another call (the far
